@@ -1,0 +1,128 @@
+"""Start and stop the real servers the tests run against (one helper for all of them)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Callable, Mapping, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ON_CI = bool(os.environ.get("CI"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> None:
+    """Poll `check` until it returns true; raise TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # a server that is still starting may refuse or reset
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when a GET of `url` answers with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except urllib.error.HTTPError:
+        return False
+
+
+class ManagedProcess:
+    """A child process with its output in a log file, stopped for sure on `stop()`.
+
+    The child gets its own session so that a stop reaches its whole process group.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
+                 env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd or REPO_ROOT
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self._log: Optional[IO[bytes]] = None
+
+    def start(self) -> "ManagedProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
+                                     start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> Optional[int]:
+        """Exit code, or None when still running after `timeout` seconds."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> Optional[int]:
+        """Signal the process group, wait, then SIGKILL what is left. Returns the exit code."""
+        code: Optional[int] = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                code = self.wait(timeout)
+                if code is None:
+                    try:
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    code = self.wait(5)
+            else:
+                code = self.proc.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def output(self) -> str:
+        """Everything the process has written so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def python_argv(*args: str) -> list[str]:
+    """argv that runs this interpreter (the test venv) with `args`."""
+    return [sys.executable, *args]

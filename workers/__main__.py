@@ -1,0 +1,66 @@
+"""`python -m workers NAME`: run worker NAME of config/symbols.yaml until SIGTERM or Ctrl-C."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError
+from .settings import DEFAULT_ENV_FILE, load_env, load_settings
+from .symbols import DEFAULT_SYMBOLS_FILE, find_worker, load_symbols
+
+log = logging.getLogger("workers")
+# An unexpected crash waits this long before exiting, so supervisord cannot respawn it hot.
+CRASH_PAUSE_S = 5.0
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers",
+        description="Stream every trade of one worker's Binance pairs into InfluxDB (or into "
+                    "line-protocol files when INFLUXDB_URL is unset). Settings come from the "
+                    "environment and .env.local; see .env.example.",
+        epilog="Exit codes: 0 stopped cleanly, 1 unexpected error, 2 configuration error "
+               "(restarting cannot help: fix the named setting or line).")
+    parser.add_argument("name", help="the worker: a symbol in lowercase (btcusdt) or a group "
+                                     "name from the symbols file")
+    parser.add_argument("--config", type=Path, default=DEFAULT_SYMBOLS_FILE,
+                        help=f"the symbols file (default: {DEFAULT_SYMBOLS_FILE})")
+    parser.add_argument("--env-file", type=Path, default=None,
+                        help=f"settings file (default: {DEFAULT_ENV_FILE} if it exists); the "
+                             "process environment wins over it")
+    parser.add_argument("--no-symbol-check", action="store_true",
+                        help="skip checking the symbols against the exchange's exchangeInfo")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.Formatter.converter = time.gmtime
+    try:
+        settings = load_settings(load_env(args.env_file))
+        logging.getLogger().setLevel(settings.log_level)
+        spec = find_worker(load_symbols(args.config), args.name, args.config)
+        from .worker import Worker  # after the config checks: a bad config fails fast
+
+        worker = Worker(spec, settings)
+        if not args.no_symbol_check:
+            worker.check_symbols()
+    except ConfigError as exc:
+        log.error("worker=%s event=config_error error=%s", args.name, exc)
+        return EXIT_CONFIG
+    try:
+        return worker.run()
+    except Exception:
+        log.exception("worker=%s event=crashed pause_s=%.0f", args.name, CRASH_PAUSE_S)
+        time.sleep(CRASH_PAUSE_S)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

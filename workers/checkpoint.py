@@ -1,0 +1,66 @@
+"""Per symbol, the highest trade id known stored (in InfluxDB, a data file or the spool).
+
+Batches can become durable out of order (one spooled while an older one is still retrying), so
+the checkpoint only moves over an unbroken run of durable batches, and each batch carries the
+checkpoint that holds once it and everything before it are stored (see pipeline.Batch).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Dict
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint:
+    def __init__(self, path: Path, worker: str) -> None:
+        self.path = path
+        self.worker = worker
+        self.lock = threading.Lock()
+        self.ids: Dict[str, int] = self._load()
+        self._next_seq = 1
+        self._done: Dict[int, Dict[str, int]] = {}
+
+    def _load(self) -> Dict[str, int]:
+        try:
+            data = json.loads(self.path.read_text())
+            return {str(k): int(v) for k, v in data.get("last_stored_id", {}).items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, AttributeError, TypeError) as exc:
+            # A corrupt checkpoint must not stop capture: start from the live stream, say so.
+            log.error("worker=%s event=checkpoint_unreadable file=%s error=%s", self.worker,
+                      self.path, exc)
+            return {}
+
+    def batch_durable(self, seq: int, marks: Dict[str, int]) -> bool:
+        """Note batch `seq` as stored; True when the checkpoint moved (and was saved)."""
+        with self.lock:
+            self._done[seq] = marks
+            moved = False
+            while self._next_seq in self._done:
+                for symbol, mark in self._done.pop(self._next_seq).items():
+                    if mark > self.ids.get(symbol, -1):
+                        self.ids[symbol] = mark
+                        moved = True
+                self._next_seq += 1
+            if moved:
+                self._save()
+            return moved
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"worker": self.worker, "last_stored_id": self.ids}, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def snapshot(self) -> Dict[str, int]:
+        with self.lock:
+            return dict(self.ids)

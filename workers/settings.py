@@ -1,0 +1,195 @@
+"""Settings from the environment and `.env.local` (the process environment wins).
+
+Every setting is listed, with its default and a one-line comment, in `.env.example`.
+A missing or invalid value raises ConfigError with one line that names the variable and the fix.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ENV_FILE = PROJECT_ROOT / ".env.local"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    url: str
+    token: str
+    org: str
+    bucket: str
+    measurement: str
+    health_measurement: str
+    timeout_s: float
+    gzip: bool
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    batch_size: int  # lines per request at most
+    flush_interval_s: float  # a batch is sent at the latest this long after its first line
+    retry_initial_s: float
+    retry_max_delay_s: float
+    retry_budget_s: float  # after this long failing, a batch goes to the disk spool
+    queue_batches: int  # full batches held in RAM before they go to the spool
+
+
+@dataclass(frozen=True)
+class Settings:
+    influx: Optional[InfluxSettings]  # None: no database, write line-protocol files
+    ws_url: str  # base URL, e.g. wss://stream.binance.com:9443
+    rest_url: str
+    write: WriteSettings
+    data_dir: Path
+    run_dir: Path
+    file_rotate_s: float
+    log_level: str
+    summary_interval_s: float
+    dead_after_s: float  # no frame at all (not even a ping) for this long: reconnect
+    stall_after_s: float  # no trade for this long: ask REST whether the stream is stale
+    max_conn_age_s: float  # rotate the connection before Binance's 24 h cut
+    backfill_max_trades: int  # give up (and log the ids) on a gap larger than this
+
+
+def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
+    """The process environment over the values of `env_file` (default `.env.local`)."""
+    path = env_file or DEFAULT_ENV_FILE
+    values: dict[str, str] = {}
+    if path.exists():
+        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    elif env_file is not None:
+        raise ConfigError(f"{path}: env file not found; create it from .env.example or drop --env-file")
+    values.update(os.environ)
+    return values
+
+
+def _get(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], hint: str) -> T:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}={raw!r} is invalid: expected {hint}") from None
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        value = kind(raw)
+        if not value > 0:  # type: ignore[operator]
+            raise ValueError(raw)
+        return value
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def stream_base_url(raw: str) -> str:
+    """The base of a Binance stream URL; the original script's full combined URL works too.
+
+    `wss://stream.binance.com:9443/stream?streams=btcusdt@trade` -> `wss://stream.binance.com:9443`
+    """
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(raw)
+    path = parts.path
+    for suffix in ("/stream", "/ws"):
+        cut = path.find(suffix)
+        if cut >= 0 and (len(path) == cut + len(suffix) or path[cut + len(suffix)] == "/"):
+            path = path[:cut]
+            break
+    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(raw)
+    return raw.strip().rstrip("/")
+
+
+def _identifier(raw: str) -> str:
+    if raw.startswith("_") or raw.startswith("#") or any(c in raw for c in "\n\r\t"):
+        raise ValueError(raw)
+    return raw
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Build and check every setting; raises ConfigError naming the first bad one."""
+    measurement = _get(env, "INFLUXDB_MEASUREMENT", "price_ticks", _identifier,
+                       "a measurement name not starting with _ or #")
+    influx: Optional[InfluxSettings] = None
+    url = env.get("INFLUXDB_URL", "").strip()
+    if url:
+        url = _get(env, "INFLUXDB_URL", "", _http_url, "an http:// or https:// URL")
+        missing = [n for n in ("INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET")
+                   if not env.get(n, "").strip()]
+        if missing:
+            raise ConfigError(f"INFLUXDB_URL is set but {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not: set "
+                              f"{'it' if len(missing) == 1 else 'them'} in .env.local "
+                              "(see .env.example), or unset INFLUXDB_URL to write files")
+        influx = InfluxSettings(
+            url=url,
+            token=env["INFLUXDB_TOKEN"].strip(),
+            org=env["INFLUXDB_ORG"].strip(),
+            bucket=env["INFLUXDB_BUCKET"].strip(),
+            measurement=measurement,
+            health_measurement=_get(env, "INFLUXDB_HEALTH_MEASUREMENT", "streamer_health",
+                                    _identifier, "a measurement name"),
+            timeout_s=_get(env, "INFLUXDB_TIMEOUT_S", 10.0, _positive(float), "seconds > 0"),
+            gzip=_get(env, "INFLUXDB_GZIP", False, _bool, "true or false"),
+        )
+    write = WriteSettings(
+        batch_size=_get(env, "WRITE_BATCH_SIZE", 5000, _positive(int), "an integer > 0"),
+        flush_interval_s=_get(env, "WRITE_FLUSH_INTERVAL_MS", 1000, _positive(int),
+                              "milliseconds > 0") / 1000.0,
+        retry_initial_s=_get(env, "WRITE_RETRY_INITIAL_MS", 500, _positive(int),
+                             "milliseconds > 0") / 1000.0,
+        retry_max_delay_s=_get(env, "WRITE_RETRY_MAX_DELAY_S", 30.0, _positive(float), "seconds > 0"),
+        retry_budget_s=_get(env, "WRITE_RETRY_BUDGET_S", 60.0, _positive(float), "seconds > 0"),
+        queue_batches=_get(env, "WRITE_QUEUE_BATCHES", 20, _positive(int), "an integer > 0"),
+    )
+    data_dir = Path(_get(env, "DATA_DIR", str(PROJECT_ROOT / "data"), str, "a directory"))
+    run_dir = Path(_get(env, "RUN_DIR", str(PROJECT_ROOT / "run"), str, "a directory"))
+    return Settings(
+        influx=influx,
+        ws_url=_get(env, "BINANCE_WS_URL", "wss://stream.binance.com:9443", stream_base_url,
+                    "a ws:// or wss:// URL such as wss://stream.binance.com:9443"),
+        rest_url=_get(env, "BINANCE_REST_URL", "https://api.binance.com", _http_url,
+                      "an http:// or https:// URL such as https://api.binance.com"),
+        write=write,
+        data_dir=data_dir if data_dir.is_absolute() else PROJECT_ROOT / data_dir,
+        run_dir=run_dir if run_dir.is_absolute() else PROJECT_ROOT / run_dir,
+        file_rotate_s=_get(env, "FILE_ROTATE_S", 3600.0, _positive(float), "seconds > 0"),
+        log_level=_get(env, "LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+        summary_interval_s=_get(env, "SUMMARY_INTERVAL_S", 60.0, _positive(float), "seconds > 0"),
+        dead_after_s=_get(env, "STREAM_DEAD_AFTER_S", 70.0, _positive(float), "seconds > 0"),
+        stall_after_s=_get(env, "STREAM_STALL_AFTER_S", 60.0, _positive(float), "seconds > 0"),
+        max_conn_age_s=_get(env, "STREAM_MAX_AGE_S", 23 * 3600.0, _positive(float), "seconds > 0"),
+        backfill_max_trades=_get(env, "BACKFILL_MAX_TRADES", 5_000_000, _positive(int),
+                                 "an integer > 0"),
+    )
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(raw)
+    return level

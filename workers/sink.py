@@ -1,0 +1,177 @@
+"""Where batches go: InfluxDB (one HTTP request per batch) or, with no database, local files.
+
+Both raise RetryableWriteError or PermanentWriteError; the retry policy lives in writer.py.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Protocol, TextIO
+
+from .errors import PermanentWriteError, RetryableWriteError
+from .lineproto import PRECISION
+from .settings import InfluxSettings
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    def write(self, body: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _retry_after(headers: object) -> Optional[float]:
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class InfluxSink:
+    """Writes through influxdb-client's SYNCHRONOUS API, one pre-joined body per call.
+
+    Not the library's batching mode: it drops a batch after its retries, queues without bound,
+    has a no-op flush() and costs ~20 us of CPU per point (../shared/reference/influxdb.md).
+    """
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        # Imported here so that the no-database mode does not pay for the library's import.
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.settings = settings
+        self.client = InfluxDBClient(url=settings.url, token=settings.token, org=settings.org,
+                                     timeout=int(settings.timeout_s * 1000),
+                                     enable_gzip=settings.gzip)
+        self.api = self.client.write_api(write_options=SYNCHRONOUS)
+
+    def write(self, body: str) -> None:
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        s = self.settings
+        try:
+            self.api.write(bucket=s.bucket, org=s.org, record=body, write_precision=PRECISION)
+        except ApiException as exc:
+            raise classify_status(exc.status, str(exc.body or exc.reason or "")[:300],
+                                  _retry_after(exc.headers), s) from None
+        except (Urllib3Error, OSError) as exc:
+            raise RetryableWriteError(f"InfluxDB at {s.url} unreachable: "
+                                      f"{type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.api.close()
+        self.client.close()
+
+
+def classify_status(status: int, body: str, retry_after: Optional[float],
+                    s: InfluxSettings) -> Exception:
+    """The error for an HTTP answer, with a message that names what to fix."""
+    if status == 429 or status >= 500:
+        return RetryableWriteError(f"InfluxDB answered {status}: {body[:200]}", status, retry_after)
+    if status in (401, 403):
+        return PermanentWriteError(
+            f"InfluxDB refused the token ({status}): check INFLUXDB_TOKEN in .env.local; it needs "
+            f"write access to bucket {s.bucket!r} of org {s.org!r}", status)
+    if status == 404:
+        return PermanentWriteError(
+            f"InfluxDB answered 404 ({body[:120]}): check that bucket {s.bucket!r} exists in org "
+            f"{s.org!r}; InfluxDB 1.x needs 1.8+ for the v2 write API that this service uses",
+            status)
+    if status == 413:
+        return PermanentWriteError("InfluxDB refused the request size (413): lower "
+                                   "WRITE_BATCH_SIZE", status)
+    if status in (400, 422) and "partial write" in body:
+        return PartialWrite(f"InfluxDB stored part of a batch and rejected the rest: "
+                            f"{body[:300]}", status)
+    return PermanentWriteError(f"InfluxDB rejected the batch ({status}): {body[:300]}", status)
+
+
+class PartialWrite(PermanentWriteError):
+    """The server stored the valid lines of a batch and rejected the others (1.x/3.x 400, 2.x 422)."""
+
+
+LP_HEADER_TEMPLATE = "# DML\n# CONTEXT-DATABASE: {db}\n"
+
+
+def lp_header(database: str) -> str:
+    """The header that lets 1.x `influx -import` load a file; every other reader skips `#` lines."""
+    return LP_HEADER_TEMPLATE.format(db=database)
+
+
+def compress_file(path: Path) -> Path:
+    """Gzip `path` to `path.gz` (atomically), remove the original, return the new path."""
+    target = path.with_name(path.name + ".gz")
+    tmp = path.with_name(path.name + ".gz.tmp")
+    with open(path, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+    with open(tmp, "rb") as done:
+        os.fsync(done.fileno())
+    os.replace(tmp, target)
+    path.unlink()
+    return target
+
+
+class FileSink:
+    """No database configured: line-protocol files under `directory`, rotated and gzipped.
+
+    The open file is plain text, appended and fsynced per batch, so a crash loses nothing and
+    leaves a readable file; it is gzipped when it rotates (or on the next start).
+    """
+
+    def __init__(self, directory: Path, worker: str, database: str, rotate_s: float) -> None:
+        self.directory = directory
+        self.worker = worker
+        self.database = database
+        self.rotate_s = rotate_s
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in sorted(self.directory.glob(f"{worker}-*.lp")):
+            log.info("worker=%s event=compress_leftover file=%s", worker, leftover.name)
+            compress_file(leftover)
+        self._file: Optional[Path] = None
+        self._opened = 0.0
+        self._fh: Optional[TextIO] = None
+
+    def _open(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = self.directory / f"{self.worker}-{stamp}.lp"
+        n = 1
+        while path.exists() or path.with_name(path.name + ".gz").exists():
+            n += 1
+            path = self.directory / f"{self.worker}-{stamp}-{n}.lp"
+        self._fh = open(path, "a", encoding="utf-8")
+        self._fh.write(lp_header(self.database))
+        self._file = path
+        self._opened = time.monotonic()
+
+    def write(self, body: str) -> None:
+        try:
+            if self._fh is None or time.monotonic() - self._opened >= self.rotate_s:
+                self.rotate()
+                self._open()
+            fh = self._fh
+            assert fh is not None
+            fh.write(body)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RetryableWriteError(f"cannot write {self._file}: {exc}") from None
+
+    def rotate(self) -> None:
+        """Close and gzip the open file, if any."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            assert self._file is not None
+            done = compress_file(self._file)
+            log.info("worker=%s event=file_rotated file=%s", self.worker, done.name)
+
+    def close(self) -> None:
+        self.rotate()

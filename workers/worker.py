@@ -1,0 +1,272 @@
+"""One worker process: wires stream -> pipeline -> writer, and runs the lifecycle.
+
+    StreamKeeper (reader threads) --trades--> Pipeline --batches--> Writer --> InfluxDB or files
+          ^ stall check                          | gaps                 \\--> spool (disk)
+          +-- RestClient <---- Backfiller <-------+
+
+The main thread cuts time-based batches, writes the summary line and the status file, and
+handles signals: the first SIGTERM/SIGINT stops reading and flushes; a second one exits at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Dict, Optional
+
+from .backfill import Backfiller
+from .checkpoint import Checkpoint
+from .lineproto import LineRenderer, escape_key
+from .pipeline import Pipeline
+from .protocol import (ControlReply, InvalidMessage, MessageParser, ServerShutdown, Trade,
+                       combined_stream_url)
+from .rest import RestClient, RestError
+from .settings import Settings
+from .sink import FileSink, InfluxSink, Sink
+from .spool import Spool
+from .stats import Stats, counters, percentile, write_status
+from .stream import OP_TEXT, Connection, StreamKeeper
+from .symbols import WorkerSpec
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+STATUS_EVERY_S = 5.0
+HEALTH_EVERY_S = 10.0
+INVALID_LOG_EVERY_S = 60.0
+STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.settings = settings
+        self.stats = Stats()
+        self.stop_requested = threading.Event()
+        self.started_at = time.time()
+        data = settings.data_dir / spec.name
+        influx = settings.influx
+        self.database = influx.bucket if influx else "ticks"
+        self.renderer = LineRenderer(influx.measurement if influx else "price_ticks")
+        self.health_measurement = escape_key(influx.health_measurement if influx
+                                             else "streamer_health")
+        sink: Sink
+        if influx is not None:
+            sink = InfluxSink(influx)
+            spool: Optional[Spool] = Spool(data / "spool", self.database, spec.name)
+        else:
+            sink = FileSink(settings.data_dir / "lp" / spec.name, spec.name, self.database,
+                            settings.file_rotate_s)
+            spool = None
+        self.spool = spool
+        self.checkpoint = Checkpoint(data / "checkpoint.json", spec.name)
+        self.writer = Writer(spec.name, sink, spool, self.checkpoint, settings.write, self.stats)
+        self.rest = RestClient(settings.rest_url, spec.name, stopping=self.stop_requested)
+        self.pipeline = Pipeline(self.renderer, settings.write.batch_size,
+                                 self.checkpoint.snapshot(), self._on_gap, self.writer.submit)
+        self.backfiller = Backfiller(spec.name, self.rest, self.pipeline, self.stats,
+                                     settings.backfill_max_trades)
+        self.parser = MessageParser(spec.symbols)
+        self.keeper = StreamKeeper(spec.name, combined_stream_url(settings.ws_url, spec.symbols),
+                                   self.on_frame, settings.dead_after_s, settings.max_conn_age_s,
+                                   self._on_reconnect, self._stall_check)
+        self._invalid_logged: Dict[str, float] = {}
+        self._last_stall_probe = 0.0
+
+    # -- hot path: runs on a reader thread for every frame ------------------------------
+    def on_frame(self, data: bytes, opcode: int, conn: Connection) -> None:
+        if opcode != OP_TEXT:
+            self._invalid("binary_frame", f"{len(data)} bytes")
+            return
+        try:
+            msg = self.parser.parse(data)
+        except InvalidMessage as exc:
+            self._invalid(exc.reason, exc.detail)
+            return
+        if type(msg) is Trade:
+            conn.trades += 1
+            conn.last_trade_at = conn.last_frame_at
+            stats = self.stats
+            stats.received += 1
+            stats.last_trade_ms[msg.symbol] = msg.time_ms
+            if not self.pipeline.accept(msg):
+                stats.duplicates += 1
+        elif type(msg) is ServerShutdown:
+            conn.shutdown_announced = True
+            log.warning("worker=%s event=server_shutdown conn=%s", self.name, conn.label)
+        elif type(msg) is ControlReply and msg.error:
+            log.error("worker=%s event=control_error reply=%r", self.name, msg.error)
+
+    def _invalid(self, reason: str, detail: str) -> None:
+        self.stats.invalid[reason] += 1
+        now = time.monotonic()
+        if now - self._invalid_logged.get(reason, -INVALID_LOG_EVERY_S) >= INVALID_LOG_EVERY_S:
+            self._invalid_logged[reason] = now
+            log.warning("worker=%s event=invalid_message reason=%s count=%d detail=%r "
+                        "note='skipped; logged at most once a minute per reason'", self.name,
+                        reason, self.stats.invalid[reason], detail[:120])
+
+    # -- callbacks ----------------------------------------------------------------------
+    def _on_gap(self, symbol: str, gap: tuple) -> None:
+        self.backfiller.report_gap(symbol, gap)
+
+    def _on_reconnect(self, reason: str) -> None:
+        self.stats.reconnects += 1
+
+    def _stall_check(self, conn: Connection) -> Optional[str]:
+        """Silence alone is no proof (quiet pairs): ask REST whether trades happened."""
+        now = time.monotonic()
+        quiet_for = now - max(conn.opened_at, conn.last_trade_at)
+        if quiet_for < self.settings.stall_after_s or \
+                now - self._last_stall_probe < self.settings.stall_after_s:
+            return None
+        self._last_stall_probe = now
+        last_ids = self.pipeline.last_ids()
+        stale = []
+        for symbol in self._probe_symbols():
+            try:
+                latest = self.rest.latest_trade_id(symbol)
+            except RestError as exc:
+                log.warning("worker=%s symbol=%s event=stall_probe_failed error=%r", self.name,
+                            symbol, str(exc))
+                continue
+            known = last_ids.get(symbol)
+            if latest is not None and known is not None and latest > known:
+                stale.append(f"{symbol} at {latest}, we have {known}")
+                self.pipeline.expect_up_to(symbol, latest)
+        return f"stalled: REST shows newer trades ({'; '.join(stale)})" if stale else None
+
+    def _probe_symbols(self) -> list:
+        """At most three symbols per probe (weight 25 each): the most recently active ones."""
+        recent = sorted(self.stats.last_trade_ms.items(), key=lambda kv: -kv[1])
+        return [s for s, _ in recent[:3]] or list(self.spec.symbols[:3])
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def check_symbols(self) -> None:
+        """Refuse unknown symbols (one clear error); warn about ones not trading now."""
+        from .errors import ConfigError
+
+        try:
+            statuses = self.rest.symbol_statuses(self.spec.symbols)
+        except RestError as exc:
+            log.warning("worker=%s event=symbol_check_skipped reason=%r", self.name, str(exc))
+            return
+        unknown = [s for s in self.spec.symbols if s not in statuses]
+        if unknown:
+            raise ConfigError(f"worker {self.name} (line {self.spec.line} of the symbols file): "
+                              f"unknown to the exchange: {', '.join(unknown)}; fix the spelling "
+                              f"or remove {'it' if len(unknown) == 1 else 'them'}")
+        idle = {s: st for s, st in statuses.items() if st != "TRADING"}
+        if idle:
+            log.warning("worker=%s event=symbols_not_trading symbols=%r note='captured when "
+                        "trading resumes'", self.name, idle)
+
+    def run(self) -> int:
+        self._install_signals()
+        log.info("worker=%s event=starting symbols=%s sink=%s resume_from=%r", self.name,
+                 ",".join(self.spec.symbols),
+                 "influxdb" if self.settings.influx else "files", self.checkpoint.snapshot())
+        self.writer.start()
+        self.backfiller.start()
+        self.keeper.start()
+        flush_s = self.settings.write.flush_interval_s
+        tick = min(0.1, flush_s / 4)
+        next_summary = time.monotonic() + self.settings.summary_interval_s
+        next_status = next_health = time.monotonic()
+        while not self.stop_requested.wait(tick):
+            self.pipeline.flush(older_than=flush_s)
+            now = time.monotonic()
+            if now >= next_health:
+                next_health = now + HEALTH_EVERY_S
+                self._health_point()
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                self._status()
+            if now >= next_summary:
+                next_summary = now + self.settings.summary_interval_s
+                self._summary()
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        started = time.monotonic()
+        log.info("worker=%s event=stopping", self.name)
+        self.keeper.stop()
+        self.pipeline.flush()
+        self.writer.stop(STOP_FLUSH_S)
+        self._status()
+        self._summary()
+        log.info("worker=%s event=stopped took_s=%.2f checkpoint=%r", self.name,
+                 time.monotonic() - started, self.checkpoint.snapshot())
+        return 0
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: object) -> None:
+            if self.stop_requested.is_set():
+                log.error("worker=%s event=forced_exit signal=%d", self.name, signum)
+                os._exit(1)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- reporting ----------------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        lags = self.stats.take_lags()
+        self._last_lags = lags or getattr(self, "_last_lags", [])
+        now = time.time()
+        elapsed = max(1e-6, now - getattr(self, "_rate_at", self.started_at))
+        received = self.stats.received
+        self._rate = (received - getattr(self, "_rate_count", 0)) / elapsed
+        self._rate_at, self._rate_count = now, received
+        return {
+            "worker": self.name, "symbols": list(self.spec.symbols), "pid": os.getpid(),
+            "started": self.started_at, "updated": now, "trades_per_s": round(self._rate, 2),
+            "lag_p50_ms": percentile(self._last_lags, 0.5),
+            "lag_p99_ms": percentile(self._last_lags, 0.99),
+            "spool_backlog_bytes": self.spool.backlog_bytes() if self.spool else 0,
+            "queue_batches": self.writer.queue.qsize(),
+            "checkpoint": self.checkpoint.snapshot(),
+            "connected": bool(self.keeper.current and self.keeper.current.opened_at
+                              and not self.keeper.current.ended.is_set()),
+            **counters(self.stats),
+        }
+
+    def _status(self) -> None:
+        self._last_status = self._snapshot()
+        try:
+            write_status(self.settings.run_dir / "status" / f"{self.name}.json",
+                         self._last_status)
+        except OSError as exc:
+            log.warning("worker=%s event=status_write_failed error=%s", self.name, exc)
+
+    def _summary(self) -> None:
+        s = getattr(self, "_last_status", None) or self._snapshot()
+        log.info("worker=%s event=summary trades_per_s=%.1f received=%d written=%d "
+                 "duplicates=%d invalid=%d retries=%d spooled=%d spool_backlog_bytes=%d "
+                 "reconnects=%d gaps=%d backfilled=%d given_up=%d lag_p50_ms=%s lag_p99_ms=%s",
+                 self.name, s["trades_per_s"], s["received"], s["written"], s["duplicates"],
+                 sum(s["invalid"].values()), s["retries"], s["spooled"],
+                 s["spool_backlog_bytes"], s["reconnects"], s["gaps"], s["backfilled"],
+                 s["given_up"], _ms(s["lag_p50_ms"]), _ms(s["lag_p99_ms"]))
+
+    def _health_point(self) -> None:
+        """A small self-metrics point, written with the trades (issue: self-metrics)."""
+        s = self.stats
+        lags = getattr(self, "_last_lags", [])
+        fields = (f"received={s.received}i,written={s.written}i,"
+                  f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
+                  f"reconnects={s.reconnects}i,gaps={s.gaps}i,backfilled={s.backfilled}i,"
+                  f"spooled={s.spooled}i,retries={s.retries}i,"
+                  f"spool_bytes={self.spool.backlog_bytes() if self.spool else 0}i")
+        for name, q in (("lag_p50_ms", 0.5), ("lag_p99_ms", 0.99)):
+            value = percentile(lags, q)
+            if value is not None:
+                fields += f",{name}={value:.1f}"
+        self.pipeline.add_line(f"{self.health_measurement},worker={escape_key(self.name)} "
+                               f"{fields} {time.time_ns()}")
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
