@@ -46,6 +46,7 @@ class WriteSettings:
 @dataclass(frozen=True)
 class Settings:
     influx: Optional[InfluxSettings]  # None: no database, write line-protocol files
+    file_database: str  # the database named in the header of those files
     ws_url: str  # base URL, e.g. wss://stream.binance.com:9443
     rest_url: str
     write: WriteSettings
@@ -170,6 +171,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     run_dir = Path(_get(env, "RUN_DIR", str(PROJECT_ROOT / "run"), str, "a directory"))
     return Settings(
         influx=influx,
+        file_database=env.get("INFLUXDB_BUCKET", "").strip() or "ticks",
         ws_url=_get(env, "BINANCE_WS_URL", "wss://stream.binance.com:9443", stream_base_url,
                     "a ws:// or wss:// URL such as wss://stream.binance.com:9443"),
         rest_url=_get(env, "BINANCE_REST_URL", "https://api.binance.com", _http_url,

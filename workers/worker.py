@@ -48,7 +48,7 @@ class Worker:
         self.started_at = time.time()
         data = settings.data_dir / spec.name
         influx = settings.influx
-        self.database = influx.bucket if influx else "ticks"
+        self.database = influx.bucket if influx else settings.file_database
         self.renderer = LineRenderer(influx.measurement if influx else "price_ticks")
         self.health_measurement = escape_key(influx.health_measurement if influx
                                              else "streamer_health")
