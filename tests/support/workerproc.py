@@ -46,7 +46,7 @@ class WorkerProcess:
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.signal(signal.SIGKILL)
+        self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(5)
 
     def output(self) -> str:
