@@ -155,6 +155,8 @@ class MessageParser:
             fields = (p["t"], p["p"], p["q"], p["T"], p["m"])
         except KeyError as missing:
             raise InvalidMessage("missing_field", str(missing)) from None
+        if type(symbol) is not str:
+            raise InvalidMessage("wrong_type", f"s is {type(symbol).__name__}, not a string")
         if symbol not in self.symbols:
             raise InvalidMessage("unknown_symbol", repr(symbol)[:40])
         return make_trade(symbol, *fields)

@@ -109,12 +109,12 @@ def stream_base_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ValueError(raw)
-    path = parts.path
-    for suffix in ("/stream", "/ws"):
-        cut = path.find(suffix)
-        if cut >= 0 and (len(path) == cut + len(suffix) or path[cut + len(suffix)] == "/"):
-            path = path[:cut]
+    segments = parts.path.split("/")
+    for i in range(len(segments) - 1, -1, -1):
+        if segments[i] in ("stream", "ws"):
+            segments = segments[:i]
             break
+    path = "/".join(segments)
     return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
 
 
@@ -126,7 +126,7 @@ def _http_url(raw: str) -> str:
 
 
 def _identifier(raw: str) -> str:
-    if raw.startswith("_") or raw.startswith("#") or any(c in raw for c in "\n\r\t"):
+    if raw.startswith("_") or raw.startswith("#") or any(c in raw for c in "\n\r\t\\"):
         raise ValueError(raw)
     return raw
 
@@ -167,6 +167,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         retry_budget_s=_get(env, "WRITE_RETRY_BUDGET_S", 60.0, _positive(float), "seconds > 0"),
         queue_batches=_get(env, "WRITE_QUEUE_BATCHES", 20, _positive(int), "an integer > 0"),
     )
+    if write.retry_max_delay_s < write.retry_initial_s:
+        raise ConfigError(f"WRITE_RETRY_MAX_DELAY_S={write.retry_max_delay_s:g} is below "
+                          f"WRITE_RETRY_INITIAL_MS={write.retry_initial_s * 1000:g} ms: raise "
+                          "the first or lower the second")
     data_dir = Path(_get(env, "DATA_DIR", str(PROJECT_ROOT / "data"), str, "a directory"))
     run_dir = Path(_get(env, "RUN_DIR", str(PROJECT_ROOT / "run"), str, "a directory"))
     return Settings(

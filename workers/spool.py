@@ -63,7 +63,20 @@ class Spool:
                     os.fsync(fh.fileno())
                 except OSError:
                     fh.truncate(start)  # never leave half a batch behind
+                    if start == 0:
+                        path.unlink()  # nor a segment without its import header
                     raise
+
+    def reject(self, body: str) -> Path:
+        """Keep a batch the server refused for its content beside the spool, for a person."""
+        path = self.directory.parent / "rejected.lp"
+        with self.lock, open(path, "a", encoding="utf-8") as fh:
+            if fh.tell() == 0:
+                fh.write(lp_header(self.database))
+            fh.write(body + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
 
     def backlog_bytes(self) -> int:
         with self.lock:
@@ -104,6 +117,7 @@ class Spool:
                     return b"\n".join(lines).decode("utf-8"), path.name, end
                 if path != self._segments()[-1]:
                     path.unlink()  # fully replayed and not the one being appended to
+                    self._write_position("", 0)
                     continue
             return None
 

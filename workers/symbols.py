@@ -58,7 +58,7 @@ def _symbol(path: Path, node: yaml.Node) -> str:
 
 
 def _symbol_list(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node]]:
-    if isinstance(node, yaml.ScalarNode) and node.value == "" and node.tag.endswith(":null"):
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
         return []
     if not isinstance(node, yaml.SequenceNode):
         raise _err(path, node, f"{what} must be a list, e.g. [BTCUSDT, ETHUSDT] or one "

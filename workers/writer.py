@@ -29,6 +29,7 @@ from .stats import Stats
 log = logging.getLogger(__name__)
 # After a refusal a person must fix (token, bucket), probe again this often, and say it again
 # this often: once clearly, never in a hot loop.
+SETUP_REFUSALS = (401, 403, 404)  # the server refuses us; other refusals are about the batch
 PERMANENT_PROBE_S = 30.0
 PERMANENT_REMIND_S = 600.0
 
@@ -50,6 +51,7 @@ class Writer:
         self._last_permanent = ""
         self._last_reminder = 0.0
         self._retry_after = 0.0  # the server's Retry-After of the last failed attempt
+        self._refused_status: Optional[int] = None  # status of the last permanent refusal
         self.thread = threading.Thread(target=self._run, name=f"writer-{worker}", daemon=True)
 
     # -- producer side (stream reader, backfiller, ticker) ---------------------------------
@@ -112,8 +114,12 @@ class Writer:
             ok = self._attempt(batch.body(), batch.trades)
             if ok:
                 self.stats.written += batch.trades
-                self.stats.record_lag(batch.first_time_ms)
+                if batch.trades:
+                    self.stats.record_lag(batch.first_time_ms)
                 self._stored(batch)
+                return
+            if ok is None and self._reject_if_content(batch.body()):
+                self._stored(batch)  # kept in the rejected file; nothing is left to send
                 return
             if ok is None or self.stopping.is_set():  # refused for good, or shutting down
                 if self._to_spool(batch, "refused" if ok is None else "shutdown"):
@@ -144,12 +150,29 @@ class Writer:
                         "error=%r", self.worker, exc.status, exc.retry_after, str(exc)[:200])
             return False
         except PermanentWriteError as exc:
-            self._permanent(exc)
+            self._refused_status = exc.status
+            if exc.status in SETUP_REFUSALS:
+                self._permanent(exc)
+            else:
+                self.stats.error(str(exc))
+                log.error("worker=%s event=batch_refused status=%s error=%r", self.worker,
+                          exc.status, str(exc)[:300])
             return None
         if self._last_permanent:
             log.info("worker=%s event=write_recovered after=%r", self.worker, self._last_permanent)
             self._last_permanent = ""
         self._blocked_until = 0.0
+        return True
+
+    def _reject_if_content(self, body: str) -> bool:
+        """A batch refused for its content (400, 413 ...) is set aside, not retried forever."""
+        if self._refused_status in SETUP_REFUSALS or self.spool is None:
+            return False
+        path = self.spool.reject(body)
+        lines = body.count("\n") + 1
+        self.stats.rejected_lines += lines
+        log.error("worker=%s event=batch_set_aside lines=%d file=%s fix='inspect the file; "
+                  "load it with influx -import once fixed'", self.worker, lines, path)
         return True
 
     def _permanent(self, exc: PermanentWriteError) -> None:
@@ -175,6 +198,8 @@ class Writer:
             body, segment, end = chunk
             lines = body.count("\n") + 1
             ok = self._attempt(body, lines)
+            if ok is None and self._reject_if_content(body):
+                ok = True
             if not ok:
                 if ok is False:
                     self._blocked_until = time.monotonic() + min(
@@ -189,7 +214,8 @@ class Writer:
     def stop(self, timeout: float) -> None:
         """Finish the queue within `timeout` s; what is left goes to the spool."""
         self.stopping.set()
-        self.thread.join(timeout)
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
         leftovers = 0
         while True:
             try:

@@ -1,0 +1,292 @@
+"""Settings from the environment and .env.local: defaults, one clear error per bad value."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from workers.errors import ConfigError
+from workers.protocol import combined_stream_url
+from workers.settings import PROJECT_ROOT, load_env, load_settings, stream_base_url
+
+INFLUX = {
+    "INFLUXDB_URL": "http://localhost:8086",
+    "INFLUXDB_TOKEN": "tok-123",
+    "INFLUXDB_ORG": "acme",
+    "INFLUXDB_BUCKET": "ticks",
+}
+
+
+def config_error(env: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    return str(info.value)
+
+
+# -- defaults ------------------------------------------------------------------------------------
+
+def test_empty_environment_gives_file_mode_and_documented_defaults():
+    s = load_settings({})
+
+    assert s.influx is None
+    assert s.file_database == "ticks"
+    assert s.ws_url == "wss://stream.binance.com:9443"
+    assert s.rest_url == "https://api.binance.com"
+    assert s.write.batch_size == 5000
+    assert s.write.flush_interval_s == 1.0
+    assert s.write.retry_initial_s == 0.5
+    assert s.write.retry_max_delay_s == 30.0
+    assert s.write.retry_budget_s == 60.0
+    assert s.write.queue_batches == 20
+    assert s.data_dir == PROJECT_ROOT / "data"
+    assert s.run_dir == PROJECT_ROOT / "run"
+    assert s.log_level == "INFO"
+    assert s.max_conn_age_s < 24 * 3600  # rotate before Binance's 24 h cut
+
+
+def test_blank_values_count_as_unset():
+    assert load_settings({"WRITE_BATCH_SIZE": "  ", "INFLUXDB_URL": ""}) == load_settings({})
+
+
+def test_env_example_documents_the_defaults():
+    example = {k: v or "" for k, v in dotenv_values(PROJECT_ROOT / ".env.example").items()}
+
+    assert load_settings(example) == load_settings({})
+
+
+def test_every_variable_the_code_reads_is_listed_in_env_example():
+    class Recording(dict):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.read = set()
+
+        def get(self, key, default=None):
+            self.read.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+    env = Recording(INFLUX)
+    load_settings(env)
+    documented = set(dotenv_values(PROJECT_ROOT / ".env.example"))
+
+    assert env.read - documented == set()
+
+
+# -- InfluxDB --------------------------------------------------------------------------------------
+
+def test_complete_influx_settings_are_read_and_trimmed():
+    s = load_settings({**INFLUX, "INFLUXDB_TOKEN": " tok-123 \n", "INFLUXDB_GZIP": "yes",
+                       "INFLUXDB_TIMEOUT_S": "2.5", "INFLUXDB_MEASUREMENT": "trades"})
+
+    assert s.influx is not None
+    assert (s.influx.url, s.influx.token, s.influx.org, s.influx.bucket) == \
+        ("http://localhost:8086", "tok-123", "acme", "ticks")
+    assert s.influx.gzip is True
+    assert s.influx.timeout_s == 2.5
+    assert s.influx.measurement == "trades"
+    assert s.influx.health_measurement == "streamer_health"
+
+
+def test_url_without_token_org_and_bucket_is_one_error_naming_all_three():
+    message = config_error({"INFLUXDB_URL": "http://localhost:8086"})
+
+    assert "INFLUXDB_TOKEN, INFLUXDB_ORG, INFLUXDB_BUCKET are not" in message
+    assert "unset INFLUXDB_URL" in message
+
+
+def test_url_with_only_some_credentials_names_just_the_missing_ones():
+    message = config_error({"INFLUXDB_URL": "http://localhost:8086", "INFLUXDB_TOKEN": "t",
+                            "INFLUXDB_ORG": "   "})
+
+    assert "INFLUXDB_ORG, INFLUXDB_BUCKET are not" in message
+    assert "INFLUXDB_TOKEN" not in message
+
+
+def test_missing_credentials_error_never_shows_the_token():
+    message = config_error({"INFLUXDB_URL": "http://h:8086", "INFLUXDB_TOKEN": "s3cr3t-value"})
+
+    assert "s3cr3t-value" not in message
+
+
+def test_influx_url_without_scheme_is_refused():
+    message = config_error({**INFLUX, "INFLUXDB_URL": "localhost:8086"})
+
+    assert message.startswith("INFLUXDB_URL='localhost:8086' is invalid")
+
+
+@pytest.mark.parametrize("name", ["_trades", "#trades"])
+def test_measurement_names_influx_reserves_are_refused(name):
+    message = config_error({"INFLUXDB_MEASUREMENT": name})
+
+    assert message.startswith("INFLUXDB_MEASUREMENT=")
+
+
+def test_measurement_with_a_backslash_is_refused():
+    message = config_error({"INFLUXDB_MEASUREMENT": "price\\ticks"})
+
+    assert message.startswith("INFLUXDB_MEASUREMENT=")
+
+
+# -- numbers and other values ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [
+    ("WRITE_BATCH_SIZE", "abc"),
+    ("WRITE_BATCH_SIZE", "0"),
+    ("WRITE_BATCH_SIZE", "-5"),
+    ("WRITE_FLUSH_INTERVAL_MS", "1.5"),
+    ("WRITE_RETRY_INITIAL_MS", "0"),
+    ("WRITE_RETRY_MAX_DELAY_S", "-1"),
+    ("WRITE_RETRY_BUDGET_S", "nan"),
+    ("WRITE_QUEUE_BATCHES", "twenty"),
+    ("STREAM_DEAD_AFTER_S", "0"),
+    ("STREAM_STALL_AFTER_S", "1m"),
+    ("STREAM_MAX_AGE_S", "0.0"),
+    ("BACKFILL_MAX_TRADES", "5e6"),
+    ("FILE_ROTATE_S", "-3600"),
+    ("SUMMARY_INTERVAL_S", "x"),
+])
+def test_invalid_number_names_the_variable_and_the_value(name, value):
+    message = config_error({name: value})
+
+    assert message.startswith(f"{name}={value!r} is invalid: expected ")
+
+
+def test_invalid_number_in_the_influx_section_names_the_variable():
+    message = config_error({**INFLUX, "INFLUXDB_TIMEOUT_S": "ten"})
+
+    assert message.startswith("INFLUXDB_TIMEOUT_S='ten' is invalid")
+
+
+def test_gzip_accepts_the_usual_spellings_and_refuses_others():
+    assert load_settings({**INFLUX, "INFLUXDB_GZIP": "On"}).influx.gzip is True
+    assert load_settings({**INFLUX, "INFLUXDB_GZIP": "0"}).influx.gzip is False
+    assert config_error({**INFLUX, "INFLUXDB_GZIP": "maybe"}).startswith("INFLUXDB_GZIP=")
+
+
+def test_milliseconds_settings_are_converted_to_seconds():
+    s = load_settings({"WRITE_FLUSH_INTERVAL_MS": "250", "WRITE_RETRY_INITIAL_MS": "100"})
+
+    assert (s.write.flush_interval_s, s.write.retry_initial_s) == (0.25, 0.1)
+
+
+def test_retry_max_delay_below_the_initial_delay_is_a_config_error():
+    message = config_error({"WRITE_RETRY_INITIAL_MS": "5000", "WRITE_RETRY_MAX_DELAY_S": "1"})
+
+    assert "WRITE_RETRY_MAX_DELAY_S" in message and "WRITE_RETRY_INITIAL_MS" in message
+
+
+def test_log_level_is_case_insensitive_and_checked():
+    assert load_settings({"LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert config_error({"LOG_LEVEL": "verbose"}).startswith("LOG_LEVEL='verbose' is invalid")
+
+
+def test_relative_directories_are_under_the_project_and_absolute_ones_kept(tmp_path):
+    s = load_settings({"DATA_DIR": "var/data", "RUN_DIR": str(tmp_path)})
+
+    assert s.data_dir == PROJECT_ROOT / "var" / "data"
+    assert s.run_dir == tmp_path
+
+
+def test_file_database_follows_the_bucket_name():
+    assert load_settings({"INFLUXDB_BUCKET": "mydb"}).file_database == "mydb"
+
+
+# -- Binance URLs --------------------------------------------------------------------------------
+
+ORIGINAL_SCRIPT_URL = "wss://stream.binance.com:9443/stream?streams=btcusdt@trade"
+
+
+def test_original_scripts_full_combined_url_becomes_the_base_url():
+    s = load_settings({"BINANCE_WS_URL": ORIGINAL_SCRIPT_URL})
+
+    assert s.ws_url == "wss://stream.binance.com:9443"
+    assert combined_stream_url(s.ws_url, ["BTCUSDT"]) == ORIGINAL_SCRIPT_URL
+
+
+@pytest.mark.parametrize("raw, base", [
+    ("wss://stream.binance.com:9443", "wss://stream.binance.com:9443"),
+    ("wss://stream.binance.com:9443/", "wss://stream.binance.com:9443"),
+    ("wss://stream.binance.com:9443/ws/btcusdt@trade", "wss://stream.binance.com:9443"),
+    ("wss://stream.binance.com:443/stream?streams=a@trade/b@trade",
+     "wss://stream.binance.com:443"),
+    ("wss://data-stream.binance.vision/stream", "wss://data-stream.binance.vision"),
+    ("ws://127.0.0.1:9100", "ws://127.0.0.1:9100"),
+    ("ws://proxy:80/binance/stream?streams=btcusdt@trade", "ws://proxy:80/binance"),
+    ("ws://proxy:80/streams/ws", "ws://proxy:80/streams"),
+])
+def test_stream_base_url_strips_the_raw_and_combined_forms(raw, base):
+    assert stream_base_url(raw) == base
+
+
+def test_raw_stream_url_behind_a_path_that_starts_with_ws_is_cut_too():
+    assert stream_base_url("ws://proxy:80/wsgate/ws/btcusdt@trade") == "ws://proxy:80/wsgate"
+
+
+@pytest.mark.parametrize("raw", ["https://stream.binance.com", "stream.binance.com:9443",
+                                 "wss://", "ftp://x"])
+def test_non_websocket_stream_url_is_refused_naming_the_variable(raw):
+    message = config_error({"BINANCE_WS_URL": raw})
+
+    assert message.startswith("BINANCE_WS_URL=")
+    assert "wss://stream.binance.com:9443" in message  # an example of the right form
+
+
+def test_rest_url_loses_its_trailing_slash_and_must_be_http():
+    assert load_settings({"BINANCE_REST_URL": "https://api1.binance.com/"}).rest_url == \
+        "https://api1.binance.com"
+    assert config_error({"BINANCE_REST_URL": "wss://api.binance.com"}).startswith(
+        "BINANCE_REST_URL=")
+
+
+# -- .env.local and the process environment ------------------------------------------------------
+
+def test_process_environment_wins_over_the_env_file(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("TC_TEST_A=from-file\nTC_TEST_B=from-file\n")
+    monkeypatch.setenv("TC_TEST_A", "from-process")
+    monkeypatch.delenv("TC_TEST_B", raising=False)
+
+    env = load_env(env_file)
+
+    assert env["TC_TEST_A"] == "from-process"
+    assert env["TC_TEST_B"] == "from-file"
+
+
+def test_env_file_values_reach_the_settings(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("WRITE_BATCH_SIZE=777\n# a comment\nLOG_LEVEL=warning\n")
+    monkeypatch.delenv("WRITE_BATCH_SIZE", raising=False)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+
+    s = load_settings(load_env(env_file))
+
+    assert (s.write.batch_size, s.log_level) == (777, "WARNING")
+
+
+def test_env_file_key_without_value_is_ignored(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("TC_TEST_NOVALUE\n")
+    monkeypatch.delenv("TC_TEST_NOVALUE", raising=False)
+
+    assert "TC_TEST_NOVALUE" not in load_env(env_file)
+
+
+def test_explicit_env_file_that_does_not_exist_is_a_config_error(tmp_path):
+    missing = tmp_path / "nope.env"
+
+    with pytest.raises(ConfigError) as info:
+        load_env(missing)
+
+    assert str(missing) in str(info.value)
+    assert "--env-file" in str(info.value)
+
+
+def test_without_an_env_file_the_process_environment_is_used(tmp_path, monkeypatch):
+    monkeypatch.setattr("workers.settings.DEFAULT_ENV_FILE", Path(tmp_path / "absent"))
+    monkeypatch.setenv("TC_TEST_ONLY_PROCESS", "1")
+
+    assert load_env()["TC_TEST_ONLY_PROCESS"] == "1"

@@ -1,0 +1,182 @@
+"""Where batches go: how InfluxDB's answers are classified, and the no-database file sink.
+
+Facts: shared/reference/influxdb.md 0 (status semantics, partial writes per server) and 7 (the
+import header of line-protocol files).
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+
+import pytest
+
+from workers.errors import PermanentWriteError, RetryableWriteError
+from workers.settings import InfluxSettings
+from workers.sink import FileSink, PartialWrite, classify_status, lp_header
+
+TOKEN = "s3cr3t-T0KEN-value=="
+SETTINGS = InfluxSettings(url="http://influx:8086", token=TOKEN, org="acme", bucket="ticks",
+                          measurement="price_ticks", health_measurement="streamer_health",
+                          timeout_s=10.0, gzip=False)
+
+
+# -- classify_status ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_busy_or_failing_server_is_retryable_with_its_retry_after(status):
+    error = classify_status(status, "busy", 7.0, SETTINGS)
+
+    assert isinstance(error, RetryableWriteError)
+    assert error.status == status
+    assert error.retry_after == 7.0
+    assert str(status) in str(error)
+
+
+def test_retryable_without_retry_after_has_none():
+    assert classify_status(503, "", None, SETTINGS).retry_after is None
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_is_permanent_and_names_the_setting_to_fix(status):
+    error = classify_status(status, "unauthorized access", None, SETTINGS)
+
+    assert isinstance(error, PermanentWriteError)
+    assert not isinstance(error, PartialWrite)
+    assert error.status == status
+    assert "INFLUXDB_TOKEN" in str(error)
+    assert "'ticks'" in str(error)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_token_message_never_contains_the_token(status):
+    body = f'{{"message":"token {TOKEN} is not authorized"}}'  # even if the server echoes it
+
+    assert TOKEN not in str(classify_status(status, body, None, SETTINGS))
+
+
+def test_missing_bucket_is_permanent_and_names_bucket_and_org():
+    error = classify_status(404, '{"code":"not found","message":"bucket \\"ticks\\" not found"}',
+                            None, SETTINGS)
+
+    assert isinstance(error, PermanentWriteError)
+    assert "bucket 'ticks'" in str(error)
+    assert "'acme'" in str(error)
+
+
+@pytest.mark.parametrize("status, body", [
+    (400, '{"error":"partial write: field type conflict: input field \\"price\\" on '
+          'measurement \\"price_ticks\\" is type integer, already exists as type float '
+          'dropped=1"}'),  # InfluxDB 1.x
+    (422, '{"code":"unprocessable entity","message":"failure writing points to database: '
+          'partial write: points beyond retention policy dropped=2"}'),  # OSS 2.x
+    (400, '{"error":"partial write of line protocol occurred"}'),  # v3 / Serverless
+])
+def test_partial_write_is_recognised_as_such(status, body):
+    error = classify_status(status, body, None, SETTINGS)
+
+    assert isinstance(error, PartialWrite)
+    assert isinstance(error, PermanentWriteError)
+    assert error.status == status
+
+
+def test_partial_write_message_keeps_the_servers_dropped_count():
+    body = '{"error":"partial write: points beyond retention policy dropped=3"}'
+
+    assert "dropped=3" in str(classify_status(400, body, None, SETTINGS))
+
+
+def test_malformed_request_is_permanent_but_not_a_partial_write():
+    error = classify_status(400, '{"error":"unable to parse \'x\': missing fields"}', None,
+                            SETTINGS)
+
+    assert type(error) is PermanentWriteError
+    assert "unable to parse" in str(error)
+
+
+def test_request_too_large_says_to_lower_the_batch_size():
+    error = classify_status(413, "", None, SETTINGS)
+
+    assert isinstance(error, PermanentWriteError)
+    assert "WRITE_BATCH_SIZE" in str(error)
+
+
+def test_long_server_bodies_are_cut_in_the_message():
+    error = classify_status(400, "x" * 10_000, None, SETTINGS)
+
+    assert len(str(error)) < 500
+
+
+# -- FileSink -----------------------------------------------------------------------------------
+
+def read_gz(path) -> str:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return fh.read()
+
+
+def test_header_names_the_database_for_influx_import():
+    assert lp_header("ticks") == "# DML\n# CONTEXT-DATABASE: ticks\n"
+
+
+def test_file_sink_writes_the_header_then_each_batch_on_its_own_lines(tmp_path):
+    sink = FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+
+    sink.write("m,symbol=A x=1 1\nm,symbol=A x=2 2")
+    sink.write("m,symbol=A x=3 3")
+
+    (open_file,) = tmp_path.glob("btcusdt-*.lp")
+    assert open_file.read_text() == ("# DML\n# CONTEXT-DATABASE: ticks\n"
+                                     "m,symbol=A x=1 1\nm,symbol=A x=2 2\nm,symbol=A x=3 3\n")
+    sink.close()
+
+
+def test_closing_the_file_sink_gzips_the_open_file(tmp_path):
+    sink = FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+    sink.write("m,symbol=A x=1 1")
+
+    sink.close()
+
+    assert list(tmp_path.glob("*.lp")) == []
+    (done,) = tmp_path.glob("btcusdt-*.lp.gz")
+    assert read_gz(done) == "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n"
+
+
+def test_file_sink_rotates_to_a_new_gzipped_file_after_rotate_s(tmp_path):
+    sink = FileSink(tmp_path, "btcusdt", "ticks", rotate_s=1e-9)
+
+    sink.write("m,symbol=A x=1 1")
+    sink.write("m,symbol=A x=2 2")  # the first file is old enough: rotate
+    sink.close()
+
+    files = sorted(tmp_path.glob("btcusdt-*.lp.gz"))
+    assert len(files) == 2
+    contents = sorted(read_gz(f) for f in files)
+    assert contents == ["# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n",
+                        "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=2 2\n"]
+
+
+def test_file_sink_compresses_files_left_open_by_a_previous_run(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="workers.sink")
+    leftover = tmp_path / "btcusdt-20260101T000000Z.lp"
+    leftover.write_text("# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n")
+
+    FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+
+    assert not leftover.exists()
+    assert read_gz(tmp_path / "btcusdt-20260101T000000Z.lp.gz") == \
+        "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n"
+    assert any("event=compress_leftover" in r.getMessage() for r in caplog.records)
+
+
+def test_file_sink_leaves_other_workers_files_alone(tmp_path):
+    other = tmp_path / "ethusdt-20260101T000000Z.lp"
+    other.write_text("x")
+
+    FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+
+    assert other.read_text() == "x"
+
+
+def test_file_sink_without_writes_creates_no_file(tmp_path):
+    FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600).close()
+
+    assert list(tmp_path.iterdir()) == []

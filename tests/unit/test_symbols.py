@@ -1,0 +1,301 @@
+"""config/symbols.yaml: pairs to capture, grouped into workers, with errors people can act on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workers.errors import ConfigError
+from workers.symbols import (MAX_STREAMS_PER_CONNECTION, RESERVED_NAMES, WorkerSpec, find_worker,
+                             load_symbols, parse_symbols)
+
+PATH = Path("/etc/tick-capture/symbols.yaml")
+
+EXAMPLE = """\
+symbols:            # each one its own worker, named in lowercase: btcusdt, ethusdt
+  - BTCUSDT
+  - ETHUSDT
+groups:             # one worker per group, one combined connection, for quiet pairs
+  alts: [SOLUSDT, XRPUSDT, 1000SATSUSDT]
+"""
+
+
+def config_error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_symbols(text, PATH)
+    return str(info.value)
+
+
+# -- the shape of a good file ----------------------------------------------------------------
+
+def test_example_file_gives_one_worker_per_symbol_and_one_per_group():
+    workers = parse_symbols(EXAMPLE, PATH)
+
+    assert workers == [
+        WorkerSpec("btcusdt", ("BTCUSDT",), 2, False),
+        WorkerSpec("ethusdt", ("ETHUSDT",), 3, False),
+        WorkerSpec("alts", ("SOLUSDT", "XRPUSDT", "1000SATSUSDT"), 5, True),
+    ]
+
+
+def test_bare_symbol_workers_are_named_in_lowercase():
+    names = [w.name for w in parse_symbols("symbols: [BTCUSDT, DOGEUSDT]\n", PATH)]
+
+    assert names == ["btcusdt", "dogeusdt"]
+
+
+def test_group_keeps_its_own_name_and_symbol_order():
+    (group,) = parse_symbols("groups:\n  quiet_pairs-1: [XRPUSDT, SOLUSDT]\n", PATH)
+
+    assert group.name == "quiet_pairs-1"
+    assert group.symbols == ("XRPUSDT", "SOLUSDT")
+    assert group.is_group
+
+
+def test_lowercase_symbols_are_accepted_and_uppercased_as_binance_writes_them():
+    workers = parse_symbols("symbols:\n  - btcusdt\ngroups:\n  alts: [solusdt, XrpUsdt]\n", PATH)
+
+    assert [w.symbols for w in workers] == [("BTCUSDT",), ("SOLUSDT", "XRPUSDT")]
+    assert workers[0].name == "btcusdt"
+
+
+@pytest.mark.parametrize("symbol", ["1000SATSUSDT", "1000000BOBUSDT", "XRPDOWNUSDT", "BTCUSDC"])
+def test_symbols_with_leading_digits_and_long_names_are_accepted(symbol):
+    (worker,) = parse_symbols(f"symbols: [{symbol}]\n", PATH)
+
+    assert worker.symbols == (symbol,)
+    assert worker.name == symbol.lower()
+
+
+def test_non_ascii_symbol_is_accepted_in_a_group_and_kept_as_written():
+    (group,) = parse_symbols("groups:\n  cn: [这是测试币456]\n", PATH)
+
+    assert group.symbols == ("这是测试币456",)
+
+
+def test_non_ascii_symbol_cannot_be_a_bare_worker_and_the_error_says_use_a_group():
+    message = config_error("symbols:\n  - 这是测试币456\n")
+
+    assert message.startswith(f"{PATH}:2:")
+    assert "groups:" in message
+
+
+def test_symbols_only_or_groups_only_are_both_enough():
+    assert [w.name for w in parse_symbols("symbols: [BTCUSDT]\n", PATH)] == ["btcusdt"]
+    assert [w.name for w in parse_symbols("groups:\n  alts: [SOLUSDT]\n", PATH)] == ["alts"]
+
+
+def test_empty_symbols_section_is_fine_when_groups_exist():
+    workers = parse_symbols("symbols:\ngroups:\n  alts: [SOLUSDT]\n", PATH)
+
+    assert [w.name for w in workers] == ["alts"]
+
+
+def test_the_symbols_file_shipped_in_the_repository_is_valid():
+    workers = load_symbols()
+
+    assert workers
+    assert all(w.name == w.name.lower() and w.symbols for w in workers)
+
+
+def test_a_group_may_hold_exactly_the_connection_limit():
+    symbols = "".join(f"    - S{i:04d}USDT\n" for i in range(MAX_STREAMS_PER_CONNECTION))
+
+    (group,) = parse_symbols("groups:\n  big:\n" + symbols, PATH)
+
+    assert len(group.symbols) == MAX_STREAMS_PER_CONNECTION
+
+
+# -- errors name the file, the 1-based line and the fix ---------------------------------------
+
+@pytest.mark.parametrize("bad", ["BTC-USDT", "btc usdt", "BTC/USDT", "BTC_USDT", "B"])
+def test_bad_symbol_names_file_line_and_fix(bad):
+    text = f"symbols:\n  - BTCUSDT\n  - ETHUSDT\n  - {bad}\n"
+
+    message = config_error(text)
+
+    assert message.startswith(f"{PATH}:4: ")
+    assert repr(bad) in message
+    assert "e.g. BTCUSDT" in message  # the fix: how a symbol is written
+
+
+def test_bad_symbol_inside_a_flow_list_names_the_line_of_that_list():
+    message = config_error("symbols:\n  - BTCUSDT\ngroups:\n  alts: [SOLUSDT, SOL-USDT]\n")
+
+    assert message.startswith(f"{PATH}:4: ")
+    assert "'SOL-USDT'" in message
+
+
+def test_a_mapping_where_a_symbol_should_be_names_the_line():
+    message = config_error("symbols:\n  - BTCUSDT\n  - {name: ETHUSDT}\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "BTCUSDT" in message  # shows what a symbol looks like
+
+
+def test_symbol_listed_under_two_workers_names_both_lines():
+    text = "symbols:\n  - BTCUSDT\ngroups:\n  alts:\n    - SOLUSDT\n    - btcusdt\n"
+
+    message = config_error(text)
+
+    assert message.startswith(f"{PATH}:6: ")
+    assert "BTCUSDT" in message
+    assert "line 2" in message
+    assert "one place" in message
+
+
+def test_symbol_listed_twice_across_two_groups_names_both_lines():
+    text = "groups:\n  a: [SOLUSDT]\n  b:\n    - XRPUSDT\n    - SOLUSDT\n"
+
+    message = config_error(text)
+
+    assert message.startswith(f"{PATH}:5: ")
+    assert "line 2" in message
+
+
+def test_invalid_yaml_names_the_offending_line():
+    message = config_error("symbols:\n  - BTCUSDT\n - ETHUSDT\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "not valid YAML" in message
+    assert "indentation" in message
+
+
+def test_tab_indentation_names_the_line():
+    message = config_error("symbols:\n\t- BTCUSDT\n")
+
+    assert message.startswith(f"{PATH}:2: ")
+
+
+def test_unknown_top_level_key_is_refused_with_the_known_ones():
+    message = config_error("symbols:\n  - BTCUSDT\nsymbol:\n  - ETHUSDT\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "'symbol'" in message
+    assert "'symbols'" in message and "'groups'" in message
+
+
+def test_a_section_given_twice_is_refused():
+    message = config_error("symbols: [BTCUSDT]\nsymbols: [ETHUSDT]\n")
+
+    assert message.startswith(f"{PATH}:2: ")
+    assert "twice" in message
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_refused_with_what_to_put_in_it(text):
+    message = config_error(text)
+
+    assert message.startswith(f"{PATH}: ")
+    assert "empty" in message
+    assert "symbols:" in message
+
+
+def test_file_with_no_symbols_at_all_is_refused():
+    message = config_error("symbols:\n")
+
+    assert str(PATH) in message
+    assert "no symbols" in message
+
+
+def test_top_level_list_instead_of_mapping_is_refused():
+    message = config_error("- BTCUSDT\n")
+
+    assert message.startswith(f"{PATH}:1: ")
+    assert "symbols:" in message
+
+
+@pytest.mark.parametrize("group", ["alts: []", "alts:"])
+def test_empty_group_is_refused_on_its_line(group):
+    message = config_error(f"symbols: [BTCUSDT]\ngroups:\n  {group}\n  more: [SOLUSDT]\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "'alts' has no symbols" in message
+
+
+@pytest.mark.parametrize("name", ['"alts:1"', "Alts", "ALTS", '"my alts"', "-alts", '"a/b"'])
+def test_group_name_unusable_as_a_supervisor_program_name_is_refused(name):
+    message = config_error(f"symbols: [BTCUSDT]\ngroups:\n  {name}: [SOLUSDT]\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "lowercase letters, digits, '-' or '_'" in message
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_NAMES))
+def test_reserved_name_is_refused(name):
+    message = config_error(f"groups:\n  {name}: [SOLUSDT]\n")
+
+    assert message.startswith(f"{PATH}:2: ")
+    assert "reserved" in message
+    assert "rename" in message
+
+
+def test_group_named_like_a_bare_symbol_worker_is_refused():
+    message = config_error("symbols: [BTCUSDT]\ngroups:\n  btcusdt: [SOLUSDT]\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "already used on line 1" in message
+
+
+def test_group_over_the_connection_limit_is_refused_with_a_split_hint():
+    symbols = "".join(f"    - S{i:04d}USDT\n" for i in range(MAX_STREAMS_PER_CONNECTION + 1))
+
+    message = config_error("groups:\n  big:\n" + symbols)
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert str(MAX_STREAMS_PER_CONNECTION + 1) in message
+    assert str(MAX_STREAMS_PER_CONNECTION) in message
+    assert "split" in message
+
+
+def test_groups_that_is_not_a_mapping_is_refused():
+    message = config_error("symbols: [BTCUSDT]\ngroups:\n  - SOLUSDT\n")
+
+    assert message.startswith(f"{PATH}:3: ")
+    assert "'groups' must map" in message
+
+
+# -- loading from disk and finding a worker ----------------------------------------------------
+
+def test_load_symbols_reads_the_given_file(tmp_path):
+    path = tmp_path / "symbols.yaml"
+    path.write_text(EXAMPLE, encoding="utf-8")
+
+    assert [w.name for w in load_symbols(path)] == ["btcusdt", "ethusdt", "alts"]
+
+
+def test_load_symbols_errors_carry_the_real_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("symbols:\n  - BTC-USDT\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=rf"^{path}:2: "):
+        load_symbols(path)
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path):
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_symbols(path)
+
+    assert str(path) in str(info.value)
+    assert "--config" in str(info.value)
+
+
+def test_find_worker_matches_names_case_insensitively():
+    workers = parse_symbols(EXAMPLE, PATH)
+
+    assert find_worker(workers, "BTCUSDT", PATH).symbols == ("BTCUSDT",)
+    assert find_worker(workers, "alts", PATH).is_group
+
+
+def test_find_worker_unknown_name_lists_the_known_ones():
+    workers = parse_symbols(EXAMPLE, PATH)
+
+    with pytest.raises(ConfigError) as info:
+        find_worker(workers, "dogeusdt", PATH)
+
+    message = str(info.value)
+    assert str(PATH) in message
+    assert "'dogeusdt'" in message
+    assert "btcusdt, ethusdt, alts" in message

@@ -1,0 +1,389 @@
+"""The write path: retries, the disk spool, the checkpoint, and refusals a person must fix.
+
+The writer runs its real thread against an in-memory sink and a real spool in tmp_path. Its
+clock is a fake one that only moves when the writer sleeps (or the test advances it), so retry
+budgets and probe intervals of many seconds take no real time.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import SimpleNamespace
+from typing import List, Optional
+
+import pytest
+
+from workers import writer as writer_module
+from workers.checkpoint import Checkpoint
+from workers.lineproto import LineRenderer
+from workers.pipeline import Batch
+from workers.protocol import Trade
+from workers.settings import InfluxSettings, WriteSettings
+from workers.sink import PartialWrite, classify_status
+from workers.spool import Spool
+from workers.stats import Stats
+from workers.writer import PERMANENT_PROBE_S, PERMANENT_REMIND_S, Writer
+
+INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucket="ticks",
+                        measurement="price_ticks", health_measurement="streamer_health",
+                        timeout_s=10.0, gzip=False)
+REFUSED = classify_status(401, "unauthorized", None, INFLUX)
+BUSY = classify_status(503, "service unavailable", None, INFLUX)
+RENDERER = LineRenderer("price_ticks")
+
+
+class FakeSink:
+    """Records every body it is offered; can fail the next N writes, or every write."""
+
+    def __init__(self) -> None:
+        self.offered: List[str] = []
+        self.stored: List[str] = []
+        self.planned: List[Exception] = []
+        self.always: Optional[Exception] = None
+        self.gate: Optional[threading.Event] = None  # when set, write() waits for it
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def fail_next(self, error: Exception, times: int = 1) -> None:
+        self.planned.extend([error] * times)
+
+    def write(self, body: str) -> None:
+        with self.lock:
+            self.offered.append(body)
+            error = self.always or (self.planned.pop(0) if self.planned else None)
+        if self.gate is not None:
+            self.gate.wait(2.0)
+        if error is not None:
+            if isinstance(error, PartialWrite):
+                self.stored.append(body)  # the server kept the good lines
+            raise error
+        self.stored.append(body)
+
+    def stored_lines(self) -> List[str]:
+        return [line for body in self.stored for line in body.split("\n")]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 10_000.0
+        self.sleeps: List[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        return False
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_batch(seq: int, first_id: int, n: int = 3, symbol: str = "BTCUSDT") -> Batch:
+    now_ms = int(time.time() * 1000)
+    lines = [RENDERER.line(Trade(symbol, i, "100.00000000", "0.50000000", now_ms, False))
+             for i in range(first_id, first_id + n)]
+    return Batch(seq, lines, n, {symbol: first_id + n - 1}, now_ms)
+
+
+def wait_for(condition, timeout: float = 0.9) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+def spooled_lines(spool: Spool) -> List[str]:
+    chunk = spool.peek(10_000)
+    return chunk[0].split("\n") if chunk else []
+
+
+def events(caplog, name: str) -> int:
+    return sum(f"event={name} " in r.getMessage() for r in caplog.records)
+
+
+class Rig:
+    def __init__(self, tmp_path, clock: FakeClock, use_spool: bool, **write) -> None:
+        values = dict(batch_size=100, flush_interval_s=1.0, retry_initial_s=1.0,
+                      retry_max_delay_s=4.0, retry_budget_s=10.0, queue_batches=4)
+        values.update(write)
+        self.settings = WriteSettings(**values)
+        self.clock = clock
+        self.sink = FakeSink()
+        self.spool = Spool(tmp_path / "spool", "ticks", "btcusdt") if use_spool else None
+        self.checkpoint = Checkpoint(tmp_path / "checkpoint.json", "btcusdt")
+        self.stats = Stats()
+        self.writer = Writer("btcusdt", self.sink, self.spool, self.checkpoint, self.settings,
+                             self.stats, sleep=clock.sleep)
+
+    def stop(self) -> None:
+        if self.writer.thread.is_alive():
+            self.writer.stop(1.0)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(writer_module, "time", SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+@pytest.fixture
+def make_rig(tmp_path, clock):
+    rigs = []
+
+    def make(use_spool: bool = True, **write) -> Rig:
+        rig = Rig(tmp_path, clock, use_spool, **write)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+# -- the normal path -----------------------------------------------------------------------------
+
+def test_a_stored_batch_moves_the_checkpoint(make_rig):
+    rig = make_rig()
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.sink.stored == [batch.body()]
+    assert rig.stats.written == 3
+    assert rig.spool.peek(10) is None
+
+
+def test_batches_are_written_in_the_order_they_were_submitted(make_rig):
+    rig = make_rig()
+    batches = [make_batch(i, 100 * i) for i in range(1, 4)]
+    rig.writer.start()
+
+    for batch in batches:
+        rig.writer.submit(batch)
+
+    assert wait_for(lambda: len(rig.sink.stored) == 3)
+    assert rig.sink.stored == [b.body() for b in batches]
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+def test_retryable_errors_are_retried_with_growing_delays_until_the_write_succeeds(make_rig):
+    rig = make_rig()
+    rig.sink.fail_next(BUSY, times=2)
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.sink.offered == [batch.body()] * 3
+    assert rig.sink.stored == [batch.body()]
+    assert rig.stats.retries == 2
+    first, second = rig.clock.sleeps
+    assert 0.5 <= first <= 1.0 and 1.0 <= second <= 2.0
+    assert rig.spool.peek(10) is None
+
+
+def test_the_servers_retry_after_is_waited_at_least(make_rig):
+    rig = make_rig()
+    rig.sink.fail_next(classify_status(429, "slow down", 3.5, INFLUX))
+    rig.writer.start()
+
+    rig.writer.submit(make_batch(1, 101))
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.clock.sleeps[0] >= 3.5
+
+
+def test_a_batch_goes_to_the_spool_when_the_retry_budget_is_spent(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.always = BUSY
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})  # spooled = stored
+    assert rig.sink.stored == []
+    assert len(rig.sink.offered) >= 2
+    assert sum(rig.clock.sleeps) <= rig.settings.retry_budget_s
+    assert rig.stats.spooled == 3
+    rig.stop()
+    assert spooled_lines(rig.spool) == batch.lines
+    assert any("why=retry_budget_spent" in r.getMessage() for r in caplog.records)
+
+
+def test_spooled_batches_are_replayed_in_order_once_the_sink_works_again(make_rig):
+    rig = make_rig()
+    rig.sink.always = BUSY
+    first, second = make_batch(1, 101), make_batch(2, 104)
+    rig.writer.start()
+    rig.writer.submit(first)
+    rig.writer.submit(second)
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 106})
+    assert rig.sink.stored == []
+
+    rig.sink.always = None
+    rig.clock.advance(60)
+
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0 and rig.sink.stored)
+    assert rig.sink.stored_lines() == first.lines + second.lines
+    assert rig.stats.replayed == 6
+
+
+def test_without_a_spool_a_failing_batch_is_retried_past_the_budget_never_dropped(make_rig):
+    rig = make_rig(use_spool=False, retry_budget_s=2.0)
+    rig.sink.fail_next(BUSY, times=6)
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.sink.stored == [batch.body()])
+    assert sum(rig.clock.sleeps) > rig.settings.retry_budget_s
+    assert rig.checkpoint.snapshot() == {"BTCUSDT": 103}
+
+
+# -- refusals a person must fix ---------------------------------------------------------------
+
+def test_a_refused_token_is_logged_once_and_batches_are_spooled(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.always = REFUSED
+    batches = [make_batch(i, 100 * i) for i in range(1, 6)]
+    rig.writer.start()
+
+    for batch in batches:
+        rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 502})
+    assert len(rig.sink.offered) == 1  # later batches go straight to the spool
+    rig.clock.advance(PERMANENT_PROBE_S + 1)
+    assert wait_for(lambda: len(rig.sink.offered) == 2)  # one probe after the interval
+    rig.stop()
+
+    assert events(caplog, "write_refused") == 1
+    refusal = next(r.getMessage() for r in caplog.records if "event=write_refused" in
+                   r.getMessage())
+    assert "INFLUXDB_TOKEN" in refusal and "status=401" in refusal
+    # The queue holds 4, so the fifth may have been spooled before the first: order is free here.
+    assert sorted(spooled_lines(rig.spool)) == sorted(line for b in batches for line in b.lines)
+
+
+def test_a_lasting_refusal_is_repeated_every_ten_minutes_not_more(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.always = REFUSED
+    rig.writer.start()
+    rig.writer.submit(make_batch(1, 101))
+    assert wait_for(lambda: events(caplog, "write_refused") == 1)
+
+    rig.clock.advance(PERMANENT_REMIND_S + 1)
+
+    assert wait_for(lambda: events(caplog, "write_refused") == 2)
+
+
+def test_after_a_refusal_is_fixed_the_spool_drains_and_recovery_is_logged(make_rig, caplog):
+    caplog.set_level(logging.INFO, logger="workers.writer")
+    rig = make_rig()
+    rig.sink.always = REFUSED
+    batch = make_batch(1, 101)
+    rig.writer.start()
+    rig.writer.submit(batch)
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+
+    rig.sink.always = None  # the token was fixed
+    rig.clock.advance(PERMANENT_PROBE_S + 1)
+
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0 and rig.sink.stored)
+    assert rig.sink.stored_lines() == batch.lines
+    assert wait_for(lambda: events(caplog, "write_recovered") == 1)
+
+
+def test_a_partial_write_counts_the_rejected_lines_and_the_batch_counts_as_stored(make_rig,
+                                                                                  caplog):
+    rig = make_rig()
+    body = ('{"error":"partial write: field type conflict: input field \\"price\\" on '
+            'measurement \\"price_ticks\\" is type integer, already exists as type float '
+            'dropped=1"}')
+    rig.sink.fail_next(classify_status(400, body, None, INFLUX))
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.stats.rejected_lines == 1
+    assert rig.sink.offered == [batch.body()]  # not retried: the good lines are stored
+    assert rig.spool.peek(10) is None
+    assert events(caplog, "partial_write") == 1
+
+
+# -- backpressure and shutdown ---------------------------------------------------------------
+
+def test_a_full_queue_sends_new_batches_to_the_spool_instead_of_blocking(make_rig):
+    rig = make_rig(queue_batches=1)
+    older, newer = make_batch(1, 101), make_batch(2, 104)
+    rig.writer.submit(older)  # the writer thread is not running: the queue stays full
+
+    started = time.monotonic()
+    rig.writer.submit(newer)
+
+    assert time.monotonic() - started < 0.5
+    assert rig.writer.queue.qsize() == 1
+    assert spooled_lines(rig.spool) == newer.lines
+    assert rig.stats.spooled == 3
+    assert rig.checkpoint.snapshot() == {}  # the older batch is not stored yet
+
+
+def test_a_spooled_batch_moves_the_checkpoint_once_the_older_queued_one_is_stored(make_rig):
+    rig = make_rig(queue_batches=1)
+    older, newer = make_batch(1, 101), make_batch(2, 104)
+    rig.writer.submit(older)
+    rig.writer.submit(newer)  # spooled
+
+    rig.writer.start()
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 106})
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0)
+    assert sorted(rig.sink.stored_lines()) == sorted(older.lines + newer.lines)
+
+
+def test_stop_spools_the_batches_still_queued(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.gate = threading.Event()  # the first write hangs
+    first, second, third = make_batch(1, 101), make_batch(2, 104), make_batch(3, 107)
+    rig.writer.start()
+    rig.writer.submit(first)
+    assert wait_for(lambda: len(rig.sink.offered) == 1)
+    rig.writer.submit(second)
+    rig.writer.submit(third)
+
+    rig.writer.stop(0.05)
+
+    assert spooled_lines(rig.spool) == second.lines + third.lines
+    assert rig.sink.closed
+    assert any("why=shutdown" in r.getMessage() for r in caplog.records)
+    rig.sink.gate.set()
+    rig.writer.thread.join(1.0)
+    assert rig.checkpoint.snapshot() == {"BTCUSDT": 109}
+
+
+def test_a_batch_without_trades_records_no_lag(make_rig):
+    rig = make_rig()
+    health_only = Batch(1, ["streamer_health,worker=btcusdt received=0i 1"], 0, {}, 0)
+    rig.writer.start()
+
+    rig.writer.submit(health_only)
+
+    assert wait_for(lambda: rig.sink.stored)
+    assert rig.stats.take_lags() == []
