@@ -89,16 +89,16 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
     def add(name: str, name_node: yaml.Node, symbols: list[tuple[str, yaml.Node]],
             is_group: bool) -> None:
         line = name_node.start_mark.line + 1
-        if name in seen_names:
-            raise _err(path, name_node, f"worker name {name!r} is already used on line "
-                                        f"{seen_names[name]}: rename the group")
-        if name in RESERVED_NAMES:
-            raise _err(path, name_node, f"{name!r} is a reserved name: rename the group")
         for symbol, node in symbols:
             if symbol in seen_symbols:
                 raise _err(path, node, f"{symbol} is listed twice (first on line "
                                        f"{seen_symbols[symbol]}): keep it in one place only")
             seen_symbols[symbol] = node.start_mark.line + 1
+        if name in seen_names:
+            raise _err(path, name_node, f"worker name {name!r} is already used on line "
+                                        f"{seen_names[name]}: rename the group")
+        if name in RESERVED_NAMES:
+            raise _err(path, name_node, f"{name!r} is a reserved name: rename the group")
         seen_names[name] = line
         workers.append(WorkerSpec(name, tuple(s for s, _ in symbols), line, is_group))
 

@@ -1,0 +1,174 @@
+"""scripts/status: health rules, the table, the JSON and the exit codes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from workers import status as st
+from workers.status import assess, collect, table
+
+NOW = 1_700_000_000.0
+
+
+def info(name: str = "btcusdt", state: str = "RUNNING", pid: int = 42,
+         up_s: float = 300.0, **extra: Any) -> Dict[str, Any]:
+    return {"name": name, "group": name, "statename": state, "pid": pid,
+            "start": NOW - up_s, "stop": 0, "now": NOW, "exitstatus": 0, "spawnerr": "",
+            "description": f"pid {pid}", "stdout_logfile": "", **extra}
+
+
+def status(pid: int = 42, age_s: float = 2.0, **extra: Any) -> Dict[str, Any]:
+    data = {"worker": "btcusdt", "symbols": ["BTCUSDT"], "pid": pid, "started": NOW - 300,
+            "updated": NOW - age_s, "trades_per_s": 12.5, "lag_p50_ms": 40.0,
+            "lag_p99_ms": 180.0, "spool_backlog_bytes": 0,
+            "last_trade_ms": {"BTCUSDT": int((NOW - 1.5) * 1000)}, "received": 100,
+            "written": 100, "invalid": {}, "reconnects": 1, "gaps": 2, "backfilled": 30,
+            "given_up": 0, "last_error": "", "connected": True, "checkpoint": {"BTCUSDT": 9}}
+    data.update(extra)
+    return data
+
+
+def test_a_running_worker_with_a_fresh_status_is_healthy() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(), NOW)
+    assert row.healthy and row.problems == []
+    assert row.last_trade_age_s == pytest.approx(1.5, abs=0.01)
+    assert (row.trades_per_s, row.lag_p99_ms, row.gaps, row.backfilled) == (12.5, 180.0, 2, 30)
+    assert row.uptime_s == 300
+
+
+@pytest.mark.parametrize("state", ["FATAL", "BACKOFF", "STOPPED", "EXITED", "STOPPING"])
+def test_not_running_is_unhealthy(state: str) -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(state=state, pid=0), status(), NOW)
+    assert not row.healthy and row.problems[0].startswith(state)
+
+
+def test_starting_is_healthy() -> None:
+    assert assess("btcusdt", ["BTCUSDT"], info(state="STARTING", up_s=1), None, NOW).healthy
+
+
+def test_unknown_to_supervisord_is_unhealthy() -> None:
+    row = assess("solusdt", ["SOLUSDT"], None, None, NOW)
+    assert not row.healthy and "not loaded in supervisord" in row.problems[0]
+
+
+@pytest.mark.parametrize("stat,why", [
+    (status(age_s=45), "status file written 45 s ago"),
+    (status(pid=41), "by another process"),
+    (None, "no status file"),
+])
+def test_a_stale_status_file_means_hung(stat: Optional[Dict[str, Any]], why: str) -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), stat, NOW)
+    assert not row.healthy and why in row.problems[0]
+
+
+def test_a_young_worker_gets_a_grace_period_for_its_first_status() -> None:
+    assert assess("btcusdt", ["BTCUSDT"], info(up_s=10), None, NOW).healthy
+
+
+def test_a_quiet_pair_without_trades_for_an_hour_is_healthy() -> None:
+    quiet = status(last_trade_ms={"QUIETUSDT": int((NOW - 3600) * 1000)}, trades_per_s=0.0)
+    row = assess("quiet", ["QUIETUSDT"], info(), quiet, NOW)
+    assert row.healthy and row.last_trade_age_s == pytest.approx(3600, abs=1)
+
+
+def test_disconnected_without_trades_is_unhealthy() -> None:
+    down = status(connected=False, last_trade_ms={"BTCUSDT": int((NOW - 120) * 1000)})
+    row = assess("btcusdt", ["BTCUSDT"], info(), down, NOW)
+    assert not row.healthy and "disconnected" in row.problems[0]
+    # A reconnect caught in the act, with trades a moment ago, is not a problem.
+    assert assess("btcusdt", ["BTCUSDT"], info(), status(connected=False), NOW).healthy
+
+
+def test_a_spool_backlog_is_unhealthy() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(spool_backlog_bytes=4096), NOW)
+    assert not row.healthy and "4096 bytes wait in the spool" in row.problems[0]
+
+
+def test_given_up_ids_are_a_warning_only() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(given_up=7), NOW)
+    assert row.healthy and "7 trade ids given up" in row.warnings[0]
+
+
+class FakeRpc:
+    def __init__(self, infos: List[Dict[str, Any]], logs: Optional[Dict[str, str]] = None):
+        self.infos = infos
+        self.logs = logs or {}
+
+    @property
+    def supervisor(self) -> "FakeRpc":
+        return self
+
+    def getAllProcessInfo(self) -> List[Dict[str, Any]]:
+        return self.infos
+
+    def tailProcessStdoutLog(self, name: str, offset: int, length: int) -> list:
+        return [self.logs.get(name, ""), 0, False]
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "symbols.yaml").write_text(
+        "symbols: [BTCUSDT]\ngroups:\n  alts: [SOLUSDT, XRPUSDT, DOGEUSDT]\n")
+    (tmp_path / "run" / "status").mkdir(parents=True)
+    (tmp_path / "run" / "status" / "btcusdt.json").write_text(json.dumps(status()))
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
+def test_collect_joins_supervisord_and_status_files(root: Path) -> None:
+    rpc = FakeRpc([info(), info("alts", "FATAL", pid=0), info("reconciler", pid=7)],
+                  {"alts": "w event=config_error error=DOGEUSDT unknown to the exchange\n"})
+    report = collect(root, rpc, now=lambda: NOW)
+    rows = {r["worker"]: r for r in report["workers"]}
+    assert list(rows) == ["btcusdt", "alts"]  # the reconciler is not a worker row
+    assert rows["btcusdt"]["healthy"] and not rows["alts"]["healthy"]
+    assert rows["alts"]["last_error"] == "DOGEUSDT unknown to the exchange"
+    assert report["reconciler"] == "RUNNING" and report["healthy"] is False
+    text = table(report)
+    assert text.splitlines()[0].split()[:3] == ["WORKER", "HEALTH", "STATE"]
+    assert "SOLUSDT,+2" in text and "2/30" in text and "40/180" in text
+    assert text.endswith("UNHEALTHY")
+
+
+def test_a_stopped_reconciler_is_a_problem(root: Path) -> None:
+    rpc = FakeRpc([info(), info("alts"), info("reconciler", "FATAL", pid=0)])
+    report = collect(root, rpc, now=lambda: NOW)
+    assert not report["healthy"] and "reconciler is FATAL" in report["problems"][0]
+
+
+def test_exit_codes(root: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture) -> None:
+    (root / "run" / "status" / "alts.json").write_text(json.dumps(status(pid=43)))
+    healthy = FakeRpc([info(), info("alts", pid=43), info("reconciler", pid=7)])
+    monkeypatch.setattr(st, "collect", lambda: collect(root, healthy, now=lambda: NOW))
+    assert st.main([]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("healthy")
+    assert st.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["healthy"] is True
+
+    sick = FakeRpc([info(), info("alts", "BACKOFF", pid=0), info("reconciler", pid=7)])
+    monkeypatch.setattr(st, "collect", lambda: collect(root, sick, now=lambda: NOW))
+    assert st.main([]) == 1
+
+
+def test_no_supervisord_exits_2(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(st, "collect", lambda: collect(root, now=lambda: NOW))
+    assert st.main([]) == 2
+    out = capsys.readouterr().out
+    assert "supervisord: not reachable" in out and "run/supervisor.sock" in out
+
+
+def test_a_broken_symbols_file_is_a_problem_but_rows_come_from_the_include(
+        root: Path) -> None:
+    (root / "run" / "workers.conf").write_text("[program:btcusdt]\n"
+                                               'environment=WORKER_SYMBOLS="BTCUSDT"\n')
+    (root / "config" / "symbols.yaml").write_text("symbols: [BTCUSDT\n")
+    report = collect(root, FakeRpc([info(), info("reconciler", pid=7)]), now=lambda: NOW)
+    assert [w["worker"] for w in report["workers"]] == ["btcusdt"]
+    assert report["workers"][0]["healthy"] and not report["healthy"]
+    assert "symbols.yaml:2: not valid YAML" in report["problems"][0]
