@@ -3,6 +3,10 @@
 Batches can become durable out of order (one spooled while an older one is still retrying), so
 the checkpoint only moves over an unbroken run of durable batches, and each batch carries the
 checkpoint that holds once it and everything before it are stored (see pipeline.Batch).
+
+A symbol moved to another worker (from a bare symbol into a group, say) resumes from the
+checkpoint its old worker left: on start, the files of sibling workers are read too, and the
+highest id per symbol wins (ids only grow, and each file only claims what was stored).
 """
 from __future__ import annotations
 
@@ -11,30 +15,44 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterable, Set
 
 log = logging.getLogger(__name__)
 
 
 class Checkpoint:
-    def __init__(self, path: Path, worker: str) -> None:
+    def __init__(self, path: Path, worker: str, symbols: Iterable[str] = ()) -> None:
         self.path = path
         self.worker = worker
         self.lock = threading.Lock()
-        self.ids: Dict[str, int] = self._load()
+        self.ids: Dict[str, int] = self._load(path)
+        self._adopt(set(symbols))
         self._next_seq = 1
         self._done: Dict[int, Dict[str, int]] = {}
 
-    def _load(self) -> Dict[str, int]:
+    def _adopt(self, symbols: Set[str]) -> None:
+        """Take the ids other workers' checkpoints hold for our symbols, where higher."""
+        if not symbols:
+            return
+        for sibling in sorted(self.path.parent.parent.glob(f"*/{self.path.name}")):
+            if sibling == self.path:
+                continue
+            for symbol, last in self._load(sibling).items():
+                if symbol in symbols and last > self.ids.get(symbol, -1):
+                    log.info("worker=%s symbol=%s event=checkpoint_adopted from=%s last_id=%d",
+                             self.worker, symbol, sibling.parent.name, last)
+                    self.ids[symbol] = last
+
+    def _load(self, path: Path) -> Dict[str, int]:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(path.read_text())
             return {str(k): int(v) for k, v in data.get("last_stored_id", {}).items()}
         except FileNotFoundError:
             return {}
         except (ValueError, AttributeError, TypeError) as exc:
             # A corrupt checkpoint must not stop capture: start from the live stream, say so.
             log.error("worker=%s event=checkpoint_unreadable file=%s error=%s", self.worker,
-                      self.path, exc)
+                      path, exc)
             return {}
 
     def batch_durable(self, seq: int, marks: Dict[str, int]) -> bool:

@@ -26,7 +26,7 @@ OP_TEXT = websocket.ABNF.OPCODE_TEXT
 OP_BINARY = websocket.ABNF.OPCODE_BINARY
 OP_CLOSE = websocket.ABNF.OPCODE_CLOSE
 CONNECT_TIMEOUT_S = 10.0
-HEALTHY_AFTER_S = 30.0  # a connection that lived this long resets the reconnect backoff
+HEALTHY_AFTER_S = 30.0  # a connection that lived this long (or got trades) resets the backoff
 QUIET_SWITCH_S = 10.0  # rotation: a quiet pair's new connection takes over after this long
 
 
@@ -156,8 +156,8 @@ class StreamKeeper:
             self.current, self.next = self.next, None  # the rotation target is already live
             self.on_reconnect(cur.end_reason)
             return
-        if cur.opened_at and cur.age >= HEALTHY_AFTER_S:
-            self.backoff.reset()
+        if cur.opened_at and (cur.trades > 0 or cur.age >= HEALTHY_AFTER_S):
+            self.backoff.reset()  # it worked: the next failure starts the backoff afresh
         delay = self.backoff.next_delay()
         log.info("worker=%s event=reconnecting in_s=%.1f", self.worker, delay)
         if self.stopping.wait(delay):

@@ -14,12 +14,13 @@ import os
 import signal
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .backfill import Backfiller
 from .checkpoint import Checkpoint
+from .errors import ConfigError
 from .lineproto import LineRenderer, escape_key
-from .pipeline import Pipeline
+from .pipeline import Gap, Pipeline
 from .protocol import (ControlReply, InvalidMessage, MessageParser, ServerShutdown, Trade,
                        combined_stream_url)
 from .rest import RestClient, RestError
@@ -61,7 +62,7 @@ class Worker:
                             settings.file_rotate_s)
             spool = None
         self.spool = spool
-        self.checkpoint = Checkpoint(data / "checkpoint.json", spec.name)
+        self.checkpoint = Checkpoint(data / "checkpoint.json", spec.name, spec.symbols)
         self.writer = Writer(spec.name, sink, spool, self.checkpoint, settings.write, self.stats)
         self.rest = RestClient(settings.rest_url, spec.name, stopping=self.stop_requested)
         self.pipeline = Pipeline(self.renderer, settings.write.batch_size,
@@ -74,6 +75,9 @@ class Worker:
                                    self._on_reconnect, self._stall_check)
         self._invalid_logged: Dict[str, float] = {}
         self._last_stall_probe = 0.0
+        self._last_lags: List[float] = []  # trade time -> stored, last non-empty period
+        self._rate_at, self._rate_count = self.started_at, 0
+        self._last_status: Optional[dict] = None
 
     # -- hot path: runs on a reader thread for every frame ------------------------------
     def on_frame(self, data: bytes, opcode: int, conn: Connection) -> None:
@@ -109,7 +113,7 @@ class Worker:
                         reason, self.stats.invalid[reason], detail[:120])
 
     # -- callbacks ----------------------------------------------------------------------
-    def _on_gap(self, symbol: str, gap: tuple) -> None:
+    def _on_gap(self, symbol: str, gap: Gap) -> None:
         self.backfiller.report_gap(symbol, gap)
 
     def _on_reconnect(self, reason: str) -> None:
@@ -146,8 +150,6 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------------
     def check_symbols(self) -> None:
         """Refuse unknown symbols (one clear error); warn about ones not trading now."""
-        from .errors import ConfigError
-
         try:
             statuses = self.rest.symbol_statuses(self.spec.symbols)
         except RestError as exc:
@@ -214,22 +216,22 @@ class Worker:
     # -- reporting ----------------------------------------------------------------------
     def _snapshot(self) -> dict:
         lags = self.stats.take_lags()
-        self._last_lags = lags or getattr(self, "_last_lags", [])
+        if lags:  # keep the last figures through a quiet period
+            self._last_lags = lags
         now = time.time()
-        elapsed = max(1e-6, now - getattr(self, "_rate_at", self.started_at))
         received = self.stats.received
-        self._rate = (received - getattr(self, "_rate_count", 0)) / elapsed
+        rate = (received - self._rate_count) / max(1e-6, now - self._rate_at)
         self._rate_at, self._rate_count = now, received
+        current = self.keeper.current
         return {
             "worker": self.name, "symbols": list(self.spec.symbols), "pid": os.getpid(),
-            "started": self.started_at, "updated": now, "trades_per_s": round(self._rate, 2),
+            "started": self.started_at, "updated": now, "trades_per_s": round(rate, 2),
             "lag_p50_ms": percentile(self._last_lags, 0.5),
             "lag_p99_ms": percentile(self._last_lags, 0.99),
             "spool_backlog_bytes": self.spool.backlog_bytes() if self.spool else 0,
             "queue_batches": self.writer.queue.qsize(),
             "checkpoint": self.checkpoint.snapshot(),
-            "connected": bool(self.keeper.current and self.keeper.current.opened_at
-                              and not self.keeper.current.ended.is_set()),
+            "connected": bool(current and current.opened_at and not current.ended.is_set()),
             **counters(self.stats),
         }
 
@@ -242,7 +244,7 @@ class Worker:
             log.warning("worker=%s event=status_write_failed error=%s", self.name, exc)
 
     def _summary(self) -> None:
-        s = getattr(self, "_last_status", None) or self._snapshot()
+        s = self._last_status or self._snapshot()
         log.info("worker=%s event=summary trades_per_s=%.1f received=%d written=%d "
                  "duplicates=%d invalid=%d retries=%d spooled=%d spool_backlog_bytes=%d "
                  "reconnects=%d gaps=%d backfilled=%d given_up=%d lag_p50_ms=%s lag_p99_ms=%s",
@@ -254,7 +256,7 @@ class Worker:
     def _health_point(self) -> None:
         """A small self-metrics point, written with the trades (issue: self-metrics)."""
         s = self.stats
-        lags = getattr(self, "_last_lags", [])
+        lags = self._last_lags
         fields = (f"received={s.received}i,written={s.written}i,"
                   f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
                   f"reconnects={s.reconnects}i,gaps={s.gaps}i,backfilled={s.backfilled}i,"

@@ -137,3 +137,22 @@ def test_a_corrupt_file_is_replaced_by_the_next_good_checkpoint(path):
     cp.batch_durable(1, {"BTCUSDT": 10})
 
     assert Checkpoint(path, "btcusdt").snapshot() == {"BTCUSDT": 10}
+
+
+def test_a_symbol_moved_to_another_worker_resumes_from_its_old_workers_checkpoint(tmp_path):
+    old = Checkpoint(tmp_path / "solusdt" / "checkpoint.json", "solusdt")
+    old.batch_durable(1, {"SOLUSDT": 500})
+    stale = Checkpoint(tmp_path / "alts" / "checkpoint.json", "alts")
+    stale.batch_durable(1, {"SOLUSDT": 100, "XRPUSDT": 7})
+
+    moved = Checkpoint(tmp_path / "alts" / "checkpoint.json", "alts", ["SOLUSDT", "XRPUSDT"])
+
+    assert moved.snapshot() == {"SOLUSDT": 500, "XRPUSDT": 7}
+
+
+def test_checkpoints_of_symbols_a_worker_does_not_serve_are_not_adopted(tmp_path):
+    Checkpoint(tmp_path / "ethusdt" / "checkpoint.json", "ethusdt").batch_durable(1, {"ETHUSDT": 9})
+
+    mine = Checkpoint(tmp_path / "btcusdt" / "checkpoint.json", "btcusdt", ["BTCUSDT"])
+
+    assert mine.snapshot() == {}
