@@ -1,0 +1,175 @@
+"""Command line of the exchange simulator (`scripts/exchange-sim`)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import orjson
+
+from . import control
+from .config import ConfigError, SimConfig, SymbolSpec, check_status, check_symbol, \
+    parse_symbol_spec
+from .replay import describe, load
+
+DESCRIPTION = """\
+A local Binance spot exchange for tests.  One port on 127.0.0.1 serves:
+  WebSocket  /ws/<stream>[/<stream>...], /ws (then SUBSCRIBE), /stream?streams=a/b
+             (combined framing); timeUnit=MICROSECOND|MILLISECOND (either case) on the URL
+  REST       /api/v3/ping, /time, /exchangeInfo, /trades, /historicalTrades
+             (weights 1/1/20/25/25, X-MBX-USED-WEIGHT-1M, 429 + Retry-After past the limit)
+  control    /_sim/fault, /_sim/ledger, /_sim/stats, /_sim/trades (see below)
+
+Without --symbol and --replay one symbol runs: BTCUSDT at --rate trades/s.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "control API (POST /_sim/fault, and --fault):\n" + (control.__doc__ or "")
+    parser = argparse.ArgumentParser(prog="exchange-sim", description=DESCRIPTION, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--port", type=int, default=9443, help="TCP port on 127.0.0.1 (default 9443)")
+    g = parser.add_argument_group("symbols and trades")
+    g.add_argument("--symbol", action="append", default=[], metavar="SPEC",
+                   help="a generated symbol, repeatable: NAME[:rate=N][:price=P][:status=S]"
+                        "[:start=ID], e.g. BTCUSDT:rate=200:price=60000.00 or "
+                        "SHIBUSDT:price=0.00000123; rate in trades/s")
+    g.add_argument("--rate", type=float, default=50.0,
+                   help="trades/s of a --symbol without rate= (default 50)")
+    g.add_argument("--seed", type=int, default=1,
+                   help="seed of the trade sequence; each symbol's sequence depends only on "
+                        "seed and symbol (default 1)")
+    g.add_argument("--start-id", type=int, default=100_000,
+                   help="first trade id of every symbol without start= (default 100000)")
+    g.add_argument("--history", type=int, default=2_000_000, metavar="N",
+                   help="trades kept per symbol for REST and resend; older ids are no longer "
+                        "served, like the exchange's retention (default 2000000)")
+    g.add_argument("--legacy-fields", action="store_true",
+                   help="add the pre-2024-06 `b` and `a` order ids to trade payloads")
+    g.add_argument("--symbol-status", action="append", default=[], metavar="SYM=STATUS",
+                   help="status of a symbol in exchangeInfo, repeatable; a symbol not given by "
+                        "--symbol is listed with no trades (TRADING, HALT, BREAK, END_OF_DAY, "
+                        "CANCEL_ONLY); non-TRADING symbols generate nothing")
+    g.add_argument("--quiet-symbols", type=int, default=0, metavar="N",
+                   help="add N listed TRADING symbols without trades, Q0001USDT.. (scale tests)")
+    g = parser.add_argument_group("connections")
+    g.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
+                   help="server ping every S seconds (default 20)")
+    g.add_argument("--pong-timeout", type=float, default=60.0, metavar="S",
+                   help="close with 1008 'Pong timeout' when a ping is unanswered for S seconds"
+                        " (default 60); the pong must echo the ping payload")
+    g.add_argument("--no-server-ping", action="store_true", help="never send pings")
+    g.add_argument("--no-pong-reply", action="store_true", help="never answer client pings")
+    g.add_argument("--max-incoming-per-sec", type=int, default=5, metavar="N",
+                   help="close with 1008 'Too many requests' when a client sends more than N "
+                        "frames (ping, pong, text) in a rolling second (default 5)")
+    g.add_argument("--max-streams", type=int, default=1024, metavar="N",
+                   help="streams per connection; SUBSCRIBE past it gets error code 4, a URL "
+                        "with more is refused (default 1024)")
+    g.add_argument("--max-conn-age", type=float, default=None, metavar="S",
+                   help="close connections with 1001 at this age (the 24 h cut, compressed)")
+    g.add_argument("--max-send-buffer-mb", type=float, default=64.0, metavar="MB",
+                   help="abort a connection whose unsent data passes this (default 64)")
+    g = parser.add_argument_group("REST")
+    g.add_argument("--weight-limit", type=int, default=6000,
+                   help="request weight per rolling minute before 429 (default 6000)")
+    g.add_argument("--strict-limit", action="store_true",
+                   help="limit > 1000 is error -1130 instead of being clamped to 1000")
+    g = parser.add_argument_group("replay")
+    g.add_argument("--replay", type=Path, metavar="FILE.jsonl",
+                   help="play recorded stream messages (combined or raw, one a line) instead "
+                        "of generating those symbols; ids per symbol must be consecutive")
+    g.add_argument("--replay-timing", choices=("original", "asap"), default="original",
+                   help="keep the recorded spacing of event times, or send at once")
+    g.add_argument("--replay-speed", type=float, default=1.0, metavar="X",
+                   help="time factor for original timing (2 = twice as fast)")
+    g.add_argument("--replay-wait-for-client", action="store_true",
+                   help="start the replay when a client subscribes to a replayed symbol")
+    g = parser.add_argument_group("faults and logging")
+    g.add_argument("--fault", action="append", default=[], metavar="JSON",
+                   help="a control action at start, repeatable, e.g. "
+                        "'{\"action\":\"close\",\"code\":1001,\"at\":5,\"every\":30}' "
+                        "(at: seconds after start, every: repeat period)")
+    g.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this one dies (tests use it, so a "
+                        "killed pytest leaves no simulator behind)")
+    g.add_argument("--log-level", default="INFO",
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(default INFO)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Validated SimConfig; raises ConfigError with a message for the user."""
+    specs: Dict[str, SymbolSpec] = {}
+    for text in args.symbol:
+        spec = parse_symbol_spec(text, args.rate)
+        if spec.name in specs:
+            raise ConfigError(f"symbol {spec.name} given twice")
+        specs[spec.name] = spec
+    for text in args.symbol_status:
+        name, sep, status = text.partition("=")
+        if not sep:
+            raise ConfigError(f"--symbol-status {text!r}: expected SYM=STATUS")
+        name, status = check_symbol(name), check_status(status)
+        base = specs.get(name) or parse_symbol_spec(name, 0.0)
+        specs[name] = SymbolSpec(name, base.rate, base.price_units, status, base.start_id)
+    if not specs and args.replay is None:
+        specs["BTCUSDT"] = parse_symbol_spec("BTCUSDT", args.rate)
+    faults: List[Dict[str, Any]] = []
+    for text in args.fault:
+        try:
+            fault = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--fault {text!r}: invalid JSON ({exc})") from None
+        if not isinstance(fault, dict) or fault.get("action") not in control.ACTIONS:
+            raise ConfigError(f"--fault {text!r}: needs a known \"action\"")
+        faults.append(fault)
+    for name, value in (("--ping-interval", args.ping_interval),
+                        ("--pong-timeout", args.pong_timeout), ("--history", args.history),
+                        ("--max-incoming-per-sec", args.max_incoming_per_sec),
+                        ("--max-streams", args.max_streams), ("--replay-speed", args.replay_speed),
+                        ("--max-send-buffer-mb", args.max_send_buffer_mb)):
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive")
+    return SimConfig(port=args.port, symbols=list(specs.values()),
+                     quiet_symbols=args.quiet_symbols, seed=args.seed, start_id=args.start_id,
+                     history=args.history, legacy_fields=args.legacy_fields,
+                     ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
+                     server_pings=not args.no_server_ping, answer_pings=not args.no_pong_reply,
+                     max_incoming_per_sec=args.max_incoming_per_sec,
+                     max_streams=args.max_streams, max_conn_age=args.max_conn_age,
+                     max_send_buffer=int(args.max_send_buffer_mb * 1024 * 1024),
+                     weight_limit=args.weight_limit, strict_limit=args.strict_limit,
+                     replay=args.replay, replay_timing=args.replay_timing,
+                     replay_speed=args.replay_speed, replay_wait=args.replay_wait_for_client,
+                     faults=faults, exit_with_parent=args.exit_with_parent)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from aiohttp import web
+
+    from .server import Simulator
+
+    try:
+        config = config_from_args(args)
+        replay = load(config.replay) if config.replay is not None else None
+        sim = Simulator(config, replay)
+    except (ConfigError, OSError) as exc:
+        print(f"exchange-sim: {exc}", file=sys.stderr)
+        return 2
+    log = logging.getLogger("exchange_sim")
+    for spec in config.symbols:
+        log.info("symbol %s: %s, %.6g trades/s", spec.name, spec.status, spec.rate)
+    if replay:
+        log.info("replay %s: %s", config.replay, describe(replay))
+    # Long request lines: a combined URL with 1024 streams is about 20 KB.
+    web.run_app(sim.make_app(), host=config.host, port=config.port, shutdown_timeout=2.0,
+                access_log=None, print=lambda text: log.info("%s", text.strip()),
+                max_line_size=65536, max_field_size=65536)
+    return 0
