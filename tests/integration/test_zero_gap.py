@@ -1,0 +1,187 @@
+"""Zero-gap capture through faults: each scenario ends with the stored ids equal to the ledger.
+
+Timings are compressed (the 24 h cut becomes 10 s, the stall threshold a few seconds) so the
+scenarios run in seconds; the mechanisms are the ones production uses.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.support.capture import Capture, new_worker
+from tests.support.procs import REPO_ROOT
+
+PAUSED = '{"action": "pause"}'
+ONE = "symbols: [BTCUSDT]\n"
+
+
+def start(tmp_path, exchange_sim, influx_front, influx_db, *sim_args: str, **env: str) -> Capture:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=200", *sim_args, "--fault", PAUSED)
+    proc = new_worker(tmp_path / "btcusdt", "btcusdt", ONE, sim, influx_front, influx_db, **env)
+    cap = Capture(sim, influx_db, influx_front, proc).start_worker()
+    sim.fault("resume")
+    return cap
+
+
+def rest_calls(cap: Capture, path: str) -> int:
+    return sum(cap.sim.stats()["rest"].get(path, {}).values())
+
+
+def test_connections_dropped_every_few_seconds_for_a_minute(tmp_path, exchange_sim,
+                                                            influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    for i in range(15):  # 60 s: a close every 4 s, alternately clean and abrupt
+        time.sleep(4)
+        cap.sim.fault("close", code=1000 + (i % 2), abrupt=(i % 3 == 2))
+    cap.assert_exactly_once(["BTCUSDT"], timeout=60)
+    time.sleep(5.5)
+    assert cap.worker.status()["reconnects"] >= 10
+
+
+def test_a_span_withheld_from_the_stream_is_backfilled(tmp_path, exchange_sim, influx_front,
+                                                       influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    time.sleep(1)
+    cap.sim.fault("withhold", symbol="BTCUSDT", count=1500)  # more than one REST page
+    time.sleep(10)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert "event=backfilled" in cap.worker.output()
+
+
+def test_connection_age_capped_at_10_s_rotates_without_gap_or_rest_call(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "10",
+                STREAM_MAX_AGE_S="7")
+    time.sleep(60)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert cap.worker.output().count("event=rotate_done") >= 5
+    assert rest_calls(cap, "/api/v3/historicalTrades") == 0, "rotation needed a backfill"
+
+
+def test_connection_age_cut_without_rotation_is_backfilled(tmp_path, exchange_sim,
+                                                           influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "5")
+    time.sleep(16)
+    cap.assert_exactly_once(["BTCUSDT"])
+
+
+def test_server_shutdown_moves_to_a_new_connection_at_once(tmp_path, exchange_sim,
+                                                           influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    time.sleep(2)
+    cap.sim.fault("server_shutdown", close_after=3)
+    time.sleep(6)
+    cap.assert_exactly_once(["BTCUSDT"])
+    out = cap.worker.output()
+    assert "event=server_shutdown" in out and "event=rotate_done" in out
+    assert rest_calls(cap, "/api/v3/historicalTrades") == 0
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path, exchange_sim, influx_front,
+                                                      influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    time.sleep(3)
+    cap.worker.kill9()
+    time.sleep(3)  # trades go on while the worker is dead
+    cap.start_worker()
+    time.sleep(3)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert "resume_from={'BTCUSDT':" in cap.worker.output().split("event=starting")[-1]
+
+
+def test_influxdb_refusing_then_503_beyond_the_retry_budget_loses_nothing(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, WRITE_RETRY_BUDGET_S="3",
+                WRITE_RETRY_MAX_DELAY_S="1")
+    time.sleep(1)
+    influx_front.fault("refuse", seconds=8)
+    time.sleep(9)
+    influx_front.fault("unavailable", seconds=8)
+    time.sleep(9)
+    cap.assert_exactly_once(["BTCUSDT"], timeout=60)
+    time.sleep(5.5)
+    status = cap.worker.status()
+    assert status["spooled"] > 0 and status["replayed"] >= status["spooled"]
+    assert status["spool_backlog_bytes"] == 0
+
+
+def test_rest_429_during_a_backfill_is_waited_out(tmp_path, exchange_sim, influx_front,
+                                                  influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    time.sleep(1)
+    cap.sim.fault("rest", status=429, count=3, retry_after=1, path="/api/v3/historicalTrades")
+    cap.sim.fault("withhold", symbol="BTCUSDT", count=300)
+    time.sleep(10)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert "status=429" in cap.worker.output()
+
+
+def test_a_silent_socket_is_caught_by_the_stall_watchdog(tmp_path, exchange_sim,
+                                                         influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, STREAM_STALL_AFTER_S="3")
+    time.sleep(2)
+    cap.sim.fault("silence", seconds=12)  # pings go on: only the data stops
+    time.sleep(14)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert "stalled: REST shows newer trades" in cap.worker.output()
+
+
+def test_a_dead_peer_without_pings_is_dropped_and_backfilled(tmp_path, exchange_sim,
+                                                             influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--ping-interval", "1",
+                STREAM_DEAD_AFTER_S="4", STREAM_STALL_AFTER_S="600")
+    time.sleep(2)
+    cap.sim.fault("silence", seconds=10, pings=False)
+    time.sleep(12)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert "dead peer" in cap.worker.output()
+
+
+def test_a_quiet_symbol_for_two_minutes_causes_no_reconnect_storm(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--ping-interval", "5")
+    proc = new_worker(tmp_path / "q", "btcusdt", ONE, sim, influx_front, influx_db,
+                      STREAM_STALL_AFTER_S="10", STREAM_DEAD_AFTER_S="15")
+    cap = Capture(sim, influx_db, influx_front, proc).start_worker()
+    sim.fault("set_rate", symbol="BTCUSDT", rate=2)  # a first trade, so the probe has a base
+    time.sleep(1.5)
+    sim.fault("set_rate", symbol="BTCUSDT", rate=0)
+    time.sleep(120)
+    sim.fault("set_rate", symbol="BTCUSDT", rate=5)  # trading resumes
+    time.sleep(2)
+    cap.assert_exactly_once(["BTCUSDT"])
+    assert sim.stats()["accepted"] == 1, "the quiet pair reconnected"
+    assert "event=disconnected" not in proc.output()
+
+
+def test_gap_audit_finds_a_punched_hole_and_repair_fills_it(tmp_path, exchange_sim,
+                                                            influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)
+    time.sleep(4)
+    expected = cap.assert_exactly_once(["BTCUSDT"])["BTCUSDT"]
+    cap.worker.stop()
+    rows = sorted(cap.stored("BTCUSDT"), key=lambda r: r["trade_id"])
+    lo, hi = rows[100], rows[179]
+    influx_db.query(f"DELETE FROM price_ticks WHERE symbol = 'BTCUSDT' AND "
+                    f"time >= {lo['time']} AND time <= {hi['time']}")
+    punched = {r["trade_id"] for r in rows} - set(cap.stored_ids("BTCUSDT"))
+    assert punched and min(punched) == lo["trade_id"] and max(punched) == hi["trade_id"]
+
+    def audit(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workers.audit", "BTCUSDT", "--since", "1h",
+                               "--json", "--env-file", "/dev/null", *extra],
+                              env=cap.worker.env, cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=60)
+
+    found = audit()
+    assert found.returncode == 1, found.stderr
+    report = json.loads(found.stdout)
+    assert report["missing"] == [[min(punched), max(punched)]]
+    repaired = audit("--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["repaired"] == len(punched)
+    stored = cap.stored_ids("BTCUSDT")
+    assert len(stored) == len(set(stored)) and set(stored) == expected
+    cap.assert_values_exact("BTCUSDT")
