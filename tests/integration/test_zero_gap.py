@@ -12,6 +12,7 @@ import time
 
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import REPO_ROOT
+from tests.support.tradeids import wait_for_exact_ids
 
 PAUSED = '{"action": "pause"}'
 ONE = "symbols: [BTCUSDT]\n"
@@ -185,3 +186,19 @@ def test_gap_audit_finds_a_punched_hole_and_repair_fills_it(tmp_path, exchange_s
     stored = cap.stored_ids("BTCUSDT")
     assert len(stored) == len(set(stored)) and set(stored) == expected
     cap.assert_values_exact("BTCUSDT")
+
+
+def test_a_gap_over_the_backfill_cap_gives_up_the_oldest_ids_and_names_them(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, BACKFILL_MAX_TRADES="100")
+    time.sleep(1)
+    withheld = cap.sim.fault("withhold", symbol="BTCUSDT", count=300)
+    time.sleep(6)
+    cap.sim.fault("pause")
+    lo, hi = withheld["from_id"], withheld["to_id"]
+    given_up = set(range(lo, hi - 100 + 1))  # the newest 100 of the gap are fetched
+    expected = cap.sim.ledger_ids("BTCUSDT") - given_up
+    wait_for_exact_ids(expected, lambda: cap.stored_ids("BTCUSDT"), 30)
+    assert f"event=gap_given_up first_id={lo} last_id={hi - 100}" in cap.worker.output()
+    time.sleep(5.5)
+    assert cap.worker.status()["given_up"] == len(given_up)
