@@ -178,7 +178,8 @@ class Worker:
         next_summary = time.monotonic() + self.settings.summary_interval_s
         next_status = next_health = time.monotonic()
         while not self.stop_requested.wait(tick):
-            self.pipeline.flush(older_than=flush_s)
+            # Cut one tick early, so no trade waits longer than the flush interval.
+            self.pipeline.flush(older_than=flush_s - tick)
             now = time.monotonic()
             if now >= next_health:
                 next_health = now + HEALTH_EVERY_S
