@@ -166,8 +166,11 @@ class Pipeline:
             return {s: list(q.gaps) for s, q in self.sequences.items() if q.gaps}
 
     def last_ids(self) -> Dict[str, Optional[int]]:
+        """Per symbol, the highest id accepted (or resumed from, before the first trade)."""
         with self.lock:
-            return {s: q.last_id for s, q in self.sequences.items()}
+            ids: Dict[str, Optional[int]] = dict(self.resume_from)
+            ids.update((s, q.last_id) for s, q in self.sequences.items())
+            return ids
 
     def _cut(self) -> Batch:
         self._seq += 1

@@ -74,6 +74,7 @@ class Connection:
         self.trades = 0  # trades this connection delivered (the worker counts them)
         self.last_trade_at = 0.0
         self.shutdown_announced = False
+        self.opening_probed = False  # the worker's one REST check of a quiet new connection
         self.ended = threading.Event()
         self.end_reason = ""
         self._closing_reason = ""

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
 HEALTH_EVERY_S = 10.0
 INVALID_LOG_EVERY_S = 60.0
+OPENING_PROBE_S = 3.0  # a new connection without a trade by then gets one REST check
 STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
 
 
@@ -120,13 +121,28 @@ class Worker:
         self.stats.reconnects += 1
 
     def _stall_check(self, conn: Connection) -> Optional[str]:
-        """Silence alone is no proof (quiet pairs): ask REST whether trades happened."""
+        """Silence alone is no proof (quiet pairs): ask REST whether trades happened.
+
+        Also once on every new connection that stays quiet for a few seconds: the trades just
+        before a disconnect (or before a restart) are otherwise only noticed when the next one
+        arrives, which for a quiet pair can be minutes later.
+        """
         now = time.monotonic()
+        if not conn.opening_probed and conn.trades == 0 and \
+                now - conn.opened_at >= OPENING_PROBE_S:
+            conn.opening_probed = True
+            self._probe()  # registers what is missing as gaps; the connection itself is fine
+            return None
         quiet_for = now - max(conn.opened_at, conn.last_trade_at)
         if quiet_for < self.settings.stall_after_s or \
                 now - self._last_stall_probe < self.settings.stall_after_s:
             return None
         self._last_stall_probe = now
+        stale = self._probe()
+        return f"stalled: REST shows newer trades ({'; '.join(stale)})" if stale else None
+
+    def _probe(self) -> List[str]:
+        """Ask REST for the latest ids; report and register (as gaps) what we have not seen."""
         last_ids = self.pipeline.last_ids()
         stale = []
         for symbol in self._probe_symbols():
@@ -140,7 +156,7 @@ class Worker:
             if latest is not None and known is not None and latest > known:
                 stale.append(f"{symbol} at {latest}, we have {known}")
                 self.pipeline.expect_up_to(symbol, latest)
-        return f"stalled: REST shows newer trades ({'; '.join(stale)})" if stale else None
+        return stale
 
     def _probe_symbols(self) -> list:
         """At most three symbols per probe (weight 25 each): the most recently active ones."""

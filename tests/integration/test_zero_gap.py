@@ -202,3 +202,14 @@ def test_a_gap_over_the_backfill_cap_gives_up_the_oldest_ids_and_names_them(
     assert f"event=gap_given_up first_id={lo} last_id={hi - 100}" in cap.worker.output()
     time.sleep(5.5)
     assert cap.worker.status()["given_up"] == len(given_up)
+
+
+def test_trades_lost_at_a_disconnect_of_a_pair_that_then_goes_quiet_are_backfilled_at_once(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db)  # stall check stays at 60 s
+    time.sleep(2)
+    cap.sim.fault("withhold", symbol="BTCUSDT", count=20)  # the last trades before the cut
+    time.sleep(0.5)
+    cap.sim.fault("pause")
+    cap.sim.fault("abort")
+    cap.assert_exactly_once(["BTCUSDT"], timeout=15)  # long before the 60 s stall check
