@@ -5,13 +5,16 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from .procs import ManagedProcess, python_argv
 
 # Settings that would leak in from a developer's shell or .env.local and change behaviour.
 _SCRUB = ("INFLUXDB_URL", "INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET",
           "BINANCE_WS_URL", "BINANCE_REST_URL", "DATA_DIR", "RUN_DIR")
+
+
+STARTED: List["WorkerProcess"] = []  # stopped after each test by the stop_workers fixture
 
 
 class WorkerProcess:
@@ -39,6 +42,7 @@ class WorkerProcess:
                            "--env-file", os.devnull, *extra)
         self.proc = ManagedProcess(f"worker-{self.name}", argv,
                                    self.home / f"worker-{self.name}.log", env=self.env).start()
+        STARTED.append(self)
         return self
 
     def stop(self, timeout: float = 15.0) -> Optional[int]:
