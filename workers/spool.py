@@ -27,6 +27,9 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         self._position_file = directory / "position"
         self._repair_tail()
+        # Known empty: the writer asks before every batch, and a directory scan plus a read of
+        # the position file each time would be wasted I/O on the write path.
+        self._unsent = bool(self._segments())
 
     def _segments(self) -> List[Path]:
         return sorted(self.directory.glob("*.lp"))
@@ -66,6 +69,7 @@ class Spool:
                     if start == 0:
                         path.unlink()  # nor a segment without its import header
                     raise
+            self._unsent = True
 
     def reject(self, body: str) -> Path:
         """Keep a batch the server refused for its content beside the spool, for a person."""
@@ -99,6 +103,8 @@ class Spool:
     def peek(self, max_lines: int) -> Optional[Tuple[str, str, int]]:
         """The oldest unsent lines: (body, segment name, end offset), or None when empty."""
         with self.lock:
+            if not self._unsent:
+                return None
             for path in self._segments():
                 name, offset = self._read_position()
                 start = offset if name == path.name else 0
@@ -119,6 +125,7 @@ class Spool:
                     path.unlink()  # fully replayed and not the one being appended to
                     self._write_position("", 0)
                     continue
+            self._unsent = False
             return None
 
     def commit(self, name: str, end: int) -> None:
