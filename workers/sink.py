@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional, Protocol, TextIO
 
 from .errors import PermanentWriteError, RetryableWriteError
+from .httputil import retry_after_s
 from .lineproto import PRECISION
 from .settings import InfluxSettings
 
@@ -23,14 +24,6 @@ class Sink(Protocol):
     def write(self, body: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _retry_after(headers: object) -> Optional[float]:
-    try:
-        value = headers.get("Retry-After") if headers is not None else None
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 class InfluxSink:
@@ -60,7 +53,7 @@ class InfluxSink:
             self.api.write(bucket=s.bucket, org=s.org, record=body, write_precision=PRECISION)
         except ApiException as exc:
             raise classify_status(exc.status, str(exc.body or exc.reason or "")[:300],
-                                  _retry_after(exc.headers), s) from None
+                                  retry_after_s(exc.headers), s) from None
         except (Urllib3Error, OSError) as exc:
             raise RetryableWriteError(f"InfluxDB at {s.url} unreachable: "
                                       f"{type(exc).__name__}") from None
