@@ -5,6 +5,7 @@ A missing or invalid value raises ConfigError with one line that names the varia
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ class Settings:
     stall_after_s: float  # no trade for this long: ask REST whether the stream is stale
     max_conn_age_s: float  # rotate the connection before Binance's 24 h cut
     backfill_max_trades: int  # give up (and log the ids) on a gap larger than this
+    connect_limit: int  # WebSocket connection attempts of all workers of the host ...
+    connect_window_s: float  # ... in any span of this many seconds (WS_CONNECT_LIMIT=N/S)
 
 
 def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
@@ -173,6 +176,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                           "the first or lower the second")
     data_dir = Path(_get(env, "DATA_DIR", str(PROJECT_ROOT / "data"), str, "a directory"))
     run_dir = Path(_get(env, "RUN_DIR", str(PROJECT_ROOT / "run"), str, "a directory"))
+    # 200/300: two thirds of Binance's 300 attempts per 5 min per IP, the rest left to other
+    # tools on the IP and to a process that does not take from the budget.
+    connect_limit, connect_window_s = _get(
+        env, "WS_CONNECT_LIMIT", (200, 300.0), _rate,
+        "N/S, N connection attempts (>= 1) per S seconds (> 0) for all workers of the host, "
+        "e.g. 200/300 (Binance allows 300 per 5 minutes per IP)")
     return Settings(
         influx=influx,
         file_database=env.get("INFLUXDB_BUCKET", "").strip() or "ticks",
@@ -191,7 +200,20 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_conn_age_s=_get(env, "STREAM_MAX_AGE_S", 23 * 3600.0, _positive(float), "seconds > 0"),
         backfill_max_trades=_get(env, "BACKFILL_MAX_TRADES", 5_000_000, _positive(int),
                                  "an integer > 0"),
+        connect_limit=connect_limit,
+        connect_window_s=connect_window_s,
     )
+
+
+def _rate(raw: str) -> tuple[int, float]:
+    """`N/S`: N (an integer >= 1) per S seconds (> 0)."""
+    count, sep, seconds = raw.partition("/")
+    if not sep:
+        raise ValueError(raw)
+    n, s = int(count.strip()), float(seconds.strip())
+    if n < 1 or not (s > 0 and math.isfinite(s)):
+        raise ValueError(raw)
+    return n, s
 
 
 def _log_level(raw: str) -> str:

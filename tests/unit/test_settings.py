@@ -195,6 +195,30 @@ def test_file_database_follows_the_bucket_name():
     assert load_settings({"INFLUXDB_BUCKET": "mydb"}).file_database == "mydb"
 
 
+# -- connection budget -----------------------------------------------------------------------------
+
+def test_connect_limit_defaults_to_200_attempts_per_300_seconds_under_binances_300():
+    s = load_settings({})
+
+    assert (s.connect_limit, s.connect_window_s) == (200, 300.0)
+    assert s.connect_limit / s.connect_window_s <= 300 / 300
+
+
+def test_connect_limit_reads_attempts_per_seconds():
+    s = load_settings({"WS_CONNECT_LIMIT": " 50 / 60.5 "})
+
+    assert (s.connect_limit, s.connect_window_s) == (50, 60.5)
+
+
+@pytest.mark.parametrize("value", ["abc", "200", "0/300", "-1/300", "200/0", "200/-5",
+                                   "1.5/300", "200/nan", "200/inf", "200/300/1", "/300"])
+def test_bad_connect_limit_names_the_setting_and_shows_the_form(value):
+    message = config_error({"WS_CONNECT_LIMIT": value})
+
+    assert message.startswith(f"WS_CONNECT_LIMIT={value!r} is invalid: expected N/S")
+    assert "e.g. 200/300" in message
+
+
 # -- Binance URLs --------------------------------------------------------------------------------
 
 ORIGINAL_SCRIPT_URL = "wss://stream.binance.com:9443/stream?streams=btcusdt@trade"
