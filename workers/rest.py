@@ -1,134 +1,304 @@
 """The exchange's REST API: symbol checks, the latest trade id, and historical trades by id.
 
+One persistent urllib3 pool (keep-alive, so a backfill of many pages costs one TCP and no
+further handshakes), a connect and a read timeout on every request, and ONE retry policy:
+429, 418, 5xx and network errors are retried with capped, jittered backoff (workers/backoff.py)
+that never waits less than the server's `Retry-After`; urllib3's own retries are off.
+
 Request weight is per IP and shared by every worker on the box, and every answer says how much
 of it is used (`X-MBX-USED-WEIGHT-1M`). Each worker slows down as that figure rises, so many
-workers back off together without talking to each other; 429/418 and Retry-After are obeyed.
+workers back off together without talking to each other. A 429 or 418 holds every request of
+this client (both threads) until its Retry-After has passed; a 418 (an IP ban, 2 min to 3 days,
+longer for repeat offenders) is logged once, with the time it ends.
+
+Errors, and who should catch what:
+- RestError(message, status, code): the exchange refused the request (a 4xx other than
+  418/429, e.g. 400 code -1121), or the retries ran out. Callers catch it and carry on.
+- RestStopped(RestError): the client's `stopping` event was set; no request is made after it.
+- RestShapeError: the answer is not what the API documents (not JSON, a dict where a list is
+  expected, a trade row without an integer id, ids not ascending from `fromId`). Deliberately
+  NOT a RestError: it is a bug or an incompatible exchange change, not a condition to retry,
+  and should end the worker with a traceback (exit 1).
+
+Thread-safe: the backfiller and a stall-probe thread share one client.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import urllib3
 
 from .backoff import Backoff
+from .httputil import retry_after_s
 from .protocol import InvalidMessage, Trade, trade_from_rest
 
 log = logging.getLogger(__name__)
 WEIGHT_LIMIT_1M = 6000  # Binance's REQUEST_WEIGHT per minute per IP
 PAGE = 1000  # historicalTrades' largest page
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 10.0  # Binance itself times a request out after 10 s (-1007)
+BAN_WITHOUT_RETRY_AFTER_S = 120.0  # the shortest ban Binance hands out
+BANNED_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
 
 
 class RestError(Exception):
+    """The exchange refused a request, or it still failed after the retries."""
+
     def __init__(self, message: str, status: Optional[int] = None, code: Optional[int] = None):
         super().__init__(message)
         self.status = status
         self.code = code
 
 
+class RestStopped(RestError):
+    """The worker is stopping: the request was not made, or its retry wait was cut short."""
+
+
+class RestShapeError(Exception):
+    """An answer of a shape the API does not document: a bug or an exchange change, not retried.
+
+    Not a RestError on purpose, so `except RestError` retry paths do not swallow it.
+    """
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: unexpected answer: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+@dataclass
+class TradePage:
+    """One historicalTrades answer, checked.
+
+    `trades` are the rows that passed the checks, ascending; `invalid` holds (id, reason) of
+    rows that carry an id but failed the checks (the caller decides: skip, or give the id up).
+    `first_id`/`last_id` span every row of the answer, valid or not (None when it was empty),
+    so that the next page starts at `last_id + 1` even when the last row was invalid.
+    """
+
+    trades: List[Trade] = field(default_factory=list)
+    invalid: List[Tuple[int, str]] = field(default_factory=list)
+    first_id: Optional[int] = None
+    last_id: Optional[int] = None
+
+    @property
+    def empty(self) -> bool:
+        return self.last_id is None
+
+
 class RestClient:
-    def __init__(self, base_url: str, worker: str, timeout_s: float = 10.0,
-                 stopping: Optional[threading.Event] = None) -> None:
+    def __init__(self, base_url: str, worker: str, timeout_s: float = READ_TIMEOUT_S,
+                 stopping: Optional[threading.Event] = None,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
         self.worker = worker
         self.timeout_s = timeout_s
         self.stopping = stopping or threading.Event()
-        self.used_weight = 0
-        self.requests = 0
+        self.timeout = urllib3.Timeout(connect=min(connect_timeout_s, timeout_s), read=timeout_s)
+        # maxsize 2: the backfiller and a probe thread each keep one connection alive.
+        self.pool = urllib3.PoolManager(num_pools=2, maxsize=2, block=False, retries=False,
+                                        timeout=self.timeout,
+                                        headers={"Accept": "application/json",
+                                                 "User-Agent": "tick-capture"})
+        self._lock = threading.Lock()
+        self.used_weight = 0  # the IP's weight in the last minute, from the latest answer
+        self.requests = 0  # requests sent, retries included
+        self._hold_until = 0.0  # monotonic: no request before (a 429's or 418's Retry-After)
+        self._banned_until = 0.0  # wall clock end of the last logged 418 ban
 
+    def close(self) -> None:
+        self.pool.clear()
+
+    # -- the one request path ----------------------------------------------------------
     def get(self, path: str, params: Mapping[str, Any], attempts: int = 8) -> Any:
-        """GET with retries on 429/418/5xx and network errors; RestError on a 4xx answer."""
+        """GET `path` and decode its JSON, retrying 429/418/5xx and network errors.
+
+        Raises RestError for any other 4xx (with status and Binance's code) or when `attempts`
+        are used up, RestStopped when `stopping` is set, RestShapeError when the body is not JSON.
+        """
         url = f"{self.base_url}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
+        fields = {k: str(v) for k, v in params.items()} if params else None
         backoff = Backoff(1.0, 60.0)
+        last = ""
         for attempt in range(attempts):
-            self._pace()
-            self.requests += 1
+            self._wait_turn()
+            with self._lock:
+                self.requests += 1
             try:
-                with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                    self._note_weight(resp.headers)
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as exc:
-                self._note_weight(exc.headers)
-                body = _error_body(exc)
-                if exc.code in (418, 429) or exc.code >= 500:
-                    wait = backoff.next_delay(_retry_after(exc.headers))
-                    log.warning("worker=%s event=rest_backoff path=%s status=%d wait_s=%.1f "
-                                "msg=%r", self.worker, path, exc.code, wait, body.get("msg"))
-                    if self.stopping.wait(wait):
-                        break
-                    continue
-                raise RestError(f"{path} answered {exc.code}: {body.get('msg', '')}", exc.code,
-                                body.get("code")) from None
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                wait = backoff.next_delay()
-                log.warning("worker=%s event=rest_error path=%s error=%r wait_s=%.1f",
-                            self.worker, path, str(exc)[:200], wait)
-                if attempt == attempts - 1 or self.stopping.wait(wait):
+                resp = self.pool.request("GET", url, fields=fields, retries=False,
+                                         timeout=self.timeout, preload_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                last = f"{type(exc).__name__}: {str(exc)[:200]}"
+                if attempt == attempts - 1:
                     break
-        raise RestError(f"{path} failed after {attempts} attempts")
+                wait = backoff.next_delay()
+                log.warning("worker=%s event=rest_error path=%s error=%r attempt=%d wait_s=%.1f",
+                            self.worker, path, last, attempt + 1, wait)
+                self._sleep(wait, path)
+                continue
+            self._note_weight(resp.headers)
+            status = resp.status
+            if 200 <= status < 300:
+                try:
+                    return json.loads(resp.data)
+                except ValueError:
+                    raise RestShapeError(path, f"status {status}, not JSON: "
+                                               f"{resp.data[:120]!r}") from None
+            body = _error_body(resp.data)
+            msg, code = str(body.get("msg", ""))[:300], body.get("code")
+            last = f"{status} {msg}".strip()
+            if status not in (418, 429) and status < 500:
+                raise RestError(f"{path} answered {status}: {msg}", status, code)
+            if attempt == attempts - 1:
+                break
+            retry_after = retry_after_s(resp.headers)
+            if status == 418:
+                wait = self._banned(path, retry_after, msg, backoff)
+            elif status == 429:
+                wait = backoff.next_delay(retry_after or 0.0)
+                self._hold(wait)
+                log.warning("worker=%s event=rest_rate_limited path=%s status=429 code=%s "
+                            "retry_after_s=%s wait_s=%.1f used_weight=%d", self.worker, path,
+                            code, retry_after, wait, self.used_weight)
+            else:
+                wait = backoff.next_delay(retry_after or 0.0)
+                log.warning("worker=%s event=rest_backoff path=%s status=%d code=%s msg=%r "
+                            "attempt=%d wait_s=%.1f", self.worker, path, status, code, msg,
+                            attempt + 1, wait)
+            self._sleep(wait, path)
+        raise RestError(f"{path} failed after {attempts} attempts (last: {last})")
+
+    def _banned(self, path: str, retry_after: Optional[float], msg: str,
+                backoff: Backoff) -> float:
+        """A 418: hold every request until the ban ends; log each new ban once."""
+        if retry_after is None:
+            match = BANNED_UNTIL_RE.search(msg)
+            retry_after = (int(match.group(1)) / 1000 - time.time() if match
+                           else BAN_WITHOUT_RETRY_AFTER_S)
+            retry_after = max(1.0, retry_after)
+        wait = backoff.next_delay(retry_after)
+        until = time.time() + wait
+        with self._lock:
+            new_ban = until > self._banned_until + 5.0  # not the ban another thread logged
+            if new_ban:
+                self._banned_until = until
+            self._hold_until = max(self._hold_until, time.monotonic() + wait)
+        if new_ban:
+            log.error("worker=%s event=rest_ip_banned path=%s status=418 until=%s "
+                      "retry_after_s=%.0f msg=%r note='no REST request from this worker until "
+                      "then; bans grow for repeat offenders'", self.worker, path,
+                      _iso(until), retry_after, msg[:200])
+        return wait
+
+    def _hold(self, wait: float) -> None:
+        with self._lock:
+            self._hold_until = max(self._hold_until, time.monotonic() + wait)
+
+    def _sleep(self, seconds: float, path: str) -> None:
+        if self.stopping.wait(max(0.0, seconds)):
+            raise RestStopped(f"{path}: stopping")
+
+    def _wait_turn(self) -> None:
+        """Before each request: stop, then any 429/418 hold, then pacing by used weight."""
+        if self.stopping.is_set():
+            raise RestStopped("stopping: no new REST request")
+        with self._lock:
+            hold = self._hold_until - time.monotonic()
+        if hold > 0:
+            self._sleep(hold, "held by Retry-After")
+        share = self.used_weight / WEIGHT_LIMIT_1M
+        if share > 0.9:
+            self._sleep(10.0, "weight pacing")
+        elif share > 0.5:
+            self._sleep(share, "weight pacing")
 
     def _note_weight(self, headers: Any) -> None:
         try:
-            self.used_weight = int(headers.get("X-MBX-USED-WEIGHT-1M"))
+            weight = int(headers.get("X-MBX-USED-WEIGHT-1M"))
         except (TypeError, ValueError, AttributeError):
-            pass
-
-    def _pace(self) -> None:
-        """Sleep more as the IP's used weight nears the limit (every worker sees the same figure)."""
-        share = self.used_weight / WEIGHT_LIMIT_1M
-        if share > 0.9:
-            self.stopping.wait(10.0)
-        elif share > 0.5:
-            self.stopping.wait(share)
+            return
+        with self._lock:
+            self.used_weight = weight
 
     # -- endpoints ---------------------------------------------------------------------
     def symbol_statuses(self, symbols: Iterable[str]) -> Dict[str, str]:
         """symbol -> status (TRADING, HALT, BREAK ...); unknown symbols are absent."""
         wanted = list(symbols)
+        path = "/api/v3/exchangeInfo"
         try:
-            info = self.get("/api/v3/exchangeInfo",
-                            {"symbols": json.dumps(wanted, separators=(",", ":"))}, attempts=3)
+            info = self.get(path, {"symbols": json.dumps(wanted, separators=(",", ":"))},
+                            attempts=3)
         except RestError as exc:
             if exc.code != -1121:  # -1121: one of them is unknown; find out which
                 raise
-            info = self.get("/api/v3/exchangeInfo", {}, attempts=3)
-        return {s["symbol"]: s.get("status", "") for s in info.get("symbols", [])
+            info = self.get(path, {}, attempts=3)
+        rows = info.get("symbols") if isinstance(info, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(s, dict) for s in rows):
+            raise RestShapeError(path, f"no list of symbol objects: {str(info)[:120]}")
+        return {s["symbol"]: str(s.get("status", "")) for s in rows
                 if s.get("symbol") in wanted}
 
     def latest_trade_id(self, symbol: str) -> Optional[int]:
-        rows = self.get("/api/v3/trades", {"symbol": symbol, "limit": 1})
-        return int(rows[-1]["id"]) if rows else None
+        """The id of the symbol's latest trade (None if it never traded)."""
+        path = "/api/v3/trades"
+        rows = self.get(path, {"symbol": symbol, "limit": 1})
+        if not isinstance(rows, list):
+            raise RestShapeError(path, f"expected a list, got {type(rows).__name__}")
+        return _row_id(path, rows[-1]) if rows else None
+
+    def trades_page(self, symbol: str, from_id: int, limit: int = PAGE) -> TradePage:
+        """Up to `limit` trades from `from_id` on, checked; see TradePage."""
+        path = "/api/v3/historicalTrades"
+        rows = self.get(path, {"symbol": symbol, "fromId": from_id, "limit": min(PAGE, limit)})
+        if not isinstance(rows, list):
+            raise RestShapeError(path, f"expected a list, got {type(rows).__name__}")
+        page = TradePage()
+        previous = from_id - 1
+        for row in rows:
+            trade_id = _row_id(path, row)
+            if trade_id <= previous:
+                raise RestShapeError(path, f"{symbol} fromId={from_id}: id {trade_id} after "
+                                           f"{previous}; ids must ascend from fromId")
+            previous = trade_id
+            try:
+                page.trades.append(trade_from_rest(symbol, row))
+            except InvalidMessage as exc:
+                page.invalid.append((trade_id, str(exc)))
+        if rows:
+            page.first_id, page.last_id = _row_id(path, rows[0]), previous
+        return page
 
     def trades_from(self, symbol: str, from_id: int, limit: int = PAGE) -> List[Trade]:
-        """Up to `limit` trades from `from_id` on, ascending; rows that fail checks are skipped."""
-        rows = self.get("/api/v3/historicalTrades",
-                        {"symbol": symbol, "fromId": from_id, "limit": min(PAGE, limit)})
-        trades = []
-        for row in rows if isinstance(rows, list) else []:
-            try:
-                trades.append(trade_from_rest(symbol, row))
-            except InvalidMessage as exc:
-                log.error("worker=%s symbol=%s event=rest_row_invalid reason=%s", self.worker,
-                          symbol, exc)
-        return trades
+        """The valid trades of `trades_page` (invalid rows are logged and skipped)."""
+        page = self.trades_page(symbol, from_id, limit)
+        for trade_id, reason in page.invalid:
+            log.error("worker=%s symbol=%s event=rest_row_invalid trade_id=%d reason=%r",
+                      self.worker, symbol, trade_id, reason)
+        return page.trades
 
 
-def _retry_after(headers: Any) -> float:
+def _row_id(path: str, row: Any) -> int:
+    """A trade row's id; RestShapeError when there is no integer id to name the row by."""
+    trade_id = row.get("id") if isinstance(row, dict) else None
+    if type(trade_id) is not int or trade_id < 0:
+        raise RestShapeError(path, f"a trade row without an integer id: {str(row)[:120]}")
+    return trade_id
+
+
+def _error_body(data: bytes) -> Dict[str, Any]:
     try:
-        return float(headers.get("Retry-After"))
-    except (TypeError, ValueError, AttributeError):
-        return 0.0
-
-
-def _error_body(exc: urllib.error.HTTPError) -> Dict[str, Any]:
-    try:
-        data = json.loads(exc.read())
-        return data if isinstance(data, dict) else {}
-    except (ValueError, OSError):
+        body = json.loads(data)
+    except ValueError:
         return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
