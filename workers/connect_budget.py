@@ -34,6 +34,12 @@ The spreading policy (on top of the hard rule)
     hard rule still caps the total: after 100 at once and 100 more over 150 s, the next attempt
     waits until the first ones leave the window.
 
+Refusals hold the whole host
+    When the exchange refuses a handshake with 429 or 418 and a Retry-After, the worker that met
+    it calls `hold(until, reason)`: `run/connect-budget.hold` then says "no attempt before
+    `until`" (one line: the Unix time and the reason), and every worker's next attempt waits for
+    it. Another worker trying meanwhile would turn a 429 into a 418 ban for the whole IP.
+
 Clocks
     Times are wall-clock (`time.time`) so that the file means the same to every process and
     survives a reboot. An attempt logged in the future (the clock went back) counts as made now:
@@ -101,7 +107,7 @@ class ConnectBudget:
             now = round(now, 6)  # as the file will hold it
             stored, clean = self._read(fd)
             times = self._current(stored, now)
-            wait = self._wait(times, now)
+            wait = max(self._wait(times, now), self._held(now)[0] - now)
             if wait <= 0.0:
                 times.append(now)
                 self.last_granted_at = now
@@ -144,8 +150,43 @@ class ConnectBudget:
             finally:
                 os.close(fd)
         times = self._current(stored, now)
+        until, reason = self._held(now)
         return {"used": len(times), "limit": self.limit, "window_s": self.window_s,
-                "burst": self.burst, "wait_s": self._wait(times, now)}
+                "burst": self.burst, "wait_s": max(self._wait(times, now), until - now),
+                "held_until": until if until > now else 0.0, "held_reason": reason}
+
+    def hold(self, until: float, reason: str) -> None:
+        """No attempt of any worker of the host before `until` (an exchange's Retry-After)."""
+        fd = self._open_locked(fcntl.LOCK_EX)
+        try:
+            now = self._clock()
+            current, _ = self._held(now)
+            if until <= current:
+                return  # an equal or longer hold is in force
+            tmp = self.hold_path.with_name(self.hold_path.name + ".tmp")
+            tmp.write_text(f"{until:.3f} {' '.join(reason.split())}\n", encoding="utf-8")
+            os.replace(tmp, self.hold_path)
+        finally:
+            os.close(fd)
+
+    @property
+    def hold_path(self) -> Path:
+        return self.path.with_suffix(".hold")
+
+    def _held(self, now: float) -> Tuple[float, str]:
+        """(until, reason) of a hold in force, else (0.0, "")."""
+        try:
+            text = self.hold_path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return 0.0, ""
+        head, _, reason = text.strip().partition(" ")
+        try:
+            until = float(head)
+        except ValueError:
+            return 0.0, ""
+        if not math.isfinite(until) or until <= now:
+            return 0.0, ""
+        return until, reason
 
     # -- the rule ----------------------------------------------------------------------------------
 

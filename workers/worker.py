@@ -1,11 +1,13 @@
 """One worker process: wires stream -> pipeline -> writer, and runs the lifecycle.
 
-    StreamKeeper (reader threads) --trades--> Pipeline --batches--> Writer --> InfluxDB or files
-          ^ stall check                          | gaps                 \\--> spool (disk)
-          +-- RestClient <---- Backfiller <-------+
+    StreamKeepers (one per connection plan, reader threads) --trades--> Pipeline --batches-->
+          ^ stale? (never waits)                                 | gaps        Writer --> InfluxDB
+          +-- Prober --> RestClient <---- Backfiller <-----------+               \\--> spool
 
 The main thread cuts time-based batches, writes the summary line and the status file, and
 handles signals: the first SIGTERM/SIGINT stops reading and flushes; a second one exits at once.
+An unexpected exception in any thread (threads.install) or in the main loop is logged with its
+traceback; the worker then flushes what it can and exits 1, and supervisord restarts it.
 """
 from __future__ import annotations
 
@@ -21,14 +23,18 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError
 from .lineproto import LineRenderer, escape_key
 from .pipeline import Gap, Pipeline
-from .protocol import (ControlReply, InvalidMessage, MessageParser, ServerShutdown, Trade,
-                       combined_stream_url)
+from .connect_budget import ConnectBudget, budget_path
+from .errors import EXIT_OK, EXIT_UNEXPECTED
+from .prober import Prober
+from .protocol import ControlReply, InvalidMessage, MessageParser, ServerShutdown, Trade
 from .rest import RestClient, RestError
 from .settings import Settings
 from .sink import FileSink, InfluxSink, Sink
 from .spool import Spool
 from .stats import Stats, counters, percentile, write_status
 from .stream import OP_TEXT, Connection, StreamKeeper
+from .stream_plan import plan_connections
+from . import threads
 from .symbols import WorkerSpec
 from .writer import Writer
 
@@ -36,8 +42,9 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 5.0
 HEALTH_EVERY_S = 10.0
 INVALID_LOG_EVERY_S = 60.0
-OPENING_PROBE_S = 3.0  # a new connection without a trade by then gets one REST check
 STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
+CRASH_EXIT_S = 15.0  # after a crash, exit by then even if the flush hangs (stopwaitsecs is 20)
+INJECT_FAULT_ENV = "WORKER_INJECT_FAULT"  # tests of the crash path: see inject_fault()
 
 
 class Worker:
@@ -47,6 +54,7 @@ class Worker:
         self.settings = settings
         self.stats = Stats()
         self.stop_requested = threading.Event()
+        self.crashed = ""  # the thread that met an unexpected exception, if one did
         self.started_at = time.time()
         data = settings.data_dir / spec.name
         influx = settings.influx
@@ -71,11 +79,20 @@ class Worker:
         self.backfiller = Backfiller(spec.name, self.rest, self.pipeline, self.stats,
                                      settings.backfill_max_trades)
         self.parser = MessageParser(spec.symbols)
-        self.keeper = StreamKeeper(spec.name, combined_stream_url(settings.ws_url, spec.symbols),
-                                   self.on_frame, settings.dead_after_s, settings.max_conn_age_s,
-                                   self._on_reconnect, self._stall_check)
+        self.prober = Prober(spec.name, self.rest, self.pipeline, self.stats,
+                             settings.stall_after_s, self.stop_requested)
+        budget = ConnectBudget(budget_path(settings.run_dir), settings.connect_limit,
+                               settings.connect_window_s)
+        plans = plan_connections(settings.ws_url, spec.symbols)
+        if len(plans) > 1:
+            log.info("worker=%s event=group_split symbols=%d connections=%d note='over 1024 "
+                     "streams: spread evenly over several connections'", self.name,
+                     len(spec.symbols), len(plans))
+        self.keepers = [StreamKeeper(spec.name, plan, self.on_frame, settings.dead_after_s,
+                                     settings.max_conn_age_s, self._on_reconnect,
+                                     self.prober.check, budget, settings.ws_url)
+                        for plan in plans]
         self._invalid_logged: Dict[str, float] = {}
-        self._last_stall_probe = 0.0
         self._last_lags: List[float] = []  # trade time -> stored, last non-empty period
         self._rate_at, self._rate_count = self.started_at, 0
         self._last_status: Optional[dict] = None
@@ -101,8 +118,8 @@ class Worker:
         elif type(msg) is ServerShutdown:
             conn.shutdown_announced = True
             log.warning("worker=%s event=server_shutdown conn=%s", self.name, conn.label)
-        elif type(msg) is ControlReply and msg.error:
-            log.error("worker=%s event=control_error reply=%r", self.name, msg.error)
+        elif type(msg) is ControlReply:
+            conn.control_reply(msg)
 
     def _invalid(self, reason: str, detail: str) -> None:
         self.stats.invalid[reason] += 1
@@ -120,48 +137,12 @@ class Worker:
     def _on_reconnect(self, reason: str) -> None:
         self.stats.reconnects += 1
 
-    def _stall_check(self, conn: Connection) -> Optional[str]:
-        """Silence alone is no proof (quiet pairs): ask REST whether trades happened.
-
-        Also once on every new connection that stays quiet for a few seconds: the trades just
-        before a disconnect (or before a restart) are otherwise only noticed when the next one
-        arrives, which for a quiet pair can be minutes later.
-        """
-        now = time.monotonic()
-        if not conn.opening_probed and conn.trades == 0 and \
-                now - conn.opened_at >= OPENING_PROBE_S:
-            conn.opening_probed = True
-            self._probe()  # registers what is missing as gaps; the connection itself is fine
-            return None
-        quiet_for = now - max(conn.opened_at, conn.last_trade_at)
-        if quiet_for < self.settings.stall_after_s or \
-                now - self._last_stall_probe < self.settings.stall_after_s:
-            return None
-        self._last_stall_probe = now
-        stale = self._probe()
-        return f"stalled: REST shows newer trades ({'; '.join(stale)})" if stale else None
-
-    def _probe(self) -> List[str]:
-        """Ask REST for the latest ids; report and register (as gaps) what we have not seen."""
-        last_ids = self.pipeline.last_ids()
-        stale = []
-        for symbol in self._probe_symbols():
-            try:
-                latest = self.rest.latest_trade_id(symbol)
-            except RestError as exc:
-                log.warning("worker=%s symbol=%s event=stall_probe_failed error=%r", self.name,
-                            symbol, str(exc))
-                continue
-            known = last_ids.get(symbol)
-            if latest is not None and known is not None and latest > known:
-                stale.append(f"{symbol} at {latest}, we have {known}")
-                self.pipeline.expect_up_to(symbol, latest)
-        return stale
-
-    def _probe_symbols(self) -> list:
-        """At most three symbols per probe (weight 25 each): the most recently active ones."""
-        recent = sorted(self.stats.last_trade_ms.items(), key=lambda kv: -kv[1])
-        return [s for s, _ in recent[:3]] or list(self.spec.symbols[:3])
+    def _crashed(self, thread: str, exc: BaseException) -> None:
+        """A thread met an unexpected exception (already logged): flush, exit 1, be restarted."""
+        if not self.crashed:
+            self.crashed = thread
+            self.stats.error(f"thread {thread} crashed: {type(exc).__name__}: {exc}"[:300])
+        self.stop_requested.set()
 
     # -- lifecycle ----------------------------------------------------------------------
     def check_symbols(self) -> None:
@@ -183,12 +164,25 @@ class Worker:
 
     def run(self) -> int:
         self._install_signals()
-        log.info("worker=%s event=starting symbols=%s sink=%s resume_from=%r", self.name,
-                 ",".join(self.spec.symbols),
-                 "influxdb" if self.settings.influx else "files", self.checkpoint.snapshot())
+        log.info("worker=%s event=starting symbols=%s sink=%s resume_from=%s", self.name,
+                 _brief(self.spec.symbols), "influxdb" if self.settings.influx else "files",
+                 _brief([f"{k}:{v}" for k, v in self.checkpoint.snapshot().items()]))
+        threads.install(self.name, self._crashed)
+        inject_fault(self, os.environ.get(INJECT_FAULT_ENV, ""))
         self.writer.start()
         self.backfiller.start()
-        self.keeper.start()
+        self.prober.start()
+        for keeper in self.keepers:
+            keeper.start()
+        try:
+            self._loop()
+        except Exception as exc:  # the main loop is a thread like the others
+            log.critical("worker=%s event=thread_crashed thread=main error=%r", self.name,
+                         f"{type(exc).__name__}: {exc}"[:300], exc_info=True)
+            self._crashed("main", exc)
+        return self._shutdown()
+
+    def _loop(self) -> None:
         flush_s = self.settings.write.flush_interval_s
         tick = min(0.1, flush_s / 4)
         next_summary = time.monotonic() + self.settings.summary_interval_s
@@ -206,19 +200,27 @@ class Worker:
             if now >= next_summary:
                 next_summary = now + self.settings.summary_interval_s
                 self._summary()
-        return self._shutdown()
 
     def _shutdown(self) -> int:
         started = time.monotonic()
-        log.info("worker=%s event=stopping", self.name)
-        self.keeper.stop()
+        if self.crashed:
+            # Whatever state the crash left, the process ends in time and supervisord restarts it.
+            timer = threading.Timer(CRASH_EXIT_S, _exit_now, (self.name,))
+            timer.daemon = True
+            timer.start()
+        log.info("worker=%s event=stopping%s", self.name,
+                 f" cause='thread {self.crashed} crashed'" if self.crashed else "")
+        for keeper in self.keepers:
+            keeper.stop()
         self.pipeline.flush()
         self.writer.stop(STOP_FLUSH_S)
         self._status()
         self._summary()
-        log.info("worker=%s event=stopped took_s=%.2f checkpoint=%r", self.name,
-                 time.monotonic() - started, self.checkpoint.snapshot())
-        return 0
+        log.info("worker=%s event=stopped took_s=%.2f checkpoint=%s exit=%d", self.name,
+                 time.monotonic() - started,
+                 _brief([f"{k}:{v}" for k, v in self.checkpoint.snapshot().items()]),
+                 EXIT_UNEXPECTED if self.crashed else EXIT_OK)
+        return EXIT_UNEXPECTED if self.crashed else EXIT_OK
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: object) -> None:
@@ -239,7 +241,7 @@ class Worker:
         received = self.stats.received
         rate = (received - self._rate_count) / max(1e-6, now - self._rate_at)
         self._rate_at, self._rate_count = now, received
-        current = self.keeper.current
+        connections = [keeper.state() for keeper in self.keepers]
         return {
             "worker": self.name, "symbols": list(self.spec.symbols), "pid": os.getpid(),
             "started": self.started_at, "updated": now, "trades_per_s": round(rate, 2),
@@ -248,7 +250,8 @@ class Worker:
             "spool_backlog_bytes": self.spool.backlog_bytes() if self.spool else 0,
             "queue_batches": self.writer.queue.qsize(),
             "checkpoint": self.checkpoint.snapshot(),
-            "connected": bool(current and current.opened_at and not current.ended.is_set()),
+            "connected": all(c["connected"] for c in connections),
+            "connections": connections,
             **counters(self.stats),
         }
 
@@ -287,5 +290,59 @@ class Worker:
                                f"{fields} {time.time_ns()}")
 
 
+def _brief(items: List[str], shown: int = 10) -> str:
+    """A list for one log line: a 1,000-symbol group names ten and counts the rest."""
+    more = len(items) - shown
+    return ",".join(items[:shown]) + (f",+{more} more" if more > 0 else "") if items else "-"
+
+
 def _ms(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def _exit_now(worker: str) -> None:
+    log.critical("worker=%s event=forced_exit after_s=%.0f reason='flush after a crash did not "
+                 "finish'", worker, CRASH_EXIT_S)
+    os._exit(EXIT_UNEXPECTED)
+
+
+INJECTABLE = ("reader", "keeper", "writer", "checkpoint", "backfill", "prober", "main")
+
+
+def inject_fault(worker: Worker, where: str) -> None:
+    """Make one thread meet an unexpected exception (WORKER_INJECT_FAULT=<thread>), for tests.
+
+    reader: the next frame handled; keeper: the next tick; writer: the next batch delivered;
+    checkpoint: the next checkpoint save fails as a full disk does (ENOSPC, on the writer
+    thread); backfill: the next gap filled; prober: the next REST probe; main: the next loop.
+    """
+    if not where:
+        return
+    if where not in INJECTABLE:
+        log.error("worker=%s event=inject_fault_unknown value=%r expected=%s", worker.name, where,
+                  ",".join(INJECTABLE))
+        return
+    log.warning("worker=%s event=inject_fault thread=%s", worker.name, where)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        if where == "checkpoint":
+            raise OSError(28, "No space left on device (injected)")
+        raise RuntimeError(f"injected fault in {where}")
+
+    if where == "reader":
+        worker.on_frame = boom  # type: ignore[method-assign]
+        for keeper in worker.keepers:
+            keeper.on_frame = boom
+    elif where == "keeper":
+        for keeper in worker.keepers:
+            keeper.tick = boom  # type: ignore[method-assign]
+    elif where == "writer":
+        worker.writer._deliver = boom  # type: ignore[method-assign]
+    elif where == "checkpoint":
+        worker.checkpoint._save = boom  # type: ignore[method-assign]
+    elif where == "backfill":
+        worker.backfiller._fill = boom  # type: ignore[method-assign]
+    elif where == "prober":
+        worker.prober.probe = boom  # type: ignore[method-assign]
+    elif where == "main":
+        worker._health_point = boom  # type: ignore[method-assign]

@@ -227,7 +227,7 @@ def test_snapshot_reports_use_and_the_wait_without_writing(tmp_path):
     path = tmp_path / FILE_NAME
     budget = ConnectBudget(path, limit=2, window_s=10.0, burst=2)
     assert budget.snapshot(now=0.0) == {"used": 0, "limit": 2, "window_s": 10.0, "burst": 2,
-                                        "wait_s": 0.0}
+                                        "wait_s": 0.0, "held_until": 0.0, "held_reason": ""}
     assert not path.exists()
 
     budget.try_acquire(now=0.0)
@@ -235,7 +235,8 @@ def test_snapshot_reports_use_and_the_wait_without_writing(tmp_path):
     before = path.read_bytes()
 
     assert budget.snapshot(now=5.0) == {"used": 2, "limit": 2, "window_s": 10.0, "burst": 2,
-                                        "wait_s": pytest.approx(5.0)}
+                                        "wait_s": pytest.approx(5.0), "held_until": 0.0,
+                                        "held_reason": ""}
     assert budget.snapshot(now=12.0)["used"] == 1
     assert path.read_bytes() == before
 
@@ -345,3 +346,17 @@ def test_six_processes_sharing_the_file_never_exceed_the_limit_in_any_window(tmp
     assert sum(1 for t in grants if t < min(grants) + 0.1) <= 25 + 3   # the burst, then spread
     assert max(grants) - min(grants) < 8.0
     assert all(p.exitcode == 0 for p in procs)
+
+
+def test_a_hold_after_a_refusal_makes_every_budget_on_the_file_wait_until_it_ends(tmp_path):
+    clock = [1000.0]
+    a = ConnectBudget(tmp_path / "b.log", 10, 60, clock=lambda: clock[0])
+    b = ConnectBudget(tmp_path / "b.log", 10, 60, clock=lambda: clock[0])
+    a.hold(1030.0, "HTTP 429")
+    assert b.try_acquire() == pytest.approx(30.0)
+    a.hold(1010.0, "HTTP 429")  # a shorter hold never shortens the one in force
+    assert b.snapshot()["held_until"] == pytest.approx(1030.0)
+    assert b.snapshot()["held_reason"] == "HTTP 429"
+    clock[0] = 1030.5
+    assert b.try_acquire() == 0.0
+    assert b.snapshot()["held_until"] == 0.0
