@@ -479,7 +479,9 @@ def test_more_than_five_client_frames_in_a_second_close_with_1008(exchange_sim: 
     frames = frames_for(rude, 2.0)
     assert frames[-1][0] == OP_CLOSE and close_code(frames[-1][1]) == 1008
     assert frames[-1][1][2:] == b"Too many requests"
-    assert sim.stats()["closes"].get("too_many_requests") == 1
+    stats = sim.stats()
+    assert stats["closes"].get("too_many_requests") == 1
+    assert stats["refusals"]["too_many_requests_1008"] == 1
 
 
 # --- live control messages and limits ------------------------------------------------------
@@ -528,13 +530,134 @@ def test_stream_limit_per_url_and_many_listed_symbols(exchange_sim: StartSim) ->
     names = [f"q{n:04d}usdt@trade" for n in range(1, 1026)]
     info = rest(sim, "/api/v3/exchangeInfo")[2]
     assert len(info["symbols"]) == 1101
+    # 1,024 real stream names make a URL of 16,400 characters: over Binance's ~8,000.
+    assert refusal(sim, "/stream?streams=" + "/".join(names[:1024]))[0] == 414
+    # 1,025 short names fit in the URL, and are one stream too many.
+    short = "/ws/" + "/".join(f"{n}@t" for n in range(1025))
+    assert len(short) < 8000
+    status, _, body = refusal(sim, short)
+    assert (status, body) == (400, "Too many streams: 1025 streams in the URL, "
+                                   "at most 1024 per connection")
+    assert sim.fault("limits", max_url_length=20000)["max_url_length"] == 20000
     ok = connect(sim, "/stream?streams=" + "/".join(names[:1024]))
     assert ask(ok, {"method": "LIST_SUBSCRIPTIONS", "id": 1})["result"] == names[:1024]
     ok.close()
+    assert refusal(sim, "/stream?streams=" + "/".join(names))[0] == 400
+    stats = sim.stats()
+    assert stats["refused"] == 3 and stats["accepted"] == 1
+    assert (stats["refusals"]["url_too_long"], stats["refusals"]["too_many_streams"]) == (1, 2)
+
+
+def refusal(sim: ExchangeSim, path: str) -> Tuple[int, Dict[str, str], str]:
+    """(status, headers with lower-case names, body) of a handshake that must be refused."""
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        connect(sim, "/stream?streams=" + "/".join(names))
-    assert refused.value.status_code == 400
-    assert sim.stats()["refused"] == 1
+        connect(sim, path)
+    exc = refused.value
+    headers = {k.lower(): v for k, v in (exc.resp_headers or {}).items()}
+    return exc.status_code, headers, (exc.resp_body or b"").decode()
+
+
+def url_of_length(length: int) -> str:
+    """A combined-stream request target of exactly `length` characters (streams <= 200)."""
+    prefix = "/stream?streams="
+    budget = length - len(prefix)
+    full = (budget - 11) // 101  # streams of 100 characters, each with its "/"
+    names = [f"s{i:04d}".ljust(94, "a") + "@trade" for i in range(full)]
+    names.append(f"s{full:04d}".ljust(budget - full * 101 - 6, "a") + "@trade")
+    url = prefix + "/".join(names)
+    assert len(url) == length and len(names) == len(set(names))
+    return url
+
+
+def test_a_url_over_8000_characters_is_refused_with_414_and_counted(exchange_sim: StartSim
+                                                                       ) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0")
+    for length in (7999, 8000):
+        ws = connect(sim, url_of_length(length))
+        assert len(ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1})["result"]) >= 79
+        ws.close()
+    for length in (8001, 16_000):
+        status, headers, body = refusal(sim, url_of_length(length))
+        assert (status, body) == (414, f"URL too long: {length} characters, at most 8000")
+    stats = sim.stats()
+    assert (stats["accepted"], stats["refused"], stats["refusals"]["url_too_long"]) == (2, 2, 2)
+    assert sum(stats["refusals"].values()) == 2
+
+
+def test_subscribe_past_1024_streams_gets_code_4_adds_nothing_and_is_counted(
+        exchange_sim: StartSim) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0")
+    ws = connect(sim, "/ws/btcusdt@trade")
+    names = [f"s{n}usdt@trade" for n in range(1024)]
+    answers = []
+    for n, params in enumerate((names[:1000], names[1000:], names[1000:1023],
+                                ["btcusdt@trade"], ["one@trade"])):
+        answers.append(ask(ws, {"method": "SUBSCRIBE", "params": params, "id": n}))
+        time.sleep(0.25)  # 4 messages a second: under the limit of 5
+    too_many = {"error": {"code": 4, "msg": "Too many subscriptions"}}
+    assert answers == [{"result": None, "id": 0}, {**too_many, "id": 1},
+                       {"result": None, "id": 2}, {"result": None, "id": 3},  # already held
+                       {**too_many, "id": 4}]
+    listed = ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 5})["result"]
+    assert listed == ["btcusdt@trade"] + names[:1023]
+    ws.close()
+    refusals = sim.stats()["refusals"]
+    assert (refusals["subscribe_over_limit"], refusals["too_many_requests_1008"]) == (2, 0)
+
+
+def test_pings_pongs_and_subscribes_all_count_toward_1008(exchange_sim: StartSim) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--no-server-ping")
+    ws = connect(sim, "/ws")
+    ws.ping(b"1")
+    ws.pong(b"")  # unsolicited pongs are allowed, and count
+    ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}))
+    ws.ping(b"2")
+    ws.pong(b"")
+    frames = frames_for(ws, 0.3)
+    assert [op for op, _ in frames] == [OP_PONG, OP_TEXT, OP_PONG]  # five frames: all fine
+    ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 2}))
+    frames = frames_for(ws, 2.0)
+    assert frames[-1][0] == OP_CLOSE and close_code(frames[-1][1]) == 1008
+    assert frames[-1][1][2:] == b"Too many requests"
+    assert OP_TEXT not in [op for op, _ in frames]  # the 6th is not answered
+    stats = sim.stats()
+    assert stats["refusals"]["too_many_requests_1008"] == 1
+    assert stats["closes"].get("too_many_requests") == 1
+
+
+@pytest.mark.slow
+def test_connection_attempts_past_the_budget_get_429_then_a_418_ban(exchange_sim: StartSim
+                                                                      ) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--max-connect-attempts", "5",
+                       "--connect-window", "10", "--ban-seconds", "3")
+    for _ in range(5):
+        connect(sim, "/ws/btcusdt@trade").close()
+    status, headers, body = refusal(sim, "/ws/btcusdt@trade")  # the 6th in 10 s
+    assert status == 429 and json.loads(body)["code"] == -1003
+    assert 9 <= int(headers["retry-after"]) <= 10  # when the first attempt ages out
+    told = time.monotonic()
+    status, headers, body = refusal(sim, "/ws/btcusdt@trade")  # before Retry-After: banned
+    assert (status, headers["retry-after"]) == (418, "3")
+    assert json.loads(body)["code"] == -1003 and "banned until" in json.loads(body)["msg"]
+    time.sleep(1.1)
+    status, headers, _ = refusal(sim, "/ws/btcusdt@trade")  # the ban counts down
+    assert status == 418 and headers["retry-after"] in ("1", "2")
+    time.sleep(max(told + 3.2 - time.monotonic(), 0))
+    # The ban is over, but the attempts made meanwhile still fill the window.
+    status, headers, _ = refusal(sim, "/ws/btcusdt@trade")
+    assert status == 429 and 1 <= int(headers["retry-after"]) <= 10
+    last = time.monotonic()
+    stats = sim.stats()
+    assert (stats["refusals"]["attempts_429"], stats["refusals"]["banned_418"]) == (2, 2)
+    assert stats["connect_attempts"]["127.0.0.1"]["attempts_in_window"] == 9
+    time.sleep(max(last + 10.2 - time.monotonic(), 0))  # every attempt has aged out
+    for _ in range(2):
+        ws = connect(sim, "/ws/btcusdt@trade")
+        assert ask(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1})["result"] == ["btcusdt@trade"]
+        ws.close()
+    stats = sim.stats()
+    assert (stats["accepted"], stats["refused"]) == (7, 4)
+    assert (stats["refusals"]["attempts_429"], stats["refusals"]["banned_418"]) == (2, 2)
 
 
 # --- rate, run-time control, replay --------------------------------------------------------

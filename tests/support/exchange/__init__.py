@@ -14,9 +14,11 @@ Modules, by role:
     connection  one client connection: framing, subscriptions, pings, rate limit, writes
     protocol    URL parsing and the live control methods (SUBSCRIBE, ...)
     hub         all connections: fan-out, pings, timeouts, fault broadcasts
+    limits      connection attempts per IP: 429 + Retry-After, 418 bans
     faults      fault state and malformed frames
     rest        /api/v3 endpoints, request weights, REST faults
-    control     /_sim endpoints: faults, ledger, stats
+    control     /_sim endpoints: faults, ledger, stats, run-time limits
+    stats       counters of /_sim/stats, refusals by kind
     replay      playing a recorded JSONL capture instead of generating
     server      the aiohttp app and its background loops
     cli         argument parsing and `main()`

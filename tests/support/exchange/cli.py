@@ -23,6 +23,26 @@ A local Binance spot exchange for tests.  One port on 127.0.0.1 serves:
   control    /_sim/fault, /_sim/ledger, /_sim/stats, /_sim/trades (see below)
 
 Without --symbol and --replay one symbol runs: BTCUSDT at --rate trades/s.
+
+Stream connection limits, all on by default and as strict as Binance's (binance.md 3);
+each refusal is counted in GET /_sim/stats "refusals" (kind -> count):
+  attempts   at most --max-connect-attempts (300) handshake attempts per peer IP in any
+             rolling --connect-window (300 s); every attempt counts, refused ones too.
+             Over it: HTTP 429, Retry-After = seconds until an attempt fits again,
+             body {"code":-1003,"msg":...}                              [attempts_429]
+             An attempt before that Retry-After passed: a ban of --ban-seconds (120):
+             HTTP 418, Retry-After = ban left, for every attempt during the ban
+             (all test clients are 127.0.0.1: one budget for the whole run)  [banned_418]
+  URL        request target (path + query, as sent) over --max-url-length (8000)
+             characters: HTTP 414 "URL too long: N characters, at most 8000"  [url_too_long]
+  streams    more than --max-streams (1024) in the URL: HTTP 400 "Too many streams: ..."
+             [too_many_streams]; a SUBSCRIBE past it: {"error":{"code":4,"msg":"Too many
+             subscriptions"},"id":..}, none of its streams added  [subscribe_over_limit]
+  messages   more than --max-incoming-per-sec (5) client frames (ping, pong, text)
+             in a rolling second: close 1008 "Too many requests"  [too_many_requests_1008]
+  Checked in that order at the handshake; "refused" in the stats is the total of handshake
+  refusals (also invalid_url 400, not_websocket 426).  Change them at run time with the
+  control action "limits".
 """
 
 
@@ -55,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CANCEL_ONLY); non-TRADING symbols generate nothing")
     g.add_argument("--quiet-symbols", type=int, default=0, metavar="N",
                    help="add N listed TRADING symbols without trades, Q0001USDT.. (scale tests)")
-    g = parser.add_argument_group("connections")
+    g = connections = parser.add_argument_group("connections")
     g.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
                    help="server ping every S seconds (default 20)")
     g.add_argument("--pong-timeout", type=float, default=60.0, metavar="S",
@@ -63,12 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
                         " (default 60); the pong must echo the ping payload")
     g.add_argument("--no-server-ping", action="store_true", help="never send pings")
     g.add_argument("--no-pong-reply", action="store_true", help="never answer client pings")
+    g = parser.add_argument_group("connection limits (see above; all on by default)")
     g.add_argument("--max-incoming-per-sec", type=int, default=5, metavar="N",
                    help="close with 1008 'Too many requests' when a client sends more than N "
-                        "frames (ping, pong, text) in a rolling second (default 5)")
+                        "frames (ping, pong, text: SUBSCRIBE and every control message) in a "
+                        "rolling second (default 5)")
     g.add_argument("--max-streams", type=int, default=1024, metavar="N",
                    help="streams per connection; SUBSCRIBE past it gets error code 4, a URL "
-                        "with more is refused (default 1024)")
+                        "with more is refused with HTTP 400 (default 1024)")
+    g.add_argument("--max-url-length", type=int, default=8000, metavar="N",
+                   help="refuse a stream connection whose request target (path + query, as "
+                        "sent) is longer than N characters with HTTP 414 (default 8000; "
+                        "request lines over 64 KiB get aiohttp's own 400, uncounted)")
+    g.add_argument("--max-connect-attempts", type=int, default=300, metavar="N",
+                   help="WebSocket handshake attempts per peer IP in a rolling "
+                        "--connect-window, refused ones included; past it HTTP 429 with "
+                        "Retry-After (default 300)")
+    g.add_argument("--connect-window", type=float, default=300.0, metavar="S",
+                   help="the rolling window of --max-connect-attempts, seconds (default 300)")
+    g.add_argument("--ban-seconds", type=float, default=120.0, metavar="S",
+                   help="an attempt before a 429's Retry-After has passed bans the IP for S "
+                        "seconds: HTTP 418 with Retry-After = the ban left, for every attempt "
+                        "until it ends (default 120)")
+    g = connections
     g.add_argument("--max-conn-age", type=float, default=None, metavar="S",
                    help="close connections with 1001 at this age (the 24 h cut, compressed)")
     g.add_argument("--max-send-buffer-mb", type=float, default=64.0, metavar="MB",
@@ -131,6 +168,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                         ("--pong-timeout", args.pong_timeout), ("--history", args.history),
                         ("--max-incoming-per-sec", args.max_incoming_per_sec),
                         ("--max-streams", args.max_streams), ("--replay-speed", args.replay_speed),
+                        ("--max-url-length", args.max_url_length),
+                        ("--max-connect-attempts", args.max_connect_attempts),
+                        ("--connect-window", args.connect_window),
+                        ("--ban-seconds", args.ban_seconds),
                         ("--max-send-buffer-mb", args.max_send_buffer_mb)):
         if value <= 0:
             raise ConfigError(f"{name} must be positive")
@@ -140,7 +181,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                      ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
                      server_pings=not args.no_server_ping, answer_pings=not args.no_pong_reply,
                      max_incoming_per_sec=args.max_incoming_per_sec,
-                     max_streams=args.max_streams, max_conn_age=args.max_conn_age,
+                     max_streams=args.max_streams, max_url_length=args.max_url_length,
+                     max_connect_attempts=args.max_connect_attempts,
+                     connect_window=args.connect_window, ban_seconds=args.ban_seconds,
+                     max_conn_age=args.max_conn_age,
                      max_send_buffer=int(args.max_send_buffer_mb * 1024 * 1024),
                      weight_limit=args.weight_limit, strict_limit=args.strict_limit,
                      replay=args.replay, replay_timing=args.replay_timing,
@@ -168,7 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info("symbol %s: %s, %.6g trades/s", spec.name, spec.status, spec.rate)
     if replay:
         log.info("replay %s: %s", config.replay, describe(replay))
-    # Long request lines: a combined URL with 1024 streams is about 20 KB.
+    # aiohttp's own request-line limit stays far above --max-url-length, so that the simulator
+    # sees a long URL, answers it with its own 414 and counts it.
     web.run_app(sim.make_app(), host=config.host, port=config.port, shutdown_timeout=2.0,
                 access_log=None, print=lambda text: log.info("%s", text.strip()),
                 max_line_size=65536, max_field_size=65536)

@@ -157,6 +157,10 @@ class SimConfig:
     answer_pings: bool = True
     max_incoming_per_sec: int = 5
     max_streams: int = 1024
+    max_url_length: int = 8000  # request target (path + query) of a stream connection
+    max_connect_attempts: int = 300  # handshake attempts per IP per connect_window
+    connect_window: float = 300.0
+    ban_seconds: float = 120.0  # 418 ban for an attempt before its 429's Retry-After
     max_conn_age: Optional[float] = None
     max_send_buffer: int = 64 * 1024 * 1024
     weight_limit: int = 6000

@@ -4,6 +4,9 @@
     GET  /_sim/ledger  [?symbol=S]  -> {SYMBOL: {first, last, count, withheld, resent,
                                                   oldest_served}}
     GET  /_sim/stats   -> connections (accepted, refused, open with streams/age/combined/frames),
+                          refusals by kind (url_too_long, too_many_streams, invalid_url,
+                          not_websocket, attempts_429, banned_418, too_many_requests_1008,
+                          subscribe_over_limit), connect_attempts per IP, limits in force,
                           closes by cause, malformed frames sent, REST requests by path/status,
                           weight used, per-symbol rate/status/generated
     GET  /_sim/trades  ?symbol=S&from_id=N&limit=N (max 100000): stored trades in stream
@@ -36,6 +39,11 @@ without it the action applies to every connection or symbol.
                      answer REST with 429/418 (Retry-After) or 5xx; no count/seconds: 1
     clear            drop silences, REST faults, pending withholds and scheduled closes;
                      pings, pong answers and max age back to the start values
+    limits           [max_url_length] [max_streams] [max_incoming_per_sec]
+                     [max_connect_attempts] [connect_window] [ban_seconds] forgive=false
+                     change connection limits from now on (positive numbers);
+                     forgive=true also forgets every connection attempt, wait and ban;
+                     answers with the limits in force
 """
 from __future__ import annotations
 
@@ -208,6 +216,23 @@ def _clear(sim: "Simulator", p: Params) -> Params:
     return {}
 
 
+_LIMITS = {"max_url_length": int, "max_streams": int, "max_incoming_per_sec": int,
+           "max_connect_attempts": int, "connect_window": float, "ban_seconds": float}
+
+
+def _limits(sim: "Simulator", p: Params) -> Params:
+    values = {key: _num(p, key, None, kind) for key, kind in _LIMITS.items()}
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key} must be positive")
+    for key, value in values.items():
+        if value is not None:
+            setattr(sim.config, key, value)
+    if p.get("forgive"):
+        sim.connects.forgive()
+    return {key: getattr(sim.config, key) for key in _LIMITS}
+
+
 ACTIONS: Dict[str, Callable[["Simulator", Params], Params]] = {
     "close": _close, "abort": _close, "withhold": _withhold, "resend": _resend,
     "silence": _silence, "server_shutdown": _server_shutdown, "max_conn_age": _max_conn_age,
@@ -215,7 +240,7 @@ ACTIONS: Dict[str, Callable[["Simulator", Params], Params]] = {
     "start_pings": _switch("server_pings", True), "stop_pongs": _switch("answer_pings", False),
     "start_pongs": _switch("answer_pings", True), "set_rate": _set_rate,
     "pause": _pause(True), "resume": _pause(False), "add_symbol": _add_symbol,
-    "set_status": _set_status, "rest": _rest, "clear": _clear,
+    "set_status": _set_status, "rest": _rest, "clear": _clear, "limits": _limits,
 }
 
 

@@ -24,7 +24,12 @@ TIME_UNITS = {"MICROSECOND": True, "microsecond": True, "MILLISECOND": False,
 
 
 class HandshakeError(Exception):
-    """A stream URL that is refused before the upgrade (HTTP 400)."""
+    """A stream URL that is refused before the upgrade (HTTP 400); `kind` is its key in
+    stats["refusals"]: "too_many_streams" or "invalid_url"."""
+
+    def __init__(self, message: str, kind: str = "invalid_url") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -62,8 +67,8 @@ def parse_target(path: str, query: Mapping[str, str], max_streams: int) -> Strea
         if not valid_stream(stream):
             raise HandshakeError(f"Invalid request: invalid stream {stream[:60]!r}")
     if len(streams) > max_streams:
-        raise HandshakeError(f"Too many subscriptions: {len(streams)} streams, "
-                             f"at most {max_streams} per connection")
+        raise HandshakeError(f"Too many streams: {len(streams)} streams in the URL, "
+                             f"at most {max_streams} per connection", "too_many_streams")
     unit = query.get("timeUnit")
     if unit is not None and unit not in TIME_UNITS:
         raise HandshakeError(f"Invalid timeUnit {unit[:30]!r}: MICROSECOND or MILLISECOND")
@@ -121,7 +126,8 @@ def _subscription(hub: "Hub", conn: "Connection", method: str, params: List[Any]
         hub.unsubscribe(conn, params)
         return {"result": None, "id": req_id}
     wanted = set(conn.streams) | set(params)
-    if len(wanted) > hub.config.max_streams:
+    if len(wanted) > hub.config.max_streams:  # all or nothing: none of them is added
+        hub.stats.refuse("subscribe_over_limit")
         return error(4, "Too many subscriptions", req_id)
     hub.subscribe(conn, params)
     return {"result": None, "id": req_id}

@@ -8,6 +8,7 @@ import signal
 import time
 from typing import Any, AsyncIterator, Dict, List, Optional
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from .config import SimConfig, SymbolSpec
@@ -17,6 +18,7 @@ from .control import apply_action
 from .faults import FaultState
 from .frames import close_frame
 from .hub import Hub
+from .limits import ConnectLimiter
 from .market import Market
 from .protocol import HandshakeError, handle_text, parse_target
 from .replay import ReplayPlayer, ReplayTrade, specs
@@ -39,6 +41,7 @@ class Simulator:
         self.stats = SimStats()
         self.hub = Hub(config, self.market, self.faults, self.stats)
         self.weights = WeightWindow(config.weight_limit)
+        self.connects = ConnectLimiter(config)
         self.replay = replay
         for spec in config.symbols:
             self.market.add(spec)
@@ -118,16 +121,32 @@ class Simulator:
 
     # --- WebSocket ----------------------------------------------------------------------
 
+    def _refuse(self, kind: str, status: int, text: str) -> web.Response:
+        self.stats.refuse(kind)
+        return web.Response(status=status, text=text)
+
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        # Checked in this order: the attempt budget (every attempt counts, limits.py), the
+        # URL length, the streams in the URL, the upgrade itself.
+        refusal = self.connects.attempt(request.remote or "?", time.monotonic())
+        if refusal is not None:
+            self.stats.refuse(refusal.kind)
+            self.log.info("handshake refused with %d: %s", refusal.status, refusal.msg)
+            return web.Response(status=refusal.status, body=orjson.dumps(refusal.body()),
+                                content_type="application/json",
+                                headers={"Retry-After": str(refusal.retry_after)})
+        target_len = len(request.raw_path)  # path + query exactly as the client sent them
+        if target_len > self.config.max_url_length:
+            return self._refuse("url_too_long", 414, f"URL too long: {target_len} characters, "
+                                                     f"at most {self.config.max_url_length}")
         try:
             target = parse_target(request.path, request.query, self.config.max_streams)
         except HandshakeError as exc:
-            self.stats.refused += 1
-            return web.Response(status=400, text=str(exc))
+            return self._refuse(exc.kind, 400, str(exc))
         ws = web.WebSocketResponse(autoping=False, autoclose=False, compress=False,
                                    max_msg_size=1 << 20)
         if not ws.can_prepare(request).ok:
-            return web.Response(status=426, text="WebSocket upgrade expected")
+            return self._refuse("not_websocket", 426, "WebSocket upgrade expected")
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
@@ -159,6 +178,7 @@ class Simulator:
             now = time.monotonic()
             if conn.count_incoming(now, cfg.max_incoming_per_sec):
                 conn.close(1008, "Too many requests", "too_many_requests")
+                self.stats.refuse("too_many_requests_1008")
                 continue
             if kind == WSMsgType.PING:
                 if self.faults.answer_pings and not self.faults.pings_silenced(
@@ -176,6 +196,12 @@ class Simulator:
         out = self.stats.as_dict()
         out["open"] = [c.info(now) for c in self.hub.connections.values()]
         out["weight_used"] = self.weights.used
+        out["connect_attempts"] = self.connects.snapshot(now)
+        cfg = self.config
+        out["limits"] = {"max_url_length": cfg.max_url_length, "max_streams": cfg.max_streams,
+                         "max_incoming_per_sec": cfg.max_incoming_per_sec,
+                         "max_connect_attempts": cfg.max_connect_attempts,
+                         "connect_window": cfg.connect_window, "ban_seconds": cfg.ban_seconds}
         out["symbols"] = {s.name: {"rate": s.rate, "status": s.status, "paused": s.paused,
                                    "generated": s.history.count}
                           for s in self.market.symbols.values()
