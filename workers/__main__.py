@@ -55,11 +55,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("worker=%s event=config_error error=%s", args.name, exc)
         return EXIT_CONFIG
     try:
-        return worker.run()
+        code = worker.run()
     except Exception:
         log.exception("worker=%s event=crashed pause_s=%.0f", args.name, CRASH_PAUSE_S)
-        time.sleep(CRASH_PAUSE_S)
-        return EXIT_UNEXPECTED
+        code = EXIT_UNEXPECTED
+    if code == EXIT_UNEXPECTED:
+        time.sleep(CRASH_PAUSE_S)  # flushed already; the pause keeps supervisord from a hot loop
+    return code
 
 
 if __name__ == "__main__":
