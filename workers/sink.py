@@ -1,12 +1,15 @@
 """Where batches go: InfluxDB (one HTTP request per batch) or, with no database, local files.
 
-Both raise RetryableWriteError or PermanentWriteError; the retry policy lives in writer.py.
+Both raise RetryableWriteError or PermanentWriteError (ContentRefused and PartialWrite for what the
+server refuses in a batch); the retry policy lives in writer.py.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -78,16 +81,66 @@ def classify_status(status: int, body: str, retry_after: Optional[float],
             f"{s.org!r}; InfluxDB 1.x needs 1.8+ for the v2 write API that this service uses",
             status)
     if status == 413:
-        return PermanentWriteError("InfluxDB refused the request size (413): lower "
-                                   "WRITE_BATCH_SIZE", status)
+        return ContentRefused("InfluxDB refused the request size (413): lower "
+                              "WRITE_BATCH_SIZE", status, "request too large (413)")
+    reason = server_message(body)
     if status in (400, 422) and "partial write" in body:
         return PartialWrite(f"InfluxDB stored part of a batch and rejected the rest: "
-                            f"{body[:300]}", status)
-    return PermanentWriteError(f"InfluxDB rejected the batch ({status}): {body[:300]}", status)
+                            f"{body[:300]}", status, reason[:1000], dropped_count(body))
+    return ContentRefused(f"InfluxDB rejected the batch ({status}): {body[:300]}", status,
+                          reason[:1000])
 
 
-class PartialWrite(PermanentWriteError):
-    """The server stored the valid lines of a batch and rejected the others (1.x/3.x 400, 2.x 422)."""
+class ContentRefused(PermanentWriteError):
+    """The server refused (part of) a batch for what it contains: sending it again cannot help.
+
+    `reason` is the server's own message (the `message`/`error` of its JSON answer).
+    """
+
+    def __init__(self, message: str, status: Optional[int], reason: str) -> None:
+        super().__init__(message, status)
+        self.reason = " ".join(reason.split()) or message
+
+
+class PartialWrite(ContentRefused):
+    """The server stored the valid lines of a batch and rejected the others (1.x/3.x 400, 2.x 422).
+
+    `dropped` is the server's `dropped=N` (None when it gives none). It never says WHICH lines:
+    the writer finds them by writing the batch again in parts (writer.py).
+    """
+
+    def __init__(self, message: str, status: Optional[int], reason: str,
+                 dropped: Optional[int]) -> None:
+        super().__init__(message, status, reason)
+        self.dropped = dropped
+
+
+_MESSAGE_FIELD = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)')
+
+
+def server_message(body: str) -> str:
+    """The server's words in an error body: its JSON `message` (2.x) or `error` (1.x), else the
+    body itself. Works on a body cut short too (the JSON then does not parse)."""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict):
+            for key in ("message", "error"):
+                if isinstance(doc.get(key), str):
+                    return str(doc[key])
+    except ValueError:
+        match = _MESSAGE_FIELD.search(body)
+        if match:
+            try:
+                return str(json.loads(f'"{match.group(1)}"'))
+            except ValueError:
+                return match.group(1)
+    return body.strip()
+
+
+def dropped_count(text: str) -> Optional[int]:
+    """The `dropped=N` of a partial-write answer, or None when it has none."""
+    found = re.findall(r"dropped=(\d+)", text)
+    return int(found[-1]) if found else None
 
 
 LP_HEADER_TEMPLATE = "# DML\n# CONTEXT-DATABASE: {db}\n"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .sink import lp_header
 
@@ -71,16 +72,38 @@ class Spool:
                     raise
             self._unsent = True
 
-    def reject(self, body: str) -> Path:
-        """Keep a batch the server refused for its content beside the spool, for a person."""
-        path = self.directory.parent / "rejected.lp"
-        with self.lock, open(path, "a", encoding="utf-8") as fh:
-            if fh.tell() == 0:
-                fh.write(lp_header(self.database))
-            fh.write(body + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    def reject(self, groups: Sequence[Tuple[str, Sequence[str]]]) -> Path:
+        """Append lines the server refused to `rejected.lp` beside the spool, durably.
+
+        Each group is (reason, lines): a `# <UTC time> <reason>` comment, then its lines as
+        they were sent. With the `# DML` header the file loads with `influx -import` (which,
+        like every line-protocol reader, skips `#` lines). Raises OSError, and then keeps
+        nothing of this call, so the caller can try again with the same lines.
+        """
+        path = self.rejected_path
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        parts: List[str] = []
+        for reason, lines in groups:
+            parts.append(f"# {stamp} {' '.join(reason.split())}\n")
+            parts.extend(f"{line}\n" for line in lines)
+        data = "".join(parts).encode("utf-8")
+        with self.lock, open(path, "ab") as fh:
+            start = fh.tell()
+            try:
+                if start == 0:
+                    fh.write(lp_header(self.database).encode())
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                fh.truncate(start)  # never half a group: the caller sets it aside again
+                raise
         return path
+
+    @property
+    def rejected_path(self) -> Path:
+        """`data/<worker>/rejected.lp`: one place for every line the server refused."""
+        return self.directory.parent / "rejected.lp"
 
     def backlog_bytes(self) -> int:
         with self.lock:

@@ -21,7 +21,8 @@ class Stats:
     retries: int = 0
     spooled: int = 0  # trades that went to the disk spool
     replayed: int = 0  # trades replayed from the spool
-    rejected_lines: int = 0  # lines the server refused in a partial write
+    rejected_lines: int = 0  # lines the server refused, set aside in rejected.lp (all kinds)
+    rejected_trades: int = 0  # of them, trade lines (the rest are health points)
     reconnects: int = 0
     gaps: int = 0
     backfilled: int = 0

@@ -8,21 +8,53 @@
 A batch counts as stored when the sink took it or it is fsynced in the spool; only then does
 the checkpoint move. Nothing is dropped: when RAM and disk are both full, `submit` blocks, the
 stream falls behind and disconnects, and the gap is backfilled later from the checkpoint.
+
+Lines the server refuses are set aside, never lost. A partial write (1.x/3.x 400, 2.x 422
+"partial write: ... dropped=N": a field type conflict, a point beyond the retention policy, a
+line it cannot parse) stores the good lines and drops the others, but does not say WHICH lines
+it dropped. The writer finds them by writing the batch again in parts, which is harmless
+because a point written twice is the same point (same key, same fields):
+
+  1. the lines are grouped by measurement (trades, the worker's health points), since a field
+     type conflict is per measurement; each group is written again on its own (a batch of one
+     group reuses the first answer);
+  2. a group answered `dropped` == its line count is refused whole and set aside without a
+     further request (the usual field-type-conflict case: no request storm); a single refused
+     line is set aside;
+  3. any other partly refused group is sorted by timestamp (refusals follow shards and the
+     retention cut-off, i.e. time ranges, so the refused lines are then contiguous) and split
+     in halves, each half written again, recursively (bisection);
+  4. at most `groups + 4 * ceil(log2(lines))` extra requests per batch: enough for two refused
+     runs of any length. Lines still unknown when that bound is hit are set aside too, with a
+     comment that they may or may not be stored (loading them again is harmless).
+
+A batch refused whole for its content (400 that is not a partial write, 413) is set aside the
+same way. Every set-aside group is appended to `data/<worker>/rejected.lp` (fsynced, with the
+`# DML` header so `influx -import` loads it), preceded by a `# <UTC time> <server's reason>`
+comment. Lines stored by any of these writes count as written; only once every line of the
+batch is stored or fsynced in rejected.lp does the batch count as stored and the checkpoint
+move. If a re-write fails otherwise (InfluxDB busy or down, token refused), nothing is set aside
+and the whole batch takes the normal retry/spool path and is sorted out again later. Each
+distinct reason (the server's message without its counts and values) is logged once, with the
+fix (`event=lines_rejected`); the counts are in `rejected_lines`/`rejected_trades`.
 """
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import re
 import threading
 import time
-from typing import Callable, Optional
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .backoff import Backoff
 from .checkpoint import Checkpoint
 from .errors import PermanentWriteError, RetryableWriteError
 from .pipeline import Batch
 from .settings import WriteSettings
-from .sink import PartialWrite, Sink
+from .sink import ContentRefused, PartialWrite, Sink
 from .spool import Spool
 from .stats import Stats
 
@@ -32,6 +64,11 @@ log = logging.getLogger(__name__)
 SETUP_REFUSALS = (401, 403, 404)  # the server refuses us; other refusals are about the batch
 PERMANENT_PROBE_S = 30.0
 PERMANENT_REMIND_S = 600.0
+# Bisection of a partly refused group: per level at most two parts hold a boundary between
+# stored and refused lines, and each is written again as two halves.
+SPLIT_REQUESTS_PER_LEVEL = 4
+UNASKED = object()  # a part not written on its own yet
+UNSETTLED = "not sorted out within the request bound"
 
 
 class Writer:
@@ -52,6 +89,9 @@ class Writer:
         self._last_reminder = 0.0
         self._retry_after = 0.0  # the server's Retry-After of the last failed attempt
         self._refused_status: Optional[int] = None  # status of the last permanent refusal
+        self._refused: Optional[Exception] = None  # the last permanent refusal itself
+        self._set_aside = (0, 0)  # (lines, trades) the last attempt put in rejected.lp
+        self._reasons_logged: Set[str] = set()  # event=lines_rejected is said once per reason
         self.thread = threading.Thread(target=self._run, name=f"writer-{worker}", daemon=True)
 
     # -- producer side (stream reader, backfiller, ticker) ---------------------------------
@@ -113,7 +153,7 @@ class Writer:
         while True:
             ok = self._attempt(batch.body(), batch.trades)
             if ok:
-                self.stats.written += batch.trades
+                self.stats.written += batch.trades - self._set_aside[1]
                 if batch.trades:
                     self.stats.record_lag(batch.first_time_ms)
                 self._stored(batch)
@@ -131,49 +171,147 @@ class Writer:
             self._sleep(min(delay, 5.0) if self.stopping.is_set() else delay)
 
     def _attempt(self, body: str, trades: int) -> Optional[bool]:
-        """True: stored. False: worth retrying. None: refused until a person acts."""
+        """True: stored (lines the server refused are in rejected.lp). False: worth retrying.
+        None: refused until a person acts, or refused whole for its content."""
         self._retry_after = 0.0
+        self._set_aside = (0, 0)
+        error = self._send(body)
+        if isinstance(error, PartialWrite):
+            return self._settle(body, error)
+        return self._judge(error)
+
+    def _send(self, body: str) -> Optional[Exception]:
+        """One request; the write error, or None when the sink took every line."""
         self.stats.write_requests += 1
         try:
             self.sink.write(body)
-        except PartialWrite as exc:
-            rejected = _dropped_count(str(exc))
-            self.stats.rejected_lines += rejected
-            self.stats.error(str(exc))
-            log.error("worker=%s event=partial_write rejected_lines=%d kept=the_rest detail=%r",
-                      self.worker, rejected, str(exc)[:300])
+        except (RetryableWriteError, PermanentWriteError) as exc:
+            return exc
+        return None
+
+    def _judge(self, error: Optional[Exception]) -> Optional[bool]:
+        """Log an answer and say what it means: see `_attempt`."""
+        if error is None:
+            if self._last_permanent:
+                log.info("worker=%s event=write_recovered after=%r", self.worker,
+                         self._last_permanent)
+                self._last_permanent = ""
+            self._blocked_until = 0.0
             return True
-        except RetryableWriteError as exc:
-            self._retry_after = exc.retry_after or 0.0
-            self.stats.error(str(exc))
+        if isinstance(error, RetryableWriteError):
+            self._retry_after = error.retry_after or 0.0
+            self.stats.error(str(error))
             log.warning("worker=%s event=write_failed retryable=true status=%s retry_after=%s "
-                        "error=%r", self.worker, exc.status, exc.retry_after, str(exc)[:200])
+                        "error=%r", self.worker, error.status, error.retry_after, str(error)[:200])
             return False
-        except PermanentWriteError as exc:
-            self._refused_status = exc.status
-            if exc.status in SETUP_REFUSALS:
-                self._permanent(exc)
-            else:
-                self.stats.error(str(exc))
-                log.error("worker=%s event=batch_refused status=%s error=%r", self.worker,
-                          exc.status, str(exc)[:300])
-            return None
-        if self._last_permanent:
-            log.info("worker=%s event=write_recovered after=%r", self.worker, self._last_permanent)
-            self._last_permanent = ""
-        self._blocked_until = 0.0
+        assert isinstance(error, PermanentWriteError), error
+        self._refused_status = error.status
+        self._refused = error
+        if error.status in SETUP_REFUSALS:
+            self._permanent(error)
+        else:
+            self.stats.error(str(error))
+            log.error("worker=%s event=batch_refused status=%s error=%r", self.worker,
+                      error.status, str(error)[:300])
+        return None
+
+    def _settle(self, body: str, first: PartialWrite) -> Optional[bool]:
+        """Find the lines a partial write refused and set them aside (see the module docstring).
+
+        True once every line is stored or fsynced in rejected.lp. False or None (as `_attempt`)
+        when a re-write failed for another reason: then nothing is set aside and the caller
+        treats the whole batch as not stored.
+        """
+        lines = body.split("\n")
+        groups = _by_measurement(lines)
+        limit = len(groups) + SPLIT_REQUESTS_PER_LEVEL * max(1, math.ceil(math.log2(len(lines))))
+        pending: Deque[Tuple[List[str], object]] = deque()
+        if len(groups) == 1:
+            pending.append((groups[0], first))  # the first answer is this group's answer
+        else:
+            pending.extend((group, UNASKED) for group in groups)
+        refused: List[Tuple[ContentRefused, List[str]]] = []
+        unsettled: List[str] = []
+        extra = 0
+        while pending:
+            part, answer = pending.popleft()
+            if answer is UNASKED:
+                if extra >= limit:
+                    unsettled.extend(part)
+                    continue
+                extra += 1
+                answer = self._send("\n".join(part))
+            if answer is None:
+                continue  # stored
+            if isinstance(answer, PartialWrite) and len(part) > 1 and (
+                    answer.dropped is None or answer.dropped < len(part)):
+                # dropped=0 is no proof: 1.x does not count lines it could not parse.
+                half = len(part) // 2
+                pending.append((part[:half], UNASKED))
+                pending.append((part[half:], UNASKED))
+            elif isinstance(answer, ContentRefused):
+                refused.append((answer, part))
+            else:  # busy, down, token or bucket refused: the whole batch is tried again later
+                return self._judge(answer if isinstance(answer, Exception) else None)
+        groups_out = [(f"rejected by InfluxDB ({err.status}): {err.reason}", part)
+                      for err, part in refused]
+        if unsettled:
+            groups_out.append((f"not sorted out within {limit} extra requests after InfluxDB "
+                               f"({first.status}): {first.reason}; these lines may or may not "
+                               "be stored (loading them again is harmless)", unsettled))
+        keys = [(_reason_key(err.reason), err.reason, len(part)) for err, part in refused]
+        if unsettled:
+            keys.append((f"{UNSETTLED}: {_reason_key(first.reason)}", first.reason,
+                         len(unsettled)))
+        log.info("worker=%s event=partial_write_sorted lines=%d refused=%d unsettled=%d "
+                 "extra_requests=%d", self.worker, len(lines),
+                 sum(len(p) for _, p in refused), len(unsettled), extra)
+        if not self._reject(groups_out, keys):
+            return False
+        return self._judge(None)
+
+    def _reject(self, groups: Sequence[Tuple[str, List[str]]],
+                keys: Sequence[Tuple[str, str, int]]) -> bool:
+        """Append refused lines to rejected.lp, count them, say each new reason once with its fix.
+
+        `groups`: (comment, lines) for the file; `keys`: (normalised reason, reason, lines).
+        False when the file could not be written (nothing is counted then).
+        """
+        if self.spool is None:  # files mode: no server to refuse anything
+            return False
+        try:
+            path = self.spool.reject(groups)
+        except OSError as exc:
+            self.stats.error(f"cannot write rejected.lp: {exc}")
+            log.error("worker=%s event=reject_failed error=%s fix='free disk space in the data "
+                      "directory; the batch is tried again'", self.worker, exc)
+            return False
+        lines = sum(len(part) for _, part in groups)
+        trades = sum(1 for _, part in groups for line in part if _is_trade(line))
+        self._set_aside = (lines, trades)
+        self.stats.rejected_lines += lines
+        self.stats.rejected_trades += trades
+        per_key: Dict[str, Tuple[str, int]] = {}
+        for key, reason, count in keys:
+            seen = per_key.get(key)
+            per_key[key] = (reason, count + (seen[1] if seen else 0))
+        for key, (reason, count) in per_key.items():
+            if key in self._reasons_logged:
+                continue
+            self._reasons_logged.add(key)
+            self.stats.error(f"lines rejected: {reason}")
+            log.error("worker=%s event=lines_rejected reason=%r lines=%d file=%s fix=%r",
+                      self.worker, key, count, path, _fix(key, path))
         return True
 
     def _reject_if_content(self, body: str) -> bool:
-        """A batch refused for its content (400, 413 ...) is set aside, not retried forever."""
-        if self._refused_status in SETUP_REFUSALS or self.spool is None:
+        """A batch refused whole for its content (400, 413 ...) is set aside, not retried."""
+        error = self._refused
+        if not isinstance(error, ContentRefused) or self._refused_status in SETUP_REFUSALS:
             return False
-        path = self.spool.reject(body)
-        lines = body.count("\n") + 1
-        self.stats.rejected_lines += lines
-        log.error("worker=%s event=batch_set_aside lines=%d file=%s fix='inspect the file; "
-                  "load it with influx -import once fixed'", self.worker, lines, path)
-        return True
+        lines = body.split("\n")
+        return self._reject([(f"rejected by InfluxDB ({error.status}): {error.reason}", lines)],
+                            [(_reason_key(error.reason), error.reason, len(lines))])
 
     def _permanent(self, exc: PermanentWriteError) -> None:
         text = str(exc)
@@ -206,7 +344,7 @@ class Writer:
                         self.settings.retry_max_delay_s, max(1.0, self._retry_after))
                 return
             self.spool.commit(segment, end)
-            self.stats.replayed += lines
+            self.stats.replayed += lines - self._set_aside[0]
             log.info("worker=%s event=spool_replayed trades=%d backlog_bytes=%d", self.worker,
                      lines, self.spool.backlog_bytes())
 
@@ -230,14 +368,64 @@ class Writer:
         self.sink.close()
 
 
-def _dropped_count(text: str) -> int:
-    marker = "dropped="
-    at = text.rfind(marker)
-    if at < 0:
+def _measurement(line: str) -> str:
+    """The measurement of a line: up to the first unescaped comma or space."""
+    match = _MEASUREMENT.match(line)
+    return match.group(0) if match else line
+
+
+_MEASUREMENT = re.compile(r"(?:[^\\, ]|\\.)*")
+
+
+def _timestamp(line: str) -> int:
+    try:
+        return int(line.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
         return 0
-    digits = ""
-    for ch in text[at + len(marker):]:
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits) if digits else 0
+
+
+def _by_measurement(lines: List[str]) -> List[List[str]]:
+    """The lines grouped by measurement (first seen first), each group sorted by timestamp."""
+    groups: Dict[str, List[str]] = {}
+    for line in lines:
+        groups.setdefault(_measurement(line), []).append(line)
+    return [sorted(group, key=_timestamp) for group in groups.values()]
+
+
+def _is_trade(line: str) -> bool:
+    return ",trade_id=" in line  # the point model of lineproto.py; health points have none
+
+
+def _reason_key(reason: str) -> str:
+    """A server message without what varies from one refusal to the next: counts, the quoted
+    offending line or value, numbers. Field and measurement names stay (they say what to fix)."""
+    text = re.sub(r"\s*dropped=\d+", "", reason)
+    text = re.sub(r"'[^']*'", "'...'", text)
+    text = re.sub(r"\b(value|values|line)=\S+", r"\1=...", text)
+    text = re.sub(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", "N", text)
+    return " ".join(text.split()).rstrip(" :;,")
+
+
+def _fix(key: str, path: object) -> str:
+    """What a person does about lines refused for this reason."""
+    load = f"then load {path} with influx -import (the # lines are comments)"
+    if key.startswith(UNSETTLED):
+        return (f"these lines may or may not be stored: load {path} with influx -import; a point "
+                "loaded twice is the same point")
+    if "field type conflict" in key:
+        found = re.search(r'measurement "?([^" ]+)"?', key)
+        name = found.group(1) if found else "?"
+        return (f"a field of measurement {name} has another type in this bucket: write to a new "
+                "bucket or measurement (INFLUXDB_MEASUREMENT for trades, "
+                f"INFLUXDB_HEALTH_MEASUREMENT for health points), {load}")
+    if "retention" in key:
+        return ("the bucket's retention is shorter than the trade's age (old trades from a "
+                "backfill or the spool): lengthen the retention or write to a bucket that keeps "
+                f"them, {load}")
+    if "max-values-per-tag" in key:
+        return ("raise max-values-per-tag in influxdb.conf (0: no limit) and restart InfluxDB, "
+                f"{load}")
+    if "unable to parse" in key or "invalid" in key:
+        return (f"InfluxDB cannot parse these lines: please report it with {path}; once fixed, "
+                "load it with influx -import")
+    return f"inspect {path}: fix the cause, {load}"

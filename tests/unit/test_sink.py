@@ -12,7 +12,8 @@ import pytest
 
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
-from workers.sink import FileSink, PartialWrite, classify_status, lp_header
+from workers.sink import (ContentRefused, FileSink, PartialWrite, classify_status, lp_header,
+                          server_message)
 
 TOKEN = "s3cr3t-T0KEN-value=="
 SETTINGS = InfluxSettings(url="http://influx:8086", token=TOKEN, org="acme", bucket="ticks",
@@ -89,8 +90,34 @@ def test_malformed_request_is_permanent_but_not_a_partial_write():
     error = classify_status(400, '{"error":"unable to parse \'x\': missing fields"}', None,
                             SETTINGS)
 
-    assert type(error) is PermanentWriteError
+    assert type(error) is ContentRefused and isinstance(error, PermanentWriteError)
     assert "unable to parse" in str(error)
+    assert error.reason == "unable to parse 'x': missing fields"
+
+
+def test_partial_write_carries_the_servers_message_and_dropped_count():
+    body = ('{"code":"invalid","message":"partial write: field type conflict: input field '
+            '\\"price_str\\" on measurement \\"price_ticks\\" is type string, already exists '
+            'as type float dropped=3"}')  # 1.x through a 2.x-style front
+    error = classify_status(400, body, None, SETTINGS)
+
+    assert isinstance(error, PartialWrite) and error.dropped == 3
+    assert error.reason == ('partial write: field type conflict: input field "price_str" on '
+                            'measurement "price_ticks" is type string, already exists as type '
+                            'float dropped=3')
+
+
+def test_a_partial_write_without_a_count_has_dropped_none():
+    error = classify_status(400, '{"error":"partial write of line protocol occurred"}', None,
+                            SETTINGS)
+
+    assert isinstance(error, PartialWrite) and error.dropped is None
+
+
+def test_the_servers_message_is_found_in_a_body_cut_short():
+    assert server_message('{"error":"partial write: field \\"a\\" on meas') == \
+        'partial write: field "a" on meas'
+    assert server_message("plain text answer ") == "plain text answer"
 
 
 def test_request_too_large_says_to_lower_the_batch_size():

@@ -4,6 +4,9 @@ Facts: shared/reference/influxdb.md 7 (the `# DML` / `# CONTEXT-DATABASE:` heade
 """
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from workers import spool as spool_module
@@ -204,3 +207,38 @@ def test_a_failed_first_append_does_not_leave_a_segment_without_the_header(tmp_p
 
     for name in segments(tmp_path):
         assert (tmp_path / name).read_text().startswith("# DML\n# CONTEXT-DATABASE: ticks\n")
+
+
+# -- rejected.lp ---------------------------------------------------------------------------------
+
+def test_rejected_lines_go_beside_the_spool_each_group_after_its_reason(tmp_path):
+    spool = Spool(tmp_path / "w" / "spool", "ticks", "w")
+
+    path = spool.reject([("rejected by InfluxDB (400): partial write: x dropped=2", ["a 1", "b 2"]),
+                         ("rejected by InfluxDB (400): other\nreason", ["c 3"])])
+    spool.reject([("third", ["d 4"])])
+
+    assert path == tmp_path / "w" / "rejected.lp"
+    lines = path.read_text().splitlines()
+    assert lines[:2] == ["# DML", "# CONTEXT-DATABASE: ticks"]  # once, for influx -import
+    assert re.fullmatch(r"# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rejected by InfluxDB \(400\): "
+                        r"partial write: x dropped=2", lines[2])
+    assert lines[3:5] == ["a 1", "b 2"]
+    assert lines[5].endswith(" rejected by InfluxDB (400): other reason")  # one line
+    assert lines[6] == "c 3" and lines[7].endswith(" third") and lines[8] == "d 4"
+    assert spool.peek(10) is None  # nothing of it is replayed
+
+
+def test_a_failed_reject_keeps_nothing_of_that_call(tmp_path, monkeypatch):
+    spool = Spool(tmp_path / "w" / "spool", "ticks", "w")
+    spool.reject([("first", ["a 1"])])
+    before = spool.rejected_path.read_bytes()
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        spool.reject([("second", ["b 2"])])
+
+    assert spool.rejected_path.read_bytes() == before

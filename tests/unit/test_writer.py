@@ -6,11 +6,13 @@ budgets and probe intervals of many seconds take no real time.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from types import SimpleNamespace
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import pytest
 
@@ -42,6 +44,9 @@ class FakeSink:
         self.planned: List[Exception] = []
         self.always: Optional[Exception] = None
         self.gate: Optional[threading.Event] = None  # when set, write() waits for it
+        # Like InfluxDB 1.x: lines for which `refuse(line)` gives a reason are dropped, the
+        # others stored, and the answer is 400 "partial write: <first reason> dropped=N".
+        self.refuse: Optional[Callable[[str], Optional[str]]] = None
         self.closed = False
         self.lock = threading.Lock()
 
@@ -58,6 +63,17 @@ class FakeSink:
             if isinstance(error, PartialWrite):
                 self.stored.append(body)  # the server kept the good lines
             raise error
+        if self.refuse is not None:
+            lines = body.split("\n")
+            reasons = [self.refuse(line) for line in lines]
+            good = [line for line, why in zip(lines, reasons) if not why]
+            bad = [why for why in reasons if why]
+            if good:
+                self.stored.append("\n".join(good))
+            if bad:
+                raise classify_status(400, json.dumps(
+                    {"error": f"partial write: {bad[0]} dropped={len(bad)}"}), None, INFLUX)
+            return
         self.stored.append(body)
 
     def stored_lines(self) -> List[str]:
@@ -309,23 +325,293 @@ def test_after_a_refusal_is_fixed_the_spool_drains_and_recovery_is_logged(make_r
     assert wait_for(lambda: events(caplog, "write_recovered") == 1)
 
 
-def test_a_partial_write_counts_the_rejected_lines_and_the_batch_counts_as_stored(make_rig,
-                                                                                  caplog):
+# -- lines the server refuses: set aside in rejected.lp, never lost --------------------------------
+
+PRICE_CONFLICT = ('field type conflict: input field "price_str" on measurement "price_ticks" is '
+                  'type string, already exists as type float')
+HEALTH_CONFLICT = ('field type conflict: input field "received" on measurement "streamer_health" '
+                   'is type integer, already exists as type string')
+RETENTION = "points beyond retention policy"
+LINE = re.compile(r'^[a-z_]+,(symbol|worker)=[A-Za-z0-9]+ [a-z_0-9]+=[^ ]+(,[a-z_0-9]+=[^ ]+)* '
+                  r'\d+$')
+
+
+def mixed_batch(seq: int, first_id: int, n: int, health: int = 1, old: Tuple[str, ...] = (),
+                old_ms: int = 1_600_000_000_000) -> Batch:
+    """n trades of BTCUSDT and ETHUSDT alternately (symbols in `old` dated `old_ms`), then
+    `health` health lines."""
+    now_ms = int(time.time() * 1000)
+    lines = []
+    for i in range(n):
+        symbol = "BTCUSDT" if i % 2 == 0 else "ETHUSDT"
+        when = old_ms + i if symbol in old else now_ms + i
+        lines.append(RENDERER.line(Trade(symbol, first_id + i, "100.00000000", "0.50000000",
+                                         when, False)))
+    lines += [f"streamer_health,worker=btcusdt received={k}i {time.time_ns() + k}"
+              for k in range(health)]
+    return Batch(seq, lines, n, {"BTCUSDT": first_id + n - 1}, now_ms)
+
+
+def trade_id(line: str) -> int:
+    return int(line.split("trade_id=")[1].split("i")[0])
+
+
+def rejected_file(rig) -> List[Tuple[str, List[str]]]:
+    """rejected.lp as (comment, lines) groups, checking it is loadable line protocol."""
+    path = rig.spool.rejected_path
+    if not path.exists():
+        return []
+    text = path.read_text()
+    assert text.startswith("# DML\n# CONTEXT-DATABASE: ticks\n")
+    groups: List[Tuple[str, List[str]]] = []
+    for line in text.splitlines()[2:]:
+        if line.startswith("#"):
+            assert re.match(r"# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line), line
+            groups.append((line, []))
+        else:
+            assert groups, "a line before any reason comment"
+            assert LINE.match(line), line
+            groups[-1][1].append(line)
+    return groups
+
+
+def rejected_lines(rig) -> List[str]:
+    return [line for _, lines in rejected_file(rig) for line in lines]
+
+
+def assert_each_line_stored_or_set_aside(rig, batch: Batch, refused: List[str]) -> None:
+    stored, aside = set(rig.sink.stored_lines()), rejected_lines(rig)
+    assert sorted(aside) == sorted(refused), "set aside lines differ from the refused ones"
+    assert len(aside) == len(set(aside)), "a line set aside twice"
+    assert stored | set(aside) == set(batch.lines)
+    assert not stored & set(aside), "a stored line was set aside"
+
+
+def test_a_refused_health_line_is_set_aside_and_every_trade_stored(make_rig, caplog):
     rig = make_rig()
-    body = ('{"error":"partial write: field type conflict: input field \\"price\\" on '
-            'measurement \\"price_ticks\\" is type integer, already exists as type float '
-            'dropped=1"}')
-    rig.sink.fail_next(classify_status(400, body, None, INFLUX))
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    batch = mixed_batch(1, 101, 50)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 150})
+    assert_each_line_stored_or_set_aside(rig, batch, batch.lines[-1:])
+    (comment, _), = rejected_file(rig)
+    assert "rejected by InfluxDB (400): partial write: " + HEALTH_CONFLICT in comment
+    assert len(rig.sink.offered) == 3  # the batch, then each measurement once
+    assert (rig.stats.written, rig.stats.rejected_lines, rig.stats.rejected_trades) == (50, 1, 0)
+    said = [r.getMessage() for r in caplog.records if "event=lines_rejected " in r.getMessage()]
+    assert len(said) == 1 and "dropped" not in said[0]
+    assert "streamer_health" in said[0] and "INFLUXDB_HEALTH_MEASUREMENT" in said[0]
+    assert "rejected.lp" in said[0] and "lines=1 " in said[0]
+
+
+def test_a_group_refused_whole_is_set_aside_without_splitting_it(make_rig):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: PRICE_CONFLICT if line.startswith("price_ticks") else None
+    batch = mixed_batch(1, 101, 200, health=2)
+
+    rig.writer.start()
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 300})
+    assert_each_line_stored_or_set_aside(rig, batch, batch.lines[:200])
+    assert len(rig.sink.offered) == 3  # no bisection: dropped == the group's line count
+    assert (rig.stats.written, rig.stats.rejected_lines, rig.stats.rejected_trades) == (0, 200,
+                                                                                        200)
+
+
+def test_a_batch_of_one_measurement_refused_whole_costs_no_extra_request(make_rig):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: PRICE_CONFLICT
+    batch = mixed_batch(1, 101, 100, health=0)
+
+    rig.writer.start()
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 200})
+    assert len(rig.sink.offered) == 1
+    assert sorted(rejected_lines(rig)) == sorted(batch.lines)
+
+
+def test_lines_refused_for_their_time_are_found_by_bisection_within_the_bound(make_rig, caplog):
+    rig = make_rig(batch_size=5000)
+    old = "price_ticks,symbol=BTCUSDT "  # BTCUSDT's trades are old: beyond the retention
+    rig.sink.refuse = lambda line: RETENTION if line.startswith(old) else None
+    batch = mixed_batch(1, 101, 1000, old=("BTCUSDT",))
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 1100})
+    refused = [line for line in batch.lines if line.startswith(old)]
+    assert_each_line_stored_or_set_aside(rig, batch, refused)
+    extra = len(rig.sink.offered) - 1
+    assert extra <= 2 + 4 * 10  # groups + 4 * ceil(log2(1001))
+    assert rig.stats.written == 500 and rig.stats.rejected_trades == 500
+    said = [r.getMessage() for r in caplog.records if "event=lines_rejected " in r.getMessage()]
+    assert len(said) == 1 and "retention" in said[0] and "lines=500 " in said[0]
+
+
+def test_scattered_refusals_stop_at_the_request_bound_and_set_the_rest_aside(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: PRICE_CONFLICT if trade_id(line) % 3 == 0 else None
+    batch = mixed_batch(1, 101, 64, health=0)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 164})
+    assert len(rig.sink.offered) - 1 == 1 + 4 * 6  # the bound for one group of 64 lines
+    refused = {line for line in batch.lines if trade_id(line) % 3 == 0}
+    aside = rejected_lines(rig)
+    assert refused <= set(aside), "a refused line is neither stored nor set aside"
+    assert set(rig.sink.stored_lines()) | set(aside) == set(batch.lines)
+    comments = [c for c, _ in rejected_file(rig)]
+    assert any("may or may not be stored" in c for c in comments)
+    said = [r.getMessage() for r in caplog.records if "event=lines_rejected " in r.getMessage()]
+    assert len(said) == 1 and "may or may not be stored" in said[0]
+    assert "request bound: partial write: field type conflict" in said[0]
+
+
+def test_the_checkpoint_moves_only_once_the_refused_lines_are_fsynced(make_rig, monkeypatch):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    gate = threading.Event()
+    real_reject = rig.spool.reject
+
+    def slow_reject(groups):
+        gate.wait(2.0)
+        return real_reject(groups)
+
+    monkeypatch.setattr(rig.spool, "reject", slow_reject)
+    batch = mixed_batch(1, 101, 10)
+    rig.writer.start()
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: len(rig.sink.offered) == 3)  # the trades are stored by now
+    time.sleep(0.05)
+    assert rig.checkpoint.snapshot() == {}
+    gate.set()
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 110})
+    assert rejected_lines(rig) == batch.lines[-1:]
+
+
+def test_a_failed_write_of_rejected_lp_keeps_the_batch_unstored_until_it_works(make_rig,
+                                                                             monkeypatch):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    real_reject = rig.spool.reject
+    failures = [OSError(28, "No space left on device")]
+
+    def failing_reject(groups):
+        if failures:
+            raise failures.pop()
+        return real_reject(groups)
+
+    monkeypatch.setattr(rig.spool, "reject", failing_reject)
+    batch = mixed_batch(1, 101, 10)
+    rig.writer.start()
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 110})
+    assert len(rig.sink.offered) == 6  # sorted out twice
+    assert rejected_lines(rig) == batch.lines[-1:]
+    assert rig.stats.rejected_lines == 1
+
+
+def test_a_busy_server_while_sorting_out_sets_nothing_aside_and_retries_the_batch(make_rig):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    batch = mixed_batch(1, 101, 10)
+    original_write = rig.sink.write
+    calls = []
+
+    def write(body):
+        calls.append(body)
+        if len(calls) == 2:  # the first re-write
+            raise BUSY
+        original_write(body)
+
+    rig.sink.write = write
+    rig.writer.start()
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 110})
+    assert rejected_lines(rig) == batch.lines[-1:]  # once, though sorted out twice
+    assert rig.stats.retries == 1 and rig.stats.rejected_lines == 1
+
+
+def test_a_replayed_spool_batch_meeting_a_partial_write_sets_the_refused_lines_aside(make_rig):
+    rig = make_rig()
+    rig.sink.always = BUSY
+    batch = mixed_batch(1, 101, 20)
+    rig.writer.start()
+    rig.writer.submit(batch)
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 120})  # spooled
+    assert rig.sink.stored == []
+
+    rig.sink.always = None
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    rig.clock.advance(60)
+
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0 and rig.stats.replayed)
+    assert_each_line_stored_or_set_aside(rig, batch, batch.lines[-1:])
+    assert rig.stats.replayed == 20 and rig.stats.rejected_lines == 1
+
+
+def test_a_batch_refused_whole_goes_to_rejected_lp_with_the_reason(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.fail_next(classify_status(400, '{"error":"unable to parse \'x y\': bad timestamp"}',
+                                       None, INFLUX))
     batch = make_batch(1, 101)
     rig.writer.start()
 
     rig.writer.submit(batch)
 
     assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
-    assert rig.stats.rejected_lines == 1
-    assert rig.sink.offered == [batch.body()]  # not retried: the good lines are stored
+    (comment, lines), = rejected_file(rig)
+    assert lines == batch.lines
+    assert "rejected by InfluxDB (400): unable to parse 'x y': bad timestamp" in comment
+    assert rig.stats.rejected_lines == 3 and rig.stats.written == 0
+    assert events(caplog, "lines_rejected") == 1
     assert rig.spool.peek(10) is None
-    assert events(caplog, "partial_write") == 1
+
+
+def test_each_reason_is_logged_once_whatever_its_counts_and_values(make_rig, caplog):
+    rig = make_rig()
+    rig.sink.refuse = lambda line: HEALTH_CONFLICT if line.startswith("streamer_health") else None
+    rig.writer.start()
+
+    for seq in range(1, 4):
+        rig.writer.submit(mixed_batch(seq, 100 * seq, 10, health=seq))
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 309})
+    assert events(caplog, "lines_rejected") == 1
+    assert rig.stats.rejected_lines == 6
+
+
+@pytest.mark.parametrize("a, b", [
+    ("partial write: points beyond retention policy dropped=3",
+     "partial write: points beyond retention policy dropped=17"),
+    ("partial write: unable to parse 'price_ticks,symbol=X price=1 12': bad timestamp dropped=0",
+     "partial write: unable to parse 'price_ticks,symbol=Y price=2 13': bad timestamp dropped=0"),
+    ("partial write: max-values-per-tag limit exceeded (100000/100000): measurement=\"price_ticks\""
+     " tag=\"symbol\" value=\"AAA\" dropped=1",
+     "partial write: max-values-per-tag limit exceeded (100000/100000): measurement=\"price_ticks\""
+     " tag=\"symbol\" value=\"BBB\" dropped=2"),
+])
+def test_reasons_differing_only_in_counts_and_values_are_one_reason(a, b):
+    assert writer_module._reason_key(a) == writer_module._reason_key(b)
+    assert "dropped" not in writer_module._reason_key(a)
+
+
+def test_field_type_conflicts_of_different_fields_are_different_reasons():
+    assert writer_module._reason_key(PRICE_CONFLICT) != writer_module._reason_key(HEALTH_CONFLICT)
+    fix = writer_module._fix(writer_module._reason_key(PRICE_CONFLICT), "data/w/rejected.lp")
+    assert "measurement price_ticks" in fix and "INFLUXDB_MEASUREMENT" in fix
+    assert "influx -import" in fix
 
 
 # -- backpressure and shutdown ---------------------------------------------------------------
