@@ -634,15 +634,15 @@ def test_connection_attempts_past_the_budget_get_429_then_a_418_ban(exchange_sim
         connect(sim, "/ws/btcusdt@trade").close()
     status, headers, body = refusal(sim, "/ws/btcusdt@trade")  # the 6th in 10 s
     assert status == 429 and json.loads(body)["code"] == -1003
-    assert 9 <= int(headers["retry-after"]) <= 10  # when the first attempt ages out
-    told = time.monotonic()
+    assert 1 <= int(headers["retry-after"]) <= 10  # 10 unless the 5 connects took long
     status, headers, body = refusal(sim, "/ws/btcusdt@trade")  # before Retry-After: banned
+    banned = time.monotonic()  # the ban started before this
     assert (status, headers["retry-after"]) == (418, "3")
     assert json.loads(body)["code"] == -1003 and "banned until" in json.loads(body)["msg"]
     time.sleep(1.1)
     status, headers, _ = refusal(sim, "/ws/btcusdt@trade")  # the ban counts down
     assert status == 418 and headers["retry-after"] in ("1", "2")
-    time.sleep(max(told + 3.2 - time.monotonic(), 0))
+    time.sleep(max(banned + 3.1 - time.monotonic(), 0))
     # The ban is over, but the attempts made meanwhile still fill the window.
     status, headers, _ = refusal(sim, "/ws/btcusdt@trade")
     assert status == 429 and 1 <= int(headers["retry-after"]) <= 10
