@@ -55,7 +55,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 FILE_NAME = "connect-budget.log"
 
@@ -132,7 +132,7 @@ class ConnectBudget:
                 return False
         return False
 
-    def snapshot(self, now: Optional[float] = None) -> Dict[str, float]:
+    def snapshot(self, now: Optional[float] = None) -> Dict[str, Any]:
         """For status: attempts in the window, the limit, the window and the seconds until the
         next attempt would be granted (0 if now). Reads only; never creates or writes the file."""
         try:

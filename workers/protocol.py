@@ -152,7 +152,8 @@ class MessageParser:
         if event == "trade":
             return self._trade(payload)
         if event == "serverShutdown":
-            return ServerShutdown(payload.get("E") if type(payload.get("E")) is int else 0)
+            when = payload.get("E")
+            return ServerShutdown(when if type(when) is int else 0)
         raise InvalidMessage("unknown_event", repr(event)[:40])
 
     def _trade(self, p: dict) -> Trade:

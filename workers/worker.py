@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .backfill import Backfiller
 from .checkpoint import Checkpoint
@@ -290,7 +290,7 @@ class Worker:
                                f"{fields} {time.time_ns()}")
 
 
-def _brief(items: List[str], shown: int = 10) -> str:
+def _brief(items: Sequence[str], shown: int = 10) -> str:
     """A list for one log line: a 1,000-symbol group names ten and counts the rest."""
     more = len(items) - shown
     return ",".join(items[:shown]) + (f",+{more} more" if more > 0 else "") if items else "-"
@@ -343,6 +343,6 @@ def inject_fault(worker: Worker, where: str) -> None:
     elif where == "backfill":
         worker.backfiller._fill = boom  # type: ignore[method-assign]
     elif where == "prober":
-        worker.prober.probe = boom  # type: ignore[method-assign]
+        worker.prober.probe = boom  # type: ignore[method-assign,assignment]
     elif where == "main":
         worker._health_point = boom  # type: ignore[method-assign]
