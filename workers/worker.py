@@ -111,10 +111,12 @@ class Worker:
             conn.trades += 1
             conn.last_trade_at = conn.last_frame_at
             stats = self.stats
-            stats.received += 1
-            stats.last_trade_ms[msg.symbol] = msg.time_ms
-            if not self.pipeline.accept(msg):
-                stats.duplicates += 1
+            fresh = self.pipeline.accept(msg)
+            with stats.lock:  # several reader threads: a group's connections, a rotation
+                stats.received += 1
+                stats.last_trade_ms[msg.symbol] = msg.time_ms
+                if not fresh:
+                    stats.duplicates += 1
         elif type(msg) is ServerShutdown:
             conn.shutdown_announced = True
             log.warning("worker=%s event=server_shutdown conn=%s", self.name, conn.label)
@@ -122,7 +124,8 @@ class Worker:
             conn.control_reply(msg)
 
     def _invalid(self, reason: str, detail: str) -> None:
-        self.stats.invalid[reason] += 1
+        with self.stats.lock:
+            self.stats.invalid[reason] += 1
         now = time.monotonic()
         if now - self._invalid_logged.get(reason, -INVALID_LOG_EVERY_S) >= INVALID_LOG_EVERY_S:
             self._invalid_logged[reason] = now
@@ -135,7 +138,8 @@ class Worker:
         self.backfiller.report_gap(symbol, gap)
 
     def _on_reconnect(self, reason: str) -> None:
-        self.stats.reconnects += 1
+        with self.stats.lock:  # one keeper thread per connection plan
+            self.stats.reconnects += 1
 
     def _crashed(self, thread: str, exc: BaseException) -> None:
         """A thread met an unexpected exception (already logged): flush, exit 1, be restarted."""
