@@ -1,6 +1,7 @@
 """`scripts/status`: one line per worker, from supervisord and the workers' status files.
 
-    WORKER   HEALTH STATE    UPTIME  SYMBOLS  LAST TRADE  TRADES/S  LAG p50/p99  SPOOL  GAPS/FILLED  LAST ERROR
+    WORKER  HEALTH  STATE  UPTIME  SYMBOLS  LAST TRADE  TRADES/S  LAG p50/p99  SPOOL  GAPS/FILLED
+        REJECTED  LAST ERROR
 
 Exit code: 0 every worker healthy, 1 at least one is not (or the reconciler is down),
 2 supervisord does not answer. `--json` prints the same as one JSON object.
@@ -15,7 +16,9 @@ A worker is unhealthy when (and only when):
 A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
 the worker asks the exchange's REST API whether trades happened before it calls a stream stale
 (and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
-warning: shown, but the exit code stays 0, since restarting cannot bring them back.
+warning: shown, but the exit code stays 0, since restarting cannot bring them back. So are
+lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they are kept in
+`data/<worker>/rejected.lp` and need a person, not a restart.
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ class Row:
     gaps: Optional[int] = None
     backfilled: Optional[int] = None
     given_up: Optional[int] = None
+    rejected_lines: Optional[int] = None  # lines InfluxDB refused, kept in rejected.lp
+    rejected_trades: Optional[int] = None  # of them, trades
     reconnects: Optional[int] = None
     connected: Optional[bool] = None
     status_age_s: Optional[float] = None
@@ -97,6 +102,11 @@ def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
     if (row.given_up or 0) > 0:
         row.warnings.append(f"{row.given_up} trade ids given up after the backfill cap "
                             "(see event=backfill_given_up in its log)")
+    if (row.rejected_lines or 0) > 0:
+        trades = row.rejected_trades or 0
+        row.warnings.append(f"InfluxDB refused {row.rejected_lines} lines ({trades} trades), kept "
+                            f"in data/{name}/rejected.lp: see event=lines_rejected in its log "
+                            "for the reason and the fix")
     row.healthy = not row.problems
     return row
 
@@ -106,7 +116,8 @@ def _fill_from_status(row: Row, status: Dict[str, Any], now: float) -> None:
     last = [int(v) for v in (status.get("last_trade_ms") or {}).values()]
     row.last_trade_age_s = max(0.0, now - max(last) / 1000.0) if last else None
     for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "spool_backlog_bytes", "gaps",
-                "backfilled", "given_up", "reconnects", "connected"):
+                "backfilled", "given_up", "rejected_lines", "rejected_trades", "reconnects",
+                "connected"):
         setattr(row, key, status.get(key))
     row.last_error = row.last_error or str(status.get("last_error") or "")
 
@@ -202,7 +213,7 @@ def _symbols(symbols: List[str]) -> str:
 
 def table(report: Dict[str, Any]) -> str:
     header = ("WORKER", "HEALTH", "STATE", "UPTIME", "SYMBOLS", "LAST TRADE", "TRADES/S",
-              "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "LAST ERROR")
+              "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "REJECTED", "LAST ERROR")
     lines: List[Tuple[str, ...]] = [header]
     for r in report["workers"]:
         gaps = "-" if r["gaps"] is None else f"{r['gaps']}/{r['backfilled']}" + (
@@ -212,7 +223,8 @@ def table(report: Dict[str, Any]) -> str:
                       _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-",
                       _num(r["trades_per_s"], "{:.1f}"),
                       f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}",
-                      _bytes(r["spool_backlog_bytes"]), gaps, _short(r["last_error"], 60)))
+                      _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r),
+                      _short(r["last_error"], 60)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     for r in report["workers"]:
@@ -225,6 +237,17 @@ def table(report: Dict[str, Any]) -> str:
     out += [f"problem: {p}" for p in report["problems"]]
     out.append("healthy" if report["healthy"] else "UNHEALTHY")
     return "\n".join(out)
+
+
+def _rejected(r: Dict[str, Any]) -> str:
+    """Trade lines refused, plus other (health) lines after a `+`: `12`, `12+3`, `0+3`."""
+    lines = r.get("rejected_lines")
+    if lines is None:
+        return "-"
+    trades = r.get("rejected_trades")
+    if trades is None:  # a status file of a worker from before rejected_trades existed
+        return str(lines)
+    return str(trades) if lines == trades else f"{trades}+{lines - trades}"
 
 
 def _short(text: str, width: int) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -90,6 +91,36 @@ def test_a_spool_backlog_is_unhealthy() -> None:
 def test_given_up_ids_are_a_warning_only() -> None:
     row = assess("btcusdt", ["BTCUSDT"], info(), status(given_up=7), NOW)
     assert row.healthy and "7 trade ids given up" in row.warnings[0]
+
+
+def test_rejected_lines_are_a_warning_naming_the_file() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(),
+                 status(rejected_lines=12, rejected_trades=9), NOW)
+    assert row.healthy and row.problems == []
+    assert "InfluxDB refused 12 lines (9 trades)" in row.warnings[0]
+    assert "data/btcusdt/rejected.lp" in row.warnings[0] and "lines_rejected" in row.warnings[0]
+    assert (row.rejected_lines, row.rejected_trades) == (12, 9)
+
+
+def test_no_rejected_lines_no_warning() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(rejected_lines=0, rejected_trades=0), NOW)
+    assert row.warnings == []
+
+
+@pytest.mark.parametrize("extra, shown", [
+    ({"rejected_lines": 12, "rejected_trades": 9}, "9+3"),
+    ({"rejected_lines": 5, "rejected_trades": 5}, "5"),
+    ({"rejected_lines": 0, "rejected_trades": 0}, "0"),
+    ({"rejected_lines": 4}, "4"),  # a worker from before rejected_trades
+    ({}, "-"),
+])
+def test_the_table_has_a_rejected_column(extra: Dict[str, Any], shown: str) -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(**extra), NOW)
+    text = table({"workers": [asdict(row)], "supervisord": "running", "problems": [],
+                  "healthy": True, "reconciler": "RUNNING"})
+    header, line = text.splitlines()[:2]
+    at = header.index("REJECTED")
+    assert line[at:].split()[0] == shown
 
 
 class FakeRpc:
