@@ -8,6 +8,7 @@
                           not_websocket, attempts_429, banned_418, too_many_requests_1008,
                           subscribe_over_limit), connect_attempts per IP, limits in force,
                           closes by cause, malformed frames sent, REST requests by path/status,
+                          REST requests held by a hang (rest_hung, by path),
                           weight used, per-symbol rate/status/generated
     GET  /_sim/trades  ?symbol=S&from_id=N&limit=N (max 100000): stored trades in stream
                           field names (t, p, q, T, E in ms, m), for comparisons in tests
@@ -37,8 +38,11 @@ without it the action applies to every connection or symbol.
     set_status       symbol status                               non-TRADING stops trades
     rest             status=429 count=N | seconds=S retry_after=5 path=<prefix>
                      answer REST with 429/418 (Retry-After) or 5xx; no count/seconds: 1
-    clear            drop silences, REST faults, pending withholds and scheduled closes;
-                     pings, pong answers and max age back to the start values
+    rest_hang        seconds path=<prefix>                       hold REST requests (every
+                     /api path, or those starting with path) until `seconds` from now, then
+                     answer them as usual; held requests count in stats "rest_hung"
+    clear            drop silences, REST faults and hangs, pending withholds and scheduled
+                     closes; pings, pong answers and max age back to the start values
     limits           [max_url_length] [max_streams] [max_incoming_per_sec]
                      [max_connect_attempts] [connect_window] [ban_seconds] forgive=false
                      change connection limits from now on (positive numbers);
@@ -54,7 +58,7 @@ import orjson
 from aiohttp import web
 
 from .config import ConfigError, make_spec
-from .faults import MALFORMED_KINDS, RestFault, SilenceWindow
+from .faults import MALFORMED_KINDS, RestFault, RestHang, SilenceWindow
 from .history import TradeRow
 
 if TYPE_CHECKING:
@@ -207,6 +211,16 @@ def _rest(sim: "Simulator", p: Params) -> Params:
     return {"status": status, "count": count, "seconds": seconds}
 
 
+def _rest_hang(sim: "Simulator", p: Params) -> Params:
+    seconds = _num(p, "seconds")
+    if seconds <= 0:
+        raise ConfigError("seconds must be positive")
+    path = p.get("path")
+    sim.faults.rest_hangs.append(RestHang(time.monotonic() + seconds,
+                                          None if path is None else str(path)))
+    return {"seconds": seconds, "path": path}
+
+
 def _clear(sim: "Simulator", p: Params) -> Params:
     sim.faults.clear()
     for state in sim.market.symbols.values():
@@ -240,7 +254,8 @@ ACTIONS: Dict[str, Callable[["Simulator", Params], Params]] = {
     "start_pings": _switch("server_pings", True), "stop_pongs": _switch("answer_pings", False),
     "start_pongs": _switch("answer_pings", True), "set_rate": _set_rate,
     "pause": _pause(True), "resume": _pause(False), "add_symbol": _add_symbol,
-    "set_status": _set_status, "rest": _rest, "clear": _clear, "limits": _limits,
+    "set_status": _set_status, "rest": _rest, "rest_hang": _rest_hang, "clear": _clear,
+    "limits": _limits,
 }
 
 

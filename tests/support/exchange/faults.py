@@ -46,6 +46,19 @@ class RestFault:
 
 
 @dataclass
+class RestHang:
+    """Hold REST requests whose path starts with `path` (None: every /api path) until `until`
+    (monotonic), then answer them normally: an endpoint that hangs, as a stuck load balancer
+    does. A client with a read timeout shorter than the hang sees timeouts until it ends."""
+
+    until: float
+    path: Optional[str] = None
+
+    def holds(self, path: str, now: float) -> bool:
+        return now < self.until and (self.path is None or path.startswith(self.path))
+
+
+@dataclass
 class FaultState:
     """Run-time switches; `clear()` restores the values the run was started with."""
 
@@ -54,6 +67,7 @@ class FaultState:
     max_conn_age: Optional[float] = None
     silences: List[SilenceWindow] = field(default_factory=list)
     rest: List[RestFault] = field(default_factory=list)
+    rest_hangs: List[RestHang] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._initial = (self.server_pings, self.answer_pings, self.max_conn_age)
@@ -62,6 +76,7 @@ class FaultState:
         self.server_pings, self.answer_pings, self.max_conn_age = self._initial
         self.silences.clear()
         self.rest.clear()
+        self.rest_hangs.clear()
 
     def data_silenced(self, opened_at: float, symbol: str, now: float) -> bool:
         return any(w.covers(opened_at, now) and w.symbol in (None, symbol)
@@ -75,6 +90,11 @@ class FaultState:
     def prune(self, now: float) -> None:
         self.silences = [w for w in self.silences if now < w.until]
         self.rest = [f for f in self.rest if f.active(now)]
+        self.rest_hangs = [h for h in self.rest_hangs if now < h.until]
+
+    def rest_hang_left(self, path: str, now: float) -> float:
+        """Seconds a request for `path` arriving now is held before it is answered (0: none)."""
+        return max([h.until - now for h in self.rest_hangs if h.holds(path, now)], default=0.0)
 
     def take_rest_fault(self, path: str, now: float) -> Optional[RestFault]:
         """The fault that answers this request, counting it down; None for a normal answer."""

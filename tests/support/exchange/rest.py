@@ -1,11 +1,15 @@
 """The REST endpoints a collector uses, with request weights and REST faults (binance.md 4).
 
+A `rest_hang` fault holds /api requests until it ends and then answers them as usual (the
+requests held are counted in the stats under "rest_hung").
+
 Every /api answer carries `X-MBX-USED-WEIGHT-1M`, the weight used in the last 60 s.  Past
 `--weight-limit` a request gets 429, code -1003 and `Retry-After` (seconds until enough weight
 has expired); rejected requests add no weight, so a client that honours Retry-After recovers.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -93,6 +97,13 @@ def make_middleware(sim: "Simulator") -> Middleware:
         if not path.startswith("/api/"):
             return await handler(request)
         now = time.monotonic()
+        hang = sim.faults.rest_hang_left(path, now)
+        if hang > 0:  # an endpoint that hangs: hold the request, then answer it as usual
+            sim.stats.count_rest_hung(path)
+            while hang > 0:
+                await asyncio.sleep(hang)
+                now = time.monotonic()
+                hang = sim.faults.rest_hang_left(path, now)
         resp: Optional[web.StreamResponse] = _fault_response(sim, path, now)
         if resp is None:
             wait = sim.weights.take(WEIGHTS.get(path, 1), now)

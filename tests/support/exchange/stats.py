@@ -32,6 +32,7 @@ class SimStats:
     closes: Counter[str] = field(default_factory=Counter)  # cause -> connections
     malformed: Counter[str] = field(default_factory=Counter)  # kind -> frames
     rest: Dict[str, Counter[str]] = field(default_factory=dict)  # path -> status -> requests
+    rest_hung: Counter[str] = field(default_factory=Counter)  # path -> requests held by a hang
     trades_sent: int = 0  # trade frames written, summed over connections
     resent: int = 0  # trade frames written again by `resend`
 
@@ -45,10 +46,14 @@ class SimStats:
     def count_rest(self, path: str, status: int) -> None:
         self.rest.setdefault(path, Counter())[str(status)] += 1
 
+    def count_rest_hung(self, path: str) -> None:
+        self.rest_hung[path] += 1
+
     def as_dict(self) -> Dict[str, Any]:
         return {"uptime": round(time.monotonic() - self.started_at, 3),
                 "accepted": self.accepted, "refused": self.refused,
                 "refusals": {kind: self.refusals[kind] for kind in REFUSAL_KINDS},
                 "closes": dict(self.closes), "malformed": dict(self.malformed),
                 "rest": {path: dict(by_status) for path, by_status in self.rest.items()},
+                "rest_hung": dict(self.rest_hung),
                 "trades_sent": self.trades_sent, "resent": self.resent}
