@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Dict, Iterable, Set
+
+from .atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,8 @@ class Checkpoint:
             return moved
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump({"worker": self.worker, "last_stored_id": self.ids}, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"worker": self.worker, "last_stored_id": self.ids},
+                                           sort_keys=True))
 
     def snapshot(self) -> Dict[str, int]:
         with self.lock:

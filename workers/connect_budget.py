@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .atomic import write_atomic
+
 FILE_NAME = "connect-budget.log"
 
 # Attempts logged up to this far ahead of `now` are taken as they are (processes read the clock
@@ -163,9 +165,8 @@ class ConnectBudget:
             current, _ = self._held(now)
             if until <= current:
                 return  # an equal or longer hold is in force
-            tmp = self.hold_path.with_name(self.hold_path.name + ".tmp")
-            tmp.write_text(f"{until:.3f} {' '.join(reason.split())}\n", encoding="utf-8")
-            os.replace(tmp, self.hold_path)
+            write_atomic(self.hold_path, f"{until:.3f} {' '.join(reason.split())}\n",
+                         durable=False)
         finally:
             os.close(fd)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
+from .atomic import write_atomic
 from .symbols import WorkerSpec
 
 INCLUDE_NAME = "workers.conf"  # in <root>/run/, named in supervisor.conf's [include]
@@ -161,17 +161,5 @@ def write_if_changed(path: Path, text: str) -> bool:
     """
     if read_text(path) == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, text, durable=False)
     return True
