@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from .errors import EXIT_CONFIG, ConfigError, SinkError
+from .errors import EXIT_CONFIG, EXIT_RUNTIME, ConfigError, SinkError
 from .lineproto import LineRenderer
 from .rest import PAGE, RestClient, RestError
 from .settings import InfluxSettings, load_env, load_settings
@@ -111,9 +111,13 @@ def repair(symbol: str, gaps: List[Range], rest: RestClient, sink: InfluxSink,
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/gap-audit", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 no gap (or all repaired), 1 gaps remain, "
+                                            "2 configuration error (a setting or an argument), "
+                                            "3 InfluxDB or the exchange failed (try again later)")
     parser.add_argument("symbol", help="e.g. BTCUSDT")
-    parser.add_argument("--since", required=True, help="ISO time (2026-11-24T00:00:00Z) or 24h ago")
+    parser.add_argument("--since", required=True,
+                        help="ISO time (2026-11-24T00:00:00Z) or a span back from now: 24h, 90m, 7d")
     parser.add_argument("--until", default=None, help="ISO time or relative; default now")
     parser.add_argument("--window", type=int, default=3600, help="seconds per query (3600)")
     parser.add_argument("--repair", action="store_true", help="fetch the missing ids from REST "
@@ -146,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             report.update(repaired=written, unrecoverable=lost)
     except (SinkError, RestError) as exc:
         print(f"gap-audit: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_RUNTIME
     if args.json:
         print(json.dumps(report))
     else:

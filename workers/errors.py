@@ -14,6 +14,7 @@ from typing import Optional
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # a bug or an unforeseen failure: supervisord restarts the worker
 EXIT_CONFIG = 2  # a configuration error: restarting cannot help, so supervisord must not
+EXIT_RUNTIME = 3  # a tool (gap-audit) could not reach InfluxDB or the exchange: try again later
 
 
 class TickCaptureError(Exception):
