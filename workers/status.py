@@ -16,7 +16,9 @@ A worker is unhealthy when (and only when):
 A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
 the worker asks the exchange's REST API whether trades happened before it calls a stream stale
 (and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
-warning: shown, but the exit code stays 0, since restarting cannot bring them back. So are
+warning: shown, but the exit code stays 0, since restarting cannot bring them back. So are a
+connection waiting for the host's connection budget or for a refused handshake's Retry-After
+(the exchange's 429/418: the wait and its end are shown), and
 lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they are kept in
 `data/<worker>/rejected.lp` and need a person, not a restart.
 """
@@ -120,6 +122,15 @@ def _fill_from_status(row: Row, status: Dict[str, Any], now: float) -> None:
                 "connected"):
         setattr(row, key, status.get(key))
     row.last_error = row.last_error or str(status.get("last_error") or "")
+    for conn in status.get("connections") or []:
+        label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
+        if conn.get("refused"):
+            row.warnings.append(f"{label}: {conn['refused'].get('detail')}")
+        elif conn.get("waiting_budget_s"):
+            row.warnings.append(f"{label} waits for the host's connection budget "
+                                f"(WS_CONNECT_LIMIT): next attempt in about "
+                                f"{float(conn['waiting_budget_s']):.0f} s; its trades are "
+                                "backfilled when it connects")
 
 
 def collect(root: Path = PROJECT_ROOT, rpc: Any = None,

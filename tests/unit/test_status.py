@@ -203,3 +203,22 @@ def test_a_broken_symbols_file_is_a_problem_but_rows_come_from_the_include(
     assert [w["worker"] for w in report["workers"]] == ["btcusdt"]
     assert report["workers"][0]["healthy"] and not report["healthy"]
     assert "symbols.yaml:2: not valid YAML" in report["problems"][0]
+
+
+def test_a_connection_waiting_for_the_host_budget_is_shown_as_a_warning() -> None:
+    conns = [{"conn": "s1", "streams": 1000, "connected": False, "subscribed": 0,
+              "waiting_budget_s": 42.3, "refused": None}]
+    row = assess("alts", ["SOLUSDT"], info(), status(connections=conns), NOW)
+    assert row.healthy
+    assert "connection s1 (1000 streams) waits for the host's connection budget" in \
+        row.warnings[0] and "about 42 s" in row.warnings[0]
+
+
+def test_a_refused_handshake_shows_its_cause_and_end() -> None:
+    detail = ("handshake refused: HTTP 418: this IP is banned by the exchange until "
+              "2026-11-30T05:00:00Z (418, Retry-After 120s): every worker of the host waits")
+    conns = [{"conn": "s1", "streams": 1, "connected": False, "subscribed": 0,
+              "waiting_budget_s": 0.0, "refused": {"status": 418, "until": NOW + 120,
+                                                   "detail": detail}}]
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(connections=conns), NOW)
+    assert row.warnings == [f"connection s1 (1 streams): {detail}"]
