@@ -112,23 +112,26 @@ class RestClient:
         self.requests = 0  # requests sent, retries included
         self._hold_until = 0.0  # monotonic: no request before (a 429's or 418's Retry-After)
         self._banned_until = 0.0  # wall clock end of the last logged 418 ban
+        self._held_by: Optional[int] = None  # the status (429/418) that set the hold
 
     def close(self) -> None:
         self.pool.clear()
 
     # -- the one request path ----------------------------------------------------------
-    def get(self, path: str, params: Mapping[str, Any], attempts: int = 8) -> Any:
+    def get(self, path: str, params: Mapping[str, Any], attempts: int = 8,
+            max_wait_s: Optional[float] = None) -> Any:
         """GET `path` and decode its JSON, retrying 429/418/5xx and network errors.
 
-        Raises RestError for any other 4xx (with status and Binance's code) or when `attempts`
-        are used up, RestStopped when `stopping` is set, RestShapeError when the body is not JSON.
+        Raises RestError for any other 4xx (with status and Binance's code), when `attempts`
+        are used up, or (with `max_wait_s`) at once instead of a longer wait (a ban: status 418);
+        RestStopped when `stopping` is set; RestShapeError when the body is not JSON.
         """
         url = f"{self.base_url}{path}"
         fields = {k: str(v) for k, v in params.items()} if params else None
         backoff = Backoff(1.0, 60.0)
         last = ""
         for attempt in range(attempts):
-            self._wait_turn()
+            self._wait_turn(path, max_wait_s)
             with self._lock:
                 self.requests += 1
             try:
@@ -141,7 +144,7 @@ class RestClient:
                 wait = backoff.next_delay()
                 log.warning("worker=%s event=rest_error path=%s error=%r attempt=%d wait_s=%.1f",
                             self.worker, path, last, attempt + 1, wait)
-                self._sleep(wait, path)
+                self._sleep(wait, path, max_wait_s, None)
                 continue
             self._note_weight(resp.headers)
             status = resp.status
@@ -172,7 +175,7 @@ class RestClient:
                 log.warning("worker=%s event=rest_backoff path=%s status=%d code=%s msg=%r "
                             "attempt=%d wait_s=%.1f", self.worker, path, status, code, msg,
                             attempt + 1, wait)
-            self._sleep(wait, path)
+            self._sleep(wait, path, max_wait_s, status)
         raise RestError(f"{path} failed after {attempts} attempts (last: {last})")
 
     def _banned(self, path: str, retry_after: Optional[float], msg: str,
@@ -190,6 +193,7 @@ class RestClient:
             if new_ban:
                 self._banned_until = until
             self._hold_until = max(self._hold_until, time.monotonic() + wait)
+            self._held_by = 418
         if new_ban:
             log.error("worker=%s event=rest_ip_banned path=%s status=418 until=%s "
                       "retry_after_s=%.0f msg=%r note='no REST request from this worker until "
@@ -199,25 +203,31 @@ class RestClient:
 
     def _hold(self, wait: float) -> None:
         with self._lock:
-            self._hold_until = max(self._hold_until, time.monotonic() + wait)
+            if time.monotonic() + wait > self._hold_until:
+                self._hold_until = time.monotonic() + wait
+                self._held_by = 429
 
-    def _sleep(self, seconds: float, path: str) -> None:
+    def _sleep(self, seconds: float, path: str, max_wait_s: Optional[float] = None,
+               status: Optional[int] = None) -> None:
+        if max_wait_s is not None and seconds > max_wait_s:
+            raise RestError(f"{path}: would wait {seconds:.0f} s (more than {max_wait_s:.0f} s)"
+                            f"{'' if status is None else f' after a {status}'}", status)
         if self.stopping.wait(max(0.0, seconds)):
             raise RestStopped(f"{path}: stopping")
 
-    def _wait_turn(self) -> None:
+    def _wait_turn(self, path: str, max_wait_s: Optional[float]) -> None:
         """Before each request: stop, then any 429/418 hold, then pacing by used weight."""
         if self.stopping.is_set():
-            raise RestStopped("stopping: no new REST request")
+            raise RestStopped(f"{path}: stopping, no new REST request")
         with self._lock:
             hold = self._hold_until - time.monotonic()
         if hold > 0:
-            self._sleep(hold, "held by Retry-After")
+            self._sleep(hold, path, max_wait_s, self._held_by)
         share = self.used_weight / WEIGHT_LIMIT_1M
         if share > 0.9:
-            self._sleep(10.0, "weight pacing")
+            self._sleep(10.0, path)
         elif share > 0.5:
-            self._sleep(share, "weight pacing")
+            self._sleep(share, path)
 
     def _note_weight(self, headers: Any) -> None:
         try:
@@ -228,17 +238,21 @@ class RestClient:
             self.used_weight = weight
 
     # -- endpoints ---------------------------------------------------------------------
-    def symbol_statuses(self, symbols: Iterable[str]) -> Dict[str, str]:
-        """symbol -> status (TRADING, HALT, BREAK ...); unknown symbols are absent."""
+    def symbol_statuses(self, symbols: Iterable[str],
+                        max_wait_s: Optional[float] = 30.0) -> Dict[str, str]:
+        """symbol -> status (TRADING, HALT, BREAK ...); unknown symbols are absent.
+
+        A check at start-up: rather than wait out a ban (up to days), it raises RestError.
+        """
         wanted = list(symbols)
         path = "/api/v3/exchangeInfo"
         try:
             info = self.get(path, {"symbols": json.dumps(wanted, separators=(",", ":"))},
-                            attempts=3)
+                            attempts=3, max_wait_s=max_wait_s)
         except RestError as exc:
             if exc.code != -1121:  # -1121: one of them is unknown; find out which
                 raise
-            info = self.get(path, {}, attempts=3)
+            info = self.get(path, {}, attempts=3, max_wait_s=max_wait_s)
         rows = info.get("symbols") if isinstance(info, dict) else None
         if not isinstance(rows, list) or not all(isinstance(s, dict) for s in rows):
             raise RestShapeError(path, f"no list of symbol objects: {str(info)[:120]}")

@@ -254,6 +254,20 @@ def test_symbol_statuses_finds_the_known_ones_after_a_1121(exchange, client):
     assert client.symbol_statuses(["BTCUSDT", "NOPE"]) == {"BTCUSDT": "TRADING"}
 
 
+def test_the_start_up_symbol_check_does_not_wait_out_a_long_ban(exchange, client, caplog):
+    caplog.set_level(logging.WARNING, logger="workers.rest")
+    exchange.script = [error(418, -1003, "IP banned", Retry_After="3600")]
+    started = time.monotonic()
+    with pytest.raises(RestError) as info:
+        client.symbol_statuses(["BTCUSDT"])
+    assert info.value.status == 418
+    with pytest.raises(RestError):  # still banned: no request is sent
+        client.symbol_statuses(["BTCUSDT"])
+    assert time.monotonic() - started < 1.0
+    assert len(exchange.paths) == 1
+    assert sum("event=rest_ip_banned" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_stop_during_a_wait_returns_promptly(exchange, client):
     exchange.default = error(429, -1003, "Too much request weight used", Retry_After="30")
     threading.Timer(0.3, client.stopping.set).start()
