@@ -2,7 +2,10 @@
 
     TickCaptureError
      ├── ConfigError        a setting or config/symbols.yaml is wrong: exit 2, do not restart
-     ├── StreamError        the exchange connection failed (retried inside the worker)
+     ├── RestError          the exchange's REST API refused a request or kept failing
+     │    └── RestStopped          the worker is stopping: the request was not made
+     ├── RestShapeError     an answer of a shape the API does not document: never retried;
+     │                      a worker meeting one exits 1 (a bug, or the exchange changed)
      └── SinkError          InfluxDB refused or failed a write
           ├── RetryableWriteError     429, 5xx, timeouts, refused connections
           └── PermanentWriteError     401, 403, 404, 400, 413: a person must fix something
@@ -25,8 +28,29 @@ class ConfigError(TickCaptureError):
     """A setting or a line of the symbols file is wrong; the message says how to fix it."""
 
 
-class StreamError(TickCaptureError):
-    """The exchange connection failed."""
+class RestError(TickCaptureError):
+    """The exchange refused a request, or it still failed after the retries."""
+
+    def __init__(self, message: str, status: Optional[int] = None, code: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RestStopped(RestError):
+    """The worker is stopping: the request was not made, or its retry wait was cut short."""
+
+
+class RestShapeError(TickCaptureError):
+    """An answer of a shape the API does not document: a bug or an exchange change, not retried.
+
+    Not a RestError on purpose, so `except RestError` retry paths do not swallow it.
+    """
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: unexpected answer: {detail}")
+        self.path = path
+        self.detail = detail
 
 
 class SinkError(TickCaptureError):

@@ -19,7 +19,7 @@ import time
 from typing import Dict, List, Set, Tuple
 
 from .pipeline import Pipeline
-from .rest import RestClient, RestError
+from .rest import RestClient, RestError, RestStopped
 from .stats import Stats
 from .stream import Connection
 
@@ -93,6 +93,8 @@ class Prober:
                 break
             try:
                 latest = self.rest.latest_trade_id(symbol)
+            except RestStopped:
+                break
             except RestError as exc:
                 log.warning("worker=%s symbol=%s event=stall_probe_failed error=%r", self.worker,
                             symbol, str(exc))

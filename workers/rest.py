@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import urllib3
 
 from .backoff import Backoff
+from .errors import RestError, RestShapeError, RestStopped
 from .httputil import retry_after_s
 from .protocol import InvalidMessage, Trade, trade_from_rest
 
@@ -46,31 +47,6 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0  # Binance itself times a request out after 10 s (-1007)
 BAN_WITHOUT_RETRY_AFTER_S = 120.0  # the shortest ban Binance hands out
 BANNED_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
-
-
-class RestError(Exception):
-    """The exchange refused a request, or it still failed after the retries."""
-
-    def __init__(self, message: str, status: Optional[int] = None, code: Optional[int] = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class RestStopped(RestError):
-    """The worker is stopping: the request was not made, or its retry wait was cut short."""
-
-
-class RestShapeError(Exception):
-    """An answer of a shape the API does not document: a bug or an exchange change, not retried.
-
-    Not a RestError on purpose, so `except RestError` retry paths do not swallow it.
-    """
-
-    def __init__(self, path: str, detail: str) -> None:
-        super().__init__(f"{path}: unexpected answer: {detail}")
-        self.path = path
-        self.detail = detail
 
 
 @dataclass

@@ -53,7 +53,9 @@ class InfluxSink:
 
         s = self.settings
         try:
-            self.api.write(bucket=s.bucket, org=s.org, record=body, write_precision=PRECISION)
+            # The library takes the precision's string form too ("ns"); its stubs say enum only.
+            self.api.write(bucket=s.bucket, org=s.org, record=body,
+                           write_precision=PRECISION)  # type: ignore[arg-type]
         except ApiException as exc:
             raise classify_status(exc.status, str(exc.body or exc.reason or "")[:300],
                                   retry_after_s(exc.headers), s) from None
