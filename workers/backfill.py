@@ -49,7 +49,7 @@ class Backfiller:
 
     def report_gap(self, symbol: str, gap: Gap) -> None:
         """Called by the pipeline (under no lock) when ids jump."""
-        self.stats.gaps += 1
+        self.stats.add("gaps")
         log.info("worker=%s symbol=%s event=gap first_id=%d last_id=%d missing=%d", self.worker,
                  symbol, gap[0], gap[1], gap[1] - gap[0] + 1)
         self._schedule(time.monotonic() + GAP_GRACE_S, symbol, gap)
@@ -134,13 +134,13 @@ class Backfiller:
                 if self.pipeline.accept(trade):
                     filled += 1
             next_id = page.last_id + 1
-        self.stats.backfilled += filled
+        self.stats.add("backfilled", filled)
         log.info("worker=%s symbol=%s event=backfilled first_id=%d last_id=%d trades=%d "
                  "took_s=%.2f", self.worker, symbol, lo, hi, filled, time.monotonic() - started)
 
     def _give_up(self, symbol: str, lo: int, hi: int, why: str) -> None:
         self.pipeline.give_up(symbol, lo, hi)
-        self.stats.given_up += hi - lo + 1
+        self.stats.add("given_up", hi - lo + 1)
         self.stats.error(f"gave up {symbol} ids {lo}..{hi}: {why}")
         log.error("worker=%s symbol=%s event=gap_given_up first_id=%d last_id=%d missing=%d "
                   "why=%r", self.worker, symbol, lo, hi, hi - lo + 1, why)

@@ -32,6 +32,11 @@ class Stats:
     lags_ms: List[float] = field(default_factory=list)  # trade time -> stored, since last summary
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def add(self, counter: str, n: int = 1) -> None:
+        """Add to a counter that more than one thread updates (`+=` is not atomic)."""
+        with self.lock:
+            setattr(self, counter, getattr(self, counter) + n)
+
     def error(self, text: str) -> None:
         self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {text}"
 
