@@ -21,9 +21,11 @@ because a point written twice is the same point (same key, same fields):
   2. a group answered `dropped` == its line count is refused whole and set aside without a
      further request (the usual field-type-conflict case: no request storm); a single refused
      line is set aside;
-  3. any other partly refused group is sorted by timestamp (refusals follow shards and the
-     retention cut-off, i.e. time ranges, so the refused lines are then contiguous) and split
-     in halves, each half written again, recursively (bisection);
+  3. any other partly refused group is sorted by series (symbol) and timestamp, and split in
+     halves, each half written again, recursively (bisection). Refusals follow a series (a tag
+     value over `max-values-per-tag`), a shard or the retention cut-off (time ranges), so in
+     that order the refused lines form a run or a few runs, and only the parts holding a
+     boundary between stored and refused lines are split again;
   4. at most `groups + 4 * ceil(log2(lines))` extra requests per batch: enough for two refused
      runs of any length. Lines still unknown when that bound is hit are set aside too, with a
      comment that they may or may not be stored (loading them again is harmless).
@@ -377,19 +379,25 @@ def _measurement(line: str) -> str:
 _MEASUREMENT = re.compile(r"(?:[^\\, ]|\\.)*")
 
 
-def _timestamp(line: str) -> int:
+def _series_and_time(line: str) -> Tuple[str, int]:
+    """(measurement and tags, timestamp) of a line: the order in which refused lines bunch."""
+    series = _SERIES.match(line)
     try:
-        return int(line.rsplit(" ", 1)[1])
+        stamp = int(line.rsplit(" ", 1)[1])
     except (IndexError, ValueError):
-        return 0
+        stamp = 0
+    return (series.group(0) if series else line), stamp
+
+
+_SERIES = re.compile(r"(?:[^\\ ]|\\.)*")
 
 
 def _by_measurement(lines: List[str]) -> List[List[str]]:
-    """The lines grouped by measurement (first seen first), each group sorted by timestamp."""
+    """The lines grouped by measurement (first seen first), each sorted by series and time."""
     groups: Dict[str, List[str]] = {}
     for line in lines:
         groups.setdefault(_measurement(line), []).append(line)
-    return [sorted(group, key=_timestamp) for group in groups.values()]
+    return [sorted(group, key=_series_and_time) for group in groups.values()]
 
 
 def _is_trade(line: str) -> bool:

@@ -203,3 +203,37 @@ def test_trades_refused_in_an_old_shard_are_set_aside_and_the_rest_of_each_batch
         assert "0 points failed" in done.stdout + done.stderr or "failed" not in done.stderr
     finally:
         influx_server.drop_database(fresh)
+
+
+def test_a_conflict_by_symbol_for_a_few_seconds_from_the_front_loses_no_trade(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    """Secondary check with the front's `conflict` fault: one symbol's lines refused, by content,
+    for 3 s, while the other symbol's lines of the same batches are stored."""
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=200", "--symbol", "ETHUSDT:rate=200",
+                       "--fault", PAUSED)
+    proc = new_worker(tmp_path / "pair", "pair", "groups:\n  pair: [BTCUSDT, ETHUSDT]\n", sim,
+                      influx_front, influx_db)
+    cap = Capture(sim, influx_db, influx_front, proc).start_worker()
+    sim.fault("resume")
+    time.sleep(1)
+    influx_front.fault("conflict", match="symbol=ETHUSDT", seconds=3)
+    time.sleep(4)
+    sim.fault("pause")
+    path = proc.data_dir / "pair" / "rejected.lp"
+
+    def settled() -> bool:
+        lines = read_rejected(path, influx_db.name)[1] if path.exists() else []
+        return all(set(cap.stored_ids(s)) | set(trade_ids(lines, s)) == sim.ledger_ids(s)
+                   for s in ("BTCUSDT", "ETHUSDT"))
+
+    wait_until(settled, 45, what=f"every trade stored or set aside\n{proc.output()[-3000:]}")
+    assert proc.stop() == 0
+    comments, lines = read_rejected(path, influx_db.name)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert_exactly_once(cap, symbol, lines)
+    assert set(cap.stored_ids("BTCUSDT")) == sim.ledger_ids("BTCUSDT")
+    assert trade_ids(lines, "ETHUSDT") and len(trade_ids(lines, "ETHUSDT")) == len(lines)
+    cap.assert_values_exact("BTCUSDT")
+    status = proc.status()
+    assert status["rejected_lines"] == status["rejected_trades"] == len(lines)
+    assert len(rejected_events(proc.output())) == 1

@@ -24,6 +24,13 @@ ACTION is one of (each for the next `count` write requests and/or `seconds`; def
     slow          wait `delay` seconds (default 1) before going on; stacks with the others
     reset         abort the connection (TCP RST) after reading the body, no response
     partial       forward all but the first `drop` lines (default 1), answer 400 partial write
+    conflict      like InfluxDB 1.x meeting a field type conflict: lines containing `match`
+                  (e.g. "symbol=ETHUSDT") are not forwarded, the rest are, and the answer is 400
+                  "partial write: field type conflict: ... dropped=N" with N the refused lines.
+                  Refusal follows the content, as the real server's does, so arm it with
+                  `seconds` for a writer that writes the lines again in parts. The real server
+                  does this too (tests/integration/test_partial_writes.py): use this fault
+                  where a conflict by symbol, or one that ends, is wanted.
     refuse        stop listening for `seconds` (required), then listen on the same port again
     clear         disarm every fault (stats are kept)
 
@@ -61,7 +68,7 @@ log = logging.getLogger("influx_front")
 PRECISIONS = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
 FRONT_VERSION = "2.7.0-influx-front"
 STATUS_FAULTS = {"throttle": 429, "unavailable": 503, "server_error": 500, "unauthorized": 401}
-REQUEST_FAULTS = set(STATUS_FAULTS) | {"slow", "reset", "partial"}
+REQUEST_FAULTS = set(STATUS_FAULTS) | {"slow", "reset", "partial", "conflict"}
 ACTIONS = REQUEST_FAULTS | {"refuse", "clear"}
 ERROR_CODES = {400: "invalid", 401: "unauthorized", 404: "not found", 413: "request too large",
                429: "too many requests", 500: "internal error", 503: "unavailable"}
@@ -83,6 +90,7 @@ class Fault:
     delay: float = 0.0
     drop: int = 1
     seconds: Optional[float] = None
+    match: Optional[str] = None
 
     def live(self, now: float) -> bool:
         if self.count is not None and self.count <= 0:
@@ -95,7 +103,8 @@ class Fault:
 
     def describe(self, now: float) -> dict[str, Any]:
         out: dict[str, Any] = {"action": self.action}
-        extra = {"slow": "delay", "partial": "drop"}.get(self.action, "retry_after")
+        extra = {"slow": "delay", "partial": "drop", "conflict": "match"}.get(self.action,
+                                                                             "retry_after")
         for key in ("count", "seconds", extra):
             value = getattr(self, key)
             if value is not None:
@@ -107,7 +116,7 @@ class Fault:
 
 def parse_fault(spec: Mapping[str, Any], now: float) -> Fault:
     """A Fault from a control-API/CLI mapping; ValueError explains what is wrong."""
-    known = {"action", "count", "seconds", "retry_after", "delay", "drop"}
+    known = {"action", "count", "seconds", "retry_after", "delay", "drop", "match"}
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"unknown fault parameter(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -129,7 +138,10 @@ def parse_fault(spec: Mapping[str, Any], now: float) -> Fault:
                   retry_after=None if retry_after is None else int(retry_after),
                   delay=float(spec.get("delay", 1.0 if action == "slow" else 0.0)),
                   drop=int(spec.get("drop", 1)),
-                  seconds=None if seconds is None else float(seconds))
+                  seconds=None if seconds is None else float(seconds),
+                  match=None if spec.get("match") is None else str(spec["match"]))
+    if action == "conflict" and not fault.match:
+        raise ValueError("conflict takes `match`: the text of the lines to refuse")
     if (fault.count is not None and fault.count < 0) or fault.delay < 0 or fault.drop < 0:
         raise ValueError("count, delay and drop must not be negative")
     return fault
@@ -383,6 +395,7 @@ class FrontServer:
         if delay:
             await asyncio.sleep(delay)
         forward_body, forward_gzip, dropped = body, gzipped, 0
+        partial_message = ""
         if fault is not None:
             if fault.action == "reset":
                 return self.abort(request)
@@ -397,6 +410,19 @@ class FrontServer:
                 dropped = min(fault.drop, len(lines))
                 forward_body, forward_gzip = b"\n".join(lines[dropped:]), False
                 lines = lines[dropped:]
+                partial_message = f"partial write: influx-front rejected the first {dropped} " \
+                                  f"line(s) dropped={dropped}"
+            if fault.action == "conflict":
+                assert fault.match is not None
+                needle = fault.match.encode()
+                kept = [ln for ln in lines if needle not in ln]
+                refused = [ln for ln in lines if needle in ln]
+                dropped = len(refused)
+                forward_body, forward_gzip, lines = b"\n".join(kept), False, kept
+                measurement = refused[0].split(b",", 1)[0].decode() if refused else "?"
+                partial_message = (f'partial write: field type conflict: input field "price_str" '
+                                   f'on measurement "{measurement}" is type string, already '
+                                   f"exists as type float dropped={dropped}")
 
         params = {"db": db, "precision": PRECISIONS[precision]}
         if rp:
@@ -411,9 +437,7 @@ class FrontServer:
             return self.json_response(503, error_body(503, f"influxd unreachable: {exc}"))
         st.lines_forwarded += len(lines)
         if status == 204 and dropped:
-            return self.json_response(400, error_body(
-                400, f"partial write: influx-front rejected the first {dropped} line(s) "
-                     f"dropped={dropped}"))
+            return self.json_response(400, error_body(400, partial_message))
         if 200 <= status < 300:
             st.by_status[str(status)] = st.by_status.get(str(status), 0) + 1
             return web.Response(status=status)

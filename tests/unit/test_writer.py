@@ -454,6 +454,22 @@ def test_lines_refused_for_their_time_are_found_by_bisection_within_the_bound(ma
     assert len(said) == 1 and "retention" in said[0] and "lines=500 " in said[0]
 
 
+def test_one_symbols_lines_refused_amid_anothers_are_found_within_the_bound(make_rig):
+    rig = make_rig(batch_size=5000)
+    eth = "price_ticks,symbol=ETHUSDT "  # e.g. a tag value over max-values-per-tag
+    rig.sink.refuse = lambda line: "max-values-per-tag limit exceeded" if line.startswith(eth) \
+        else None
+    batch = mixed_batch(1, 101, 1000)  # BTCUSDT and ETHUSDT alternate, same times
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 1100})
+    assert_each_line_stored_or_set_aside(rig, batch, [ln for ln in batch.lines
+                                                      if ln.startswith(eth)])
+    assert len(rig.sink.offered) - 1 <= 2 + 4 * 10
+
+
 def test_scattered_refusals_stop_at_the_request_bound_and_set_the_rest_aside(make_rig, caplog):
     rig = make_rig()
     rig.sink.refuse = lambda line: PRICE_CONFLICT if trade_id(line) % 3 == 0 else None
