@@ -31,6 +31,8 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05
         try:
             if check():
                 return
+        except AssertionError:
+            raise  # a check that asserts has found a wrong result, not a server still starting
         except Exception:  # a server that is still starting may refuse or reset
             pass
         if time.monotonic() >= deadline:

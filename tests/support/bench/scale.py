@@ -214,16 +214,24 @@ def _zero_loss(rig: Rig, sim: ExchangeSim, db: str) -> Dict[str, Any]:
         elif time.monotonic() - stable_since >= 3.0:  # three flush intervals without change
             break
         time.sleep(0.5)
-    rows = rig.query(db, "SELECT count(trade_id), min(trade_id), max(trade_id) FROM price_ticks "
-                         "GROUP BY symbol")
+    rows = rig.query(db, "SELECT count(trade_id), count(distinct(trade_id)) AS ids, "
+                         "min(trade_id), max(trade_id) FROM price_ticks GROUP BY symbol")
+    stored = {row["symbol"]: row for row in rows}
     ledger = sim.ledger()
     bad: List[str] = []
-    for row in rows:
-        sym, count, lo, hi = row["symbol"], int(row["count"]), int(row["min"]), int(row["max"])
-        last = (ledger.get(sym) or {}).get("last")
-        if count != hi - lo + 1 or hi != last:
-            bad.append(f"{sym}: {count} stored in {lo}..{hi}, ledger last {last}")
-    return {"symbols": len(rows), "stored": last_total, "bad": bad}
+    traded = [sym for sym, entry in ledger.items() if entry.get("last") is not None]
+    for sym in traded:  # every symbol that traded, not only those with stored rows
+        last = ledger[sym]["last"]
+        row = stored.get(sym)
+        if row is None:
+            bad.append(f"{sym}: nothing stored, ledger last {last}")
+            continue
+        count, ids, lo, hi = (int(row["count"]), int(row["ids"]), int(row["min"]),
+                              int(row["max"]))
+        if not count == ids == hi - lo + 1 or hi != last:
+            bad.append(f"{sym}: {count} points, {ids} distinct ids in {lo}..{hi}, "
+                       f"ledger last {last}")
+    return {"symbols": len(traded), "stored": last_total, "bad": bad}
 
 
 def _reap(pids: Dict[str, int], root: Path) -> List[str]:
@@ -280,8 +288,8 @@ def _report(sec: Section, groups: Dict[str, List[str]], windows: List[Window], t
         "shared libraries once per process (an upper bound); PSS is the fair total.",
         f"All workers RUNNING and connected {start_s:.0f} s after supervisord started "
         "(reconciler render + symbol checks + start-up).",
-        f"Zero-loss check after pausing the simulator: {check['symbols']} symbols with stored "
-        "trades; per symbol the stored ids have no hole and end at the ledger's last id: "
+        f"Zero-loss check after pausing the simulator: {check['symbols']} symbols that traded; "
+        "per symbol the stored ids are distinct, have no hole and end at the ledger's last id: "
         + ("all equal." if not check["bad"] else
            f"**{len(check['bad'])} differ**: {'; '.join(check['bad'][:5])}"),
         f"Groups put every stream in the URL; the largest combined URL here is "
