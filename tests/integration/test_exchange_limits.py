@@ -214,6 +214,10 @@ def test_a_1000_symbol_group_and_single_workers_capture_every_trade_with_nothing
     stats = assert_nothing_refused(sim)
     assert stats["accepted"] == 3, f"connections were not stable: {stats['accepted']} accepted"
     assert "event=disconnected" not in big.output()
+    status = running_status(big)
+    assert status.get("connected") is True and len(status["connections"]) == 1, status
+    state = status["connections"][0]
+    assert (state["streams"], state["subscribed"], state["refused"]) == (1000, 1000, None), state
     print(f"{total} trades of {len(ledger)} symbols stored exactly once with exact values; "
           f"refusals {stats['refusals']}; wall {time.monotonic() - started:.1f}s")
 
@@ -316,3 +320,5 @@ def test_a_kill_9_restart_storm_stays_within_the_connection_budget_and_loses_not
     assert waits > 0, "the budget never made a worker wait: the storm was not a storm"
     assert peak <= BUDGET[0], f"{peak} attempts in the simulator's window: over the budget"
     assert most_in_any_window(connected_at, BUDGET[1]) <= BUDGET[0]
+    granted = [float(x) for x in (Path(run_dir) / "connect-budget.log").read_text().split()]
+    assert granted and most_in_any_window(granted, BUDGET[1]) <= BUDGET[0], granted
