@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set
 
 import pytest
 
+from tests.support.capture import assert_values_exact
 from tests.support.exchange.client import ExchangeSim
 from tests.support.exchange.fixtures import StartSim, exchange_sim  # noqa: F401
 from tests.support.influx_fixtures import (FRONT_TOKEN, InfluxDb, influx_db,  # noqa: F401
@@ -178,6 +179,7 @@ def assert_stored_equals_ledger(sim: ExchangeSim, db: InfluxDb, symbol: str,
         f"{symbol}: {len(missing)} ledger ids missing ({ranges(missing)}), {len(extra)} stored "
         f"ids not in the ledger ({ranges(extra)}); ledger {min(ledger)}-{max(ledger)}, "
         f"stored {min(stored)}-{max(stored)}")
+    assert_values_exact(sim, db, symbol)
 
 
 def run_status(sup: Supervisor, *args: str) -> subprocess.CompletedProcess:
@@ -318,6 +320,7 @@ def test_shutdown_flushes_every_worker(supervisor: Supervisor, sim: ExchangeSim,
         assert not missing and not holes and stored <= after, (
             f"{symbol}: missing {ranges(missing)}; holes {ranges(holes)}; "
             f"not in ledger {ranges(stored - after)}")
+        assert_values_exact(sim, influx_db, symbol)
 
 
 def spawns(sup: Supervisor, name: str) -> int:

@@ -29,44 +29,65 @@ class Capture:
 
     def stored(self, symbol: str) -> List[Dict]:
         assert self.db is not None
-        return self.db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker FROM price_ticks "
-                             f"WHERE symbol = '{symbol}'")
+        return stored_rows(self.db, symbol)
 
     def stored_ids(self, symbol: str) -> List[int]:
         return [int(row["trade_id"]) for row in self.stored(symbol)]
 
     def assert_exactly_once(self, symbols: List[str], timeout: float = 45.0) -> Dict[str, Set[int]]:
-        """Stop generation, then wait until each symbol's stored ids equal the ledger, once each."""
+        """Stop generation, then wait until each symbol's stored ids equal the ledger, once each,
+        and check that every stored trade carries the exact strings the exchange sent."""
         self.sim.fault("pause")
         expected = {}
         for symbol in symbols:
             ids = self.sim.ledger_ids(symbol)
             assert ids, f"the simulator generated no {symbol} trades: the test proves nothing"
             wait_for_exact_ids(ids, lambda s=symbol: self.stored_ids(s), timeout)
+            self.assert_values_exact(symbol)
             expected[symbol] = ids
         return expected
 
+    def assert_sent_once(self, symbols: List[str], measurement: str = "price_ticks") -> None:
+        """In a run without faults, InfluxDB received each trade line once: no wasted re-send.
+        Call after assert_exactly_once (everything is flushed by then)."""
+        assert self.front is not None
+        ledger = sum(len(self.sim.ledger_ids(s)) for s in symbols)
+        received = self.front.stats().lines_by_measurement.get(measurement, 0)
+        assert received == ledger, f"InfluxDB received {received} trade lines for {ledger} trades"
+
     def assert_values_exact(self, symbol: str) -> int:
-        """Every stored point carries the exact strings, side and millisecond the exchange sent.
-        Returns how many stored trades share their millisecond with another one."""
-        rows = sorted(self.stored(symbol), key=lambda r: r["trade_id"])
-        sent = {}
-        first = rows[0]["trade_id"]
-        while first <= rows[-1]["trade_id"]:
-            batch = self.sim.trades(symbol, first, 10000)
-            if not batch:
-                break
-            sent.update({t["t"]: t for t in batch})
-            first = batch[-1]["t"] + 1
-        per_ms: Dict[int, int] = {}
-        for row in rows:
-            trade = sent[row["trade_id"]]
-            assert (row["price_str"], row["qty_str"], row["buyer_maker"]) == \
-                (trade["p"], trade["q"], trade["m"]), f"trade {row['trade_id']} differs"
-            ms = row["time"] // 1_000_000
-            assert ms == trade["T"], f"trade {row['trade_id']} stored at ms {ms}, sent {trade['T']}"
-            per_ms[ms] = per_ms.get(ms, 0) + 1
-        return sum(n for n in per_ms.values() if n > 1)
+        """See the module function: exact strings, side and millisecond of every stored trade."""
+        assert self.db is not None
+        return assert_values_exact(self.sim, self.db, symbol)
+
+
+def assert_values_exact(sim: ExchangeSim, db: InfluxDb, symbol: str) -> int:
+    """Every stored point carries the exact strings, side and millisecond the exchange sent.
+    Returns how many stored trades share their millisecond with another one."""
+    rows = sorted(stored_rows(db, symbol), key=lambda r: r["trade_id"])
+    assert rows, f"nothing stored for {symbol}"
+    sent = {}
+    first = rows[0]["trade_id"]
+    while first <= rows[-1]["trade_id"]:
+        batch = sim.trades(symbol, first, 10000)
+        if not batch:
+            break
+        sent.update({t["t"]: t for t in batch})
+        first = batch[-1]["t"] + 1
+    per_ms: Dict[int, int] = {}
+    for row in rows:
+        trade = sent[row["trade_id"]]
+        assert (row["price_str"], row["qty_str"], row["buyer_maker"]) == \
+            (trade["p"], trade["q"], trade["m"]), f"trade {row['trade_id']} differs"
+        ms = row["time"] // 1_000_000
+        assert ms == trade["T"], f"trade {row['trade_id']} stored at ms {ms}, sent {trade['T']}"
+        per_ms[ms] = per_ms.get(ms, 0) + 1
+    return sum(n for n in per_ms.values() if n > 1)
+
+
+def stored_rows(db: InfluxDb, symbol: str) -> List[Dict]:
+    return db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker FROM price_ticks "
+                    f"WHERE symbol = '{symbol}'")
 
 
 def influx_env(front: InfluxFront, db: InfluxDb, token: Optional[str] = None) -> Dict[str, str]:

@@ -172,6 +172,7 @@ class FrontStats:
     gzip_bodies: int = 0
     bytes_received: int = 0
     lines_received: int = 0
+    lines_by_measurement: dict[str, int] = field(default_factory=dict)  # received, per name
     lines_forwarded: int = 0
     query_requests: int = 0
     upstream_version: str = ""
@@ -184,6 +185,14 @@ class FrontStats:
 def data_lines(body: bytes) -> list[bytes]:
     """Line-protocol lines that carry a point (no blanks, no `#` comments)."""
     return [ln for ln in body.split(b"\n") if ln.strip() and not ln.lstrip().startswith(b"#")]
+
+
+def measurement_of(line: bytes) -> str:
+    """The measurement of a line-protocol line (up to the first unescaped comma or space)."""
+    i = 0
+    while i < len(line) and line[i:i + 1] not in (b",", b" "):
+        i += 2 if line[i:i + 1] == b"\\" else 1
+    return line[:i].decode("utf-8", "replace")
 
 
 def error_body(status: int, message: str) -> dict[str, str]:
@@ -379,6 +388,9 @@ class FrontServer:
             return self.json_response(400, error_body(400, f"unable to decompress body: {exc}"))
         lines = data_lines(plain)
         st.lines_received += len(lines)
+        for line in lines:
+            name = measurement_of(line)
+            st.lines_by_measurement[name] = st.lines_by_measurement.get(name, 0) + 1
 
         if not self.authorized(request):
             return self.json_response(401, error_body(401, "unauthorized access"))
