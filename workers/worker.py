@@ -271,10 +271,11 @@ class Worker:
         s = self._last_status or self._snapshot()
         log.info("worker=%s event=summary trades_per_s=%.1f received=%d written=%d "
                  "duplicates=%d invalid=%d retries=%d spooled=%d spool_backlog_bytes=%d "
-                 "reconnects=%d gaps=%d backfilled=%d given_up=%d lag_p50_ms=%s lag_p99_ms=%s",
+                 "rejected=%d reconnects=%d gaps=%d backfilled=%d given_up=%d lag_p50_ms=%s "
+                 "lag_p99_ms=%s",
                  self.name, s["trades_per_s"], s["received"], s["written"], s["duplicates"],
                  sum(s["invalid"].values()), s["retries"], s["spooled"],
-                 s["spool_backlog_bytes"], s["reconnects"], s["gaps"], s["backfilled"],
+                 s["spool_backlog_bytes"], s["rejected_lines"], s["reconnects"], s["gaps"], s["backfilled"],
                  s["given_up"], _ms(s["lag_p50_ms"]), _ms(s["lag_p99_ms"]))
 
     def _health_point(self) -> None:
@@ -284,7 +285,7 @@ class Worker:
         fields = (f"received={s.received}i,written={s.written}i,"
                   f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
                   f"reconnects={s.reconnects}i,gaps={s.gaps}i,backfilled={s.backfilled}i,"
-                  f"spooled={s.spooled}i,retries={s.retries}i,"
+                  f"spooled={s.spooled}i,retries={s.retries}i,rejected={s.rejected_lines}i,"
                   f"spool_bytes={self.spool.backlog_bytes() if self.spool else 0}i")
         for name, q in (("lag_p50_ms", 0.5), ("lag_p99_ms", 0.99)):
             value = percentile(lags, q)
