@@ -60,19 +60,21 @@ class Checkpoint:
         """Note batch `seq` as stored; True when the checkpoint moved (and was saved)."""
         with self.lock:
             self._done[seq] = marks
+            ids = dict(self.ids)
             moved = False
             while self._next_seq in self._done:
                 for symbol, mark in self._done.pop(self._next_seq).items():
-                    if mark > self.ids.get(symbol, -1):
-                        self.ids[symbol] = mark
+                    if mark > ids.get(symbol, -1):
+                        ids[symbol] = mark
                         moved = True
                 self._next_seq += 1
             if moved:
-                self._save()
+                self._save(ids)  # a failed save (disk full) leaves the old marks in force
+                self.ids = ids
             return moved
 
-    def _save(self) -> None:
-        write_atomic(self.path, json.dumps({"worker": self.worker, "last_stored_id": self.ids},
+    def _save(self, ids: Dict[str, int]) -> None:
+        write_atomic(self.path, json.dumps({"worker": self.worker, "last_stored_id": ids},
                                            sort_keys=True))
 
     def snapshot(self) -> Dict[str, int]:

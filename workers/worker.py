@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .backfill import Backfiller
 from .checkpoint import Checkpoint
@@ -214,12 +214,16 @@ class Worker:
             timer.start()
         log.info("worker=%s event=stopping%s", self.name,
                  f" cause='thread {self.crashed} crashed'" if self.crashed else "")
-        for keeper in self.keepers:
-            keeper.stop()
-        self.pipeline.flush()
-        self.writer.stop(STOP_FLUSH_S)
-        self._status()
-        self._summary()
+        steps: List[Callable[[], object]] = [
+            *(keeper.stop for keeper in self.keepers), self.pipeline.flush,
+            lambda: self.writer.stop(STOP_FLUSH_S), self._status, self._summary]
+        for step in steps:
+            try:  # each step on its own: a failing one (a full disk) must not skip the rest
+                step()
+            except Exception as exc:
+                log.critical("worker=%s event=stop_step_failed error=%r", self.name,
+                             f"{type(exc).__name__}: {exc}"[:300], exc_info=True)
+                self._crashed("main", exc)
         log.info("worker=%s event=stopped took_s=%.2f checkpoint=%s exit=%d", self.name,
                  time.monotonic() - started,
                  _brief([f"{k}:{v}" for k, v in self.checkpoint.snapshot().items()]),

@@ -138,7 +138,7 @@ def test_sigterm_flushes_and_exits_0_within_seconds(tmp_path, exchange_sim, infl
     expected = cap.sim.ledger_ids("BTCUSDT")
     started = time.monotonic()
     assert cap.worker.stop() == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # the flush deadline is 8 s; supervisord waits 20
     assert set(cap.stored_ids("BTCUSDT")) == expected  # the open 5 s batch was flushed
     assert "event=stopped" in cap.worker.output()
 
