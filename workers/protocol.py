@@ -74,12 +74,6 @@ def stream_name(symbol: str) -> str:
     return f"{name}@trade"
 
 
-def combined_stream_url(base_url: str, symbols: Iterable[str]) -> str:
-    """The combined-stream URL for `symbols` on the stream host `base_url`."""
-    streams = "/".join(stream_name(s) for s in symbols)
-    return f"{base_url.rstrip('/')}/stream?streams={streams}"
-
-
 def _decimal(value: Any, field: str) -> str:
     if type(value) is not str:
         raise InvalidMessage("wrong_type", f"{field} is {type(value).__name__}, not a string")

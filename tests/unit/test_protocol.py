@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from workers.protocol import (EARLIEST_TRADE_MS, ControlReply, InvalidMessage, MessageParser,
-                              ServerShutdown, Trade, combined_stream_url, make_trade, stream_name,
+                              ServerShutdown, Trade, make_trade, stream_name,
                               trade_from_rest, trade_time_ms)
 
 # A real post-2024-06-18 capture (binance.md 2.1).
@@ -304,9 +304,3 @@ def test_make_trade_uses_the_given_clock_for_the_future_check():
 ])
 def test_stream_name_is_lowercase_or_url_encoded(symbol, name):
     assert stream_name(symbol) == name
-
-
-def test_combined_stream_url_lists_every_symbol_on_the_stream_host():
-    url = combined_stream_url("wss://stream.binance.com:9443/", ["BTCUSDT", "ETHUSDT"])
-
-    assert url == "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/ethusdt@trade"

@@ -7,7 +7,7 @@ import pytest
 from dotenv import dotenv_values
 
 from workers.errors import ConfigError
-from workers.protocol import combined_stream_url
+from workers.stream_plan import plan_connections
 from workers.settings import PROJECT_ROOT, load_env, load_settings, stream_base_url
 
 INFLUX = {
@@ -228,7 +228,7 @@ def test_original_scripts_full_combined_url_becomes_the_base_url():
     s = load_settings({"BINANCE_WS_URL": ORIGINAL_SCRIPT_URL})
 
     assert s.ws_url == "wss://stream.binance.com:9443"
-    assert combined_stream_url(s.ws_url, ["BTCUSDT"]) == ORIGINAL_SCRIPT_URL
+    assert plan_connections(s.ws_url, ["BTCUSDT"])[0].url == ORIGINAL_SCRIPT_URL
 
 
 @pytest.mark.parametrize("raw, base", [

@@ -15,6 +15,11 @@ def streams_of(plan) -> list:
     return in_url + [s for batch in plan.subscribe for s in batch]
 
 
+def test_a_small_group_lists_every_symbol_on_the_stream_host():
+    (plan,) = plan_connections(BASE + "/", ["BTCUSDT", "ETHUSDT"])
+    assert plan.url == f"{BASE}/stream?streams=btcusdt@trade/ethusdt@trade"
+
+
 def test_a_single_pair_is_one_connection_with_its_stream_in_the_url():
     (plan,) = plan_connections(BASE, ["BTCUSDT"])
     assert plan.url == f"{BASE}/stream?streams=btcusdt@trade"

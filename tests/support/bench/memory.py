@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional
 
-from workers.protocol import combined_stream_url
+from workers.stream_plan import plan_connections
 
 from .procstat import CpuMeter, Memory, memory
 from .report import Section, mb
@@ -55,7 +55,9 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         rig.release(worker.stop)
         for n in (100, 1000):
             symbols = quiet(n)
-            url_len = len(combined_stream_url(sim.ws_url, symbols))
+            plans = plan_connections(sim.ws_url, symbols)
+            url_len = max(len(p.url) for p in plans)
+            subscribes = sum(len(p.subscribe) for p in plans)
             yaml = f"groups:\n  q{n}: [{', '.join(symbols)}]\n"
             try:
                 group = rig.worker(f"q{n}", yaml, sim, db, streams=n)
@@ -69,7 +71,8 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
             time.sleep(profile.settle_s)
             mem = memory(group.proc.pid)
             _row(table, f"q{n} (group of {n} quiet symbols)",
-                 f"idle: connected, combined URL {url_len:,} chars", mem,
+                 f"idle: connected and subscribed, URL {url_len:,} chars + {subscribes} "
+                 "SUBSCRIBE", mem,
                  GROUP_1000_TARGET_MB if n == 1000 else None)
             sec.facts[f"group_{n}"] = {**_fact(mem), "url_chars": url_len}
             rig.release(group.stop)
@@ -86,9 +89,9 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         "RSS counts shared pages (libpython, the C extensions) in full; PSS divides them among "
         "the processes sharing them, so it depends on what else runs on the box (other "
         "Python processes of the same interpreter); USS is what stopping this process frees.",
-        "Groups: one combined-stream connection with every stream in the URL "
-        "(/stream?streams=q0001usdt@trade/...); the simulator accepts request lines up to "
-        "64 KiB and 1,024 streams per connection, as Binance does for streams.",
+        "Groups: one combined-stream connection per 1,024 symbols; its URL holds the streams "
+        "that fit in 7,000 characters and the rest are subscribed with SUBSCRIBE messages, "
+        "because the simulator refuses URLs over 8,000 characters, as Binance does.",
     ]
     return sec
 
