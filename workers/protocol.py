@@ -1,7 +1,8 @@
 """The Binance spot trade protocol: stream URLs, and checking every message before it is trusted.
 
 A message that fails a check raises InvalidMessage with a short reason; the caller counts it
-and goes on. Facts: ../shared/reference/binance.md sections 1, 2.1, 3 and 4.
+and goes on. Facts: Binance's spot API documentation (binance-spot-api-docs: "Web Socket
+Streams" for the URL forms and the trade payload, "REST API" for historicalTrades rows).
 """
 from __future__ import annotations
 

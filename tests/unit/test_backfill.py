@@ -1,7 +1,7 @@
 """The backfiller with a fake REST client and the real Pipeline: gaps served by due time, invalid
 REST rows given up by id (so the checkpoint moves past them), nothing that can freeze the thread.
 
-Facts: shared/reference/binance.md 4 (historicalTrades rows ascend from fromId) and 7.1.
+Facts: Binance's spot "REST API" documentation (historicalTrades rows ascend from fromId).
 """
 from __future__ import annotations
 

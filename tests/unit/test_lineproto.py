@@ -1,6 +1,7 @@
 """The point model as line protocol: exact text, unique and repeatable timestamps, escaping.
 
-Facts: shared/reference/influxdb.md sections 3.2 (unique ns timestamps) and 3.3 (syntax).
+Facts: InfluxDB's line-protocol reference (syntax, escaping) and its duplicate-point rule (same
+series and timestamp: the last write wins), hence unique ns timestamps.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Sequencing and batching: each trade once, gaps reported, checkpoints that never skip a hole.
 
-Facts: shared/reference/binance.md 2.4 (spot trade ids grow by exactly 1 per symbol).
+Fact: spot trade ids grow by exactly 1 per symbol, across halts too (a Binance maintainer in
+binance/binance-public-data#114).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The Binance spot trade protocol: every frame is checked before it is trusted.
 
-Facts: shared/reference/binance.md sections 1, 2.1, 3.1 and 5.
+Facts: Binance's spot API documentation, "Web Socket Streams" (URL forms, the trade payload,
+the live control methods and their error replies).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The REST client against a tiny real HTTP/1.1 server on 127.0.0.1: one persistent connection,
 one retry policy (429/418/5xx/network errors, Retry-After honoured), errors that say what they are.
 
-Facts: shared/reference/binance.md 4 and 4.1 (weights, 429/418 with Retry-After in seconds,
+Facts: Binance's spot "REST API" documentation (weights, 429/418 with Retry-After in seconds,
 error bodies {"code","msg"}, historicalTrades rows ascending from fromId).
 """
 from __future__ import annotations

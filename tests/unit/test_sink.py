@@ -1,7 +1,7 @@
 """Where batches go: how InfluxDB's answers are classified, and the no-database file sink.
 
-Facts: shared/reference/influxdb.md 0 (status semantics, partial writes per server) and 7 (the
-import header of line-protocol files).
+Facts: influxdb-client's write_api (which statuses it retries), InfluxDB's write API docs
+(partial writes per server) and the 1.x `influx -import` header of line-protocol files.
 """
 from __future__ import annotations
 

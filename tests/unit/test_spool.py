@@ -1,6 +1,6 @@
 """The disk spool: batches kept in order on disk, replayed later, importable by hand.
 
-Facts: shared/reference/influxdb.md 7 (the `# DML` / `# CONTEXT-DATABASE:` header).
+Fact: InfluxDB 1.x `influx -import` reads the `# DML` / `# CONTEXT-DATABASE:` header.
 """
 from __future__ import annotations
 
