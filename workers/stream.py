@@ -28,7 +28,7 @@ import websocket
 
 from .backoff import Backoff
 from .protocol import ControlReply
-from .stream_plan import ConnectionPlan, plan_one
+from .stream_plan import PER_MESSAGE, ConnectionPlan, plan_one
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,8 @@ class Connection:
     # -- subscriptions (the keeper's tick sends, the reader thread takes the replies) -------
     @property
     def fully_subscribed(self) -> bool:
-        return bool(self.opened_at) and not self._pending and not self._inflight
+        return (bool(self.opened_at) and not self._pending and not self._inflight
+                and not self._closing_reason)
 
     def pump(self, now: float) -> None:
         """Send the next SUBSCRIBE when its turn has come; re-send the unacknowledged ones."""
@@ -392,11 +393,9 @@ class StreamKeeper:
         self.last_refusal = refusal
         if refusal.status in (418, 429) and self.budget is not None and refusal.retry_after:
             self.budget.hold(refusal.until, f"HTTP {refusal.status}")
-        if refusal.status == 414 and self.base_url:
-            chars = max(len(self.plan.url) // 2, 1)
-            self.plan = plan_one(self.plan.label, self.base_url, self.plan.symbols, chars,
-                                 max(len(self.plan.subscribe[0]) if self.plan.subscribe else 200,
-                                     1))
+        if refusal.status == 414 and self.base_url:  # the exchange's cut is shorter than ours
+            self.plan = plan_one(self.plan.label, self.base_url, self.plan.symbols,
+                                 len(self.plan.url) // 2, PER_MESSAGE)
         key = (refusal.status, refusal.body)
         now = time.monotonic()
         if now - self._refusals_logged.get(key, -3600.0) >= 3600.0:

@@ -32,3 +32,80 @@ def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
     theirs.close()
     with pytest.raises(WebSocketConnectionClosedException):
         BufferedReader(ours).recv(2)
+
+
+# -- SUBSCRIBE: paced, acknowledged, retried ------------------------------------------------
+
+import orjson  # noqa: E402
+
+from workers.protocol import ControlReply  # noqa: E402
+from workers.stream import (ACK_TIMEOUT_S, SUBSCRIBE_SPACING_S, SUBSCRIBE_TRIES,  # noqa: E402
+                            Connection)
+from workers.stream_plan import plan_connections  # noqa: E402
+
+
+class FakeSocket:
+    """Stands in for the websocket: records what the connection sends."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+        self.sock = None
+
+    def send(self, text: str) -> None:
+        self.sent.append(orjson.loads(text))
+
+
+def open_connection(symbols: int = 1000) -> tuple:
+    plan, = plan_connections("ws://127.0.0.1:9", [f"Q{i:04d}USDT" for i in range(symbols)])
+    conn = Connection("w", plan, "s1c1", lambda *a: None)
+    fake = FakeSocket()
+    conn.ws = fake  # type: ignore[assignment]
+    conn.opened_at = 100.0
+    return conn, fake, plan
+
+
+def test_subscribe_messages_go_one_per_spacing_and_never_faster():
+    conn, fake, plan = open_connection()
+    assert len(plan.subscribe) >= 2
+    conn.pump(100.0)
+    conn.pump(100.0 + SUBSCRIBE_SPACING_S / 2)
+    assert len(fake.sent) == 1
+    conn.pump(100.0 + SUBSCRIBE_SPACING_S)
+    assert len(fake.sent) == 2
+    first = fake.sent[0]
+    assert first["method"] == "SUBSCRIBE" and tuple(first["params"]) == plan.subscribe[0]
+
+
+def test_acknowledged_subscriptions_make_the_connection_fully_subscribed():
+    conn, fake, plan = open_connection()
+    now = 100.0
+    while not conn.fully_subscribed:
+        conn.pump(now)
+        for msg in fake.sent:
+            conn.control_reply(ControlReply(msg["id"], None, None))
+        fake.sent.clear()
+        now += SUBSCRIBE_SPACING_S
+    assert conn.subscribed == plan.streams == 1000
+
+
+def test_an_error_reply_is_sent_again_with_a_new_id():
+    conn, fake, plan = open_connection()
+    conn.pump(100.0)
+    first = fake.sent.pop()
+    conn.control_reply(ControlReply(first["id"], None, {"code": 2, "msg": "Invalid request"}))
+    conn.pump(100.0 + SUBSCRIBE_SPACING_S)
+    again = fake.sent.pop()
+    assert again["params"] == first["params"] and again["id"] != first["id"]
+
+
+def test_a_missing_acknowledgement_is_retried_then_the_connection_is_given_up():
+    conn, fake, plan = open_connection(symbols=600)
+    assert len(plan.subscribe) == 1
+    now = 100.0
+    for attempt in range(SUBSCRIBE_TRIES):
+        conn.pump(now)
+        assert len(fake.sent) == attempt + 1, "re-sent once the acknowledgement is overdue"
+        now += ACK_TIMEOUT_S + 0.1
+    conn.pump(now)
+    assert "SUBSCRIBE failed 3 times" in conn._closing_reason
+    assert not conn.fully_subscribed
