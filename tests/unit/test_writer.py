@@ -107,7 +107,7 @@ def make_batch(seq: int, first_id: int, n: int = 3, symbol: str = "BTCUSDT") -> 
     return Batch(seq, lines, n, {symbol: first_id + n - 1}, now_ms)
 
 
-def wait_for(condition, timeout: float = 0.9) -> bool:
+def wait_for(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
