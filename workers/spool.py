@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from .atomic import write_atomic
 from .sink import lp_header
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,9 @@ class Spool:
             return "", 0
 
     def _write_position(self, name: str, offset: int) -> None:
-        tmp = self._position_file.with_suffix(".tmp")
-        tmp.write_text(f"{name} {offset}\n")
-        os.replace(tmp, self._position_file)
+        # Not fsynced: a position lost in a crash only replays lines again, which is harmless
+        # (points are idempotent), and the replay stays fast.
+        write_atomic(self._position_file, f"{name} {offset}\n", durable=False)
 
     def peek(self, max_lines: int) -> Optional[Tuple[str, str, int]]:
         """The oldest unsent lines: (body, segment name, end offset), or None when empty."""

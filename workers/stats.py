@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from .atomic import write_atomic
 
 
 @dataclass
@@ -61,10 +62,7 @@ def percentile(sorted_values: List[float], q: float) -> Optional[float]:
 
 def write_status(path: Path, status: dict) -> None:
     """Replace the status file atomically, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(status, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(status, sort_keys=True), durable=False)
 
 
 def counters(stats: Stats) -> dict:

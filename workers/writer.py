@@ -124,7 +124,7 @@ class Writer:
             log.error("worker=%s event=spool_failed why=%s error=%s fix='free disk space in "
                       "the data directory; batches wait in memory meanwhile'", self.worker, why, exc)
             return False
-        self.stats.spooled += batch.trades
+        self.stats.add("spooled", batch.trades)  # also on producer threads (queue full)
         log.warning("worker=%s event=spooled why=%s trades=%d backlog_bytes=%d", self.worker, why,
                     batch.trades, self.spool.backlog_bytes())
         self._stored(batch)
