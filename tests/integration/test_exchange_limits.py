@@ -23,6 +23,7 @@ from tests.support.influx_fixtures import InfluxDb
 from tests.support.procs import wait_until
 from tests.support.tradeids import describe_difference
 from tests.support.workerproc import WorkerProcess
+from tests.support.timing import most_in_any_window
 
 PAUSED = '{"action": "pause"}'
 URL_LIMIT = 8000  # the simulator's default --max-url-length, as Binance's
@@ -140,16 +141,6 @@ def log_times(output: str, event: str) -> List[float]:
             stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
             times.append(stamp.timestamp())
     return times
-
-
-def most_in_any_window(times: List[float], window_s: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window_s:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 # -- (a) ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from workers.pipeline import Batch, Pipeline
 from workers.protocol import Trade
 from workers.rest import RestError, RestShapeError, TradePage
 from workers.stats import Stats
+from tests.support.timing import poll as wait_for
 
 BASE_MS = 1_757_522_615_939
 ID_RE = re.compile(r",trade_id=(\d+)i,")
@@ -90,15 +91,6 @@ class Rig:
         batch = self.pipeline.flush()
         assert batch is not None
         return batch.checkpoint
-
-
-def wait_for(cond, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.timing import most_in_any_window
 from workers.connect_budget import FILE_NAME, ConnectBudget, budget_path
 
 
@@ -25,17 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def most_in_any_window(grants: list, window_s: float) -> int:
-    """The largest number of grants in one half-open span [t, t + window_s)."""
-    grants = sorted(grants)
-    most, first = 0, 0
-    for last, t in enumerate(grants):
-        while grants[first] <= t - window_s:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def logged(path: Path) -> list:

@@ -26,6 +26,7 @@ from workers.sink import PartialWrite, classify_status
 from workers.spool import Spool
 from workers.stats import Stats
 from workers.writer import PERMANENT_PROBE_S, PERMANENT_REMIND_S, Writer
+from tests.support.timing import poll as wait_for
 
 INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucket="ticks",
                         measurement="price_ticks", health_measurement="streamer_health",
@@ -105,15 +106,6 @@ def make_batch(seq: int, first_id: int, n: int = 3, symbol: str = "BTCUSDT") -> 
     lines = [RENDERER.line(Trade(symbol, i, "100.00000000", "0.50000000", now_ms, False))
              for i in range(first_id, first_id + n)]
     return Batch(seq, lines, n, {symbol: first_id + n - 1}, now_ms)
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
 
 
 def spooled_lines(spool: Spool) -> List[str]:
