@@ -124,6 +124,9 @@ def _fill_from_status(row: Row, status: Dict[str, Any], now: float) -> None:
     row.last_error = row.last_error or str(status.get("last_error") or "")
     for conn in status.get("connections") or []:
         label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
+        if not conn.get("connected") and conn.get("last_end"):
+            # While it is down, why it is down says more than any older error.
+            row.last_error = f"{label}: {conn['last_end']}"
         if conn.get("refused"):
             row.warnings.append(f"{label}: {conn['refused'].get('detail')}")
         elif conn.get("waiting_budget_s"):

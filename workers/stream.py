@@ -333,6 +333,7 @@ class StreamKeeper:
         self.connections = 0
         self.next_attempt_at = 0.0  # monotonic; no new connection before this
         self.last_refusal: Optional[Refusal] = None
+        self.last_end = ""  # why the last connection ended (or failed to open), for status
         self._refusals_logged: Dict[Tuple[int, str], float] = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"keeper-{worker}-{plan.label}",
@@ -369,6 +370,7 @@ class StreamKeeper:
             self._check(cur, now)
 
     def _ended(self, cur: Connection, now: float) -> None:
+        self.last_end = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {cur.end_reason}"
         if cur.refusal is not None:
             self._refused(cur.refusal)
         else:
@@ -458,6 +460,7 @@ class StreamKeeper:
             else 0.0,
             "refused": None if refusal is None or refusal.until < time.time() else
             {"status": refusal.status, "until": refusal.until, "detail": refusal.describe()},
+            "last_end": self.last_end,
         }
 
     def stop(self, timeout: float = 3.0) -> None:

@@ -222,3 +222,14 @@ def test_a_refused_handshake_shows_its_cause_and_end() -> None:
                                                    "detail": detail}}]
     row = assess("btcusdt", ["BTCUSDT"], info(), status(connections=conns), NOW)
     assert row.warnings == [f"connection s1 (1 streams): {detail}"]
+
+
+def test_a_connection_that_is_down_says_why_in_last_error() -> None:
+    conns = [{"conn": "s1", "streams": 1, "connected": False, "subscribed": 0,
+              "waiting_budget_s": 0.0, "refused": None,
+              "last_end": "2026-11-30T04:12:03Z connect failed: WebSocketAddressException: "
+                          "[Errno -2] Name or service not known"}]
+    row = assess("btcusdt", ["BTCUSDT"], info(),
+                 status(connected=False, connections=conns, last_error="older"), NOW)
+    assert row.last_error.startswith("connection s1 (1 streams): 2026-11-30T04:12:03Z connect "
+                                     "failed") and "Name or service not known" in row.last_error
