@@ -20,7 +20,6 @@ from .errors import ConfigError
 from .settings import PROJECT_ROOT
 
 DEFAULT_SYMBOLS_FILE = PROJECT_ROOT / "config" / "symbols.yaml"
-MAX_STREAMS_PER_CONNECTION = 1024  # Binance's cap on one combined connection
 
 # Binance symbols are uppercase letters and digits, may start with digits (1000SATSUSDT), and
 # since 2025-12 may contain non-ASCII letters; nothing else (no spaces, slashes or dashes).
@@ -133,10 +132,6 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
             if not members:
                 raise _err(path, list_node, f"group {name!r} has no symbols: add some or "
                                             "remove the group")
-            if len(members) > MAX_STREAMS_PER_CONNECTION:
-                raise _err(path, list_node, f"group {name!r} has {len(members)} symbols; one "
-                                            f"connection carries at most "
-                                            f"{MAX_STREAMS_PER_CONNECTION}: split it")
             add(name, name_node, members, True)
     if not workers:
         raise _err(path, root, "no symbols configured: list pairs under 'symbols:' or 'groups:'")

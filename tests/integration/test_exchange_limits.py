@@ -7,6 +7,7 @@ and millisecond equal to what the exchange sent, and the simulator having refuse
     two single workers, all sharing one host connection budget.
 (b) A kill -9 restart storm of six workers under WS_CONNECT_LIMIT=10/20, against a simulator
     that allows 12 attempts per 20 s (429, then a 418 ban, would show in its refusal counters).
+(c) A group of 1,100 symbols: over the 1,024 streams of a connection, spread over two.
 """
 from __future__ import annotations
 
@@ -313,3 +314,37 @@ def test_a_kill_9_restart_storm_stays_within_the_connection_budget_and_loses_not
     assert most_in_any_window(connected_at, BUDGET[1]) <= BUDGET[0]
     granted = [float(x) for x in (Path(run_dir) / "connect-budget.log").read_text().split()]
     assert granted and most_in_any_window(granted, BUDGET[1]) <= BUDGET[0], granted
+
+
+# -- (c) ------------------------------------------------------------------------------------
+
+WIDE = [f"W{i:04d}USDT" for i in range(1, 1101)]  # over 1,024: two connections
+
+
+def test_a_group_over_1024_symbols_is_spread_over_two_connections_and_loses_nothing(
+        tmp_path: Path, exchange_sim, influx_front, influx_db):
+    sim_args = [arg for s in WIDE for arg in ("--symbol", f"{s}:rate=0.1")]
+    sim = exchange_sim(*sim_args, "--fault", PAUSED)  # Binance's limits, all at their defaults
+    worker = new_worker(tmp_path / "wide", "wide", f"groups:\n  wide: [{', '.join(WIDE)}]\n",
+                        sim, influx_front, influx_db)
+    worker.start()
+    try:
+        wait_until(lambda: worker.output().count("event=subscribed") == 2, 40, interval=0.2,
+                   what="both connections fully subscribed")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{worker.output()[-3000:]}") from None
+    assert "event=group_split symbols=1100 connections=2" in worker.output()
+    held = sorted(len(c["streams"]) for c in sim.stats()["open"])
+    assert held == [550, 550], held
+    assert all(len(c["path"]) <= URL_LIMIT for c in sim.stats()["open"])
+
+    sim.fault("resume")
+    time.sleep(20)
+    sim.fault("pause")
+    stored = wait_exactly_once(sim, influx_db, timeout=60)
+    assert len(stored) >= 800, f"only {len(stored)} symbols traded: the test proves little"
+    assert assert_all_values_exact(sim, stored) == sum(len(ids) for ids in
+                                                       ledger_ids(sim).values())
+    assert_nothing_refused(sim)
+    status = json.loads((worker.run_dir / "status" / "wide.json").read_text())
+    assert [c["streams"] for c in status["connections"]] == [550, 550]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from workers.errors import ConfigError
-from workers.symbols import (MAX_STREAMS_PER_CONNECTION, RESERVED_NAMES, WorkerSpec, find_worker,
+from workers.symbols import (RESERVED_NAMES, WorkerSpec, find_worker,
                              load_symbols, parse_symbols)
 
 PATH = Path("/etc/tick-capture/symbols.yaml")
@@ -98,12 +98,12 @@ def test_the_symbols_file_shipped_in_the_repository_is_valid():
     assert all(w.name == w.name.lower() and w.symbols for w in workers)
 
 
-def test_a_group_may_hold_exactly_the_connection_limit():
-    symbols = "".join(f"    - S{i:04d}USDT\n" for i in range(MAX_STREAMS_PER_CONNECTION))
+def test_a_group_of_any_size_is_one_worker():
+    symbols = "".join(f"    - S{i:04d}USDT\n" for i in range(2500))
 
     (group,) = parse_symbols("groups:\n  big:\n" + symbols, PATH)
 
-    assert len(group.symbols) == MAX_STREAMS_PER_CONNECTION
+    assert len(group.symbols) == 2500  # stream_plan spreads it over three connections
 
 
 # -- errors name the file, the 1-based line and the fix ---------------------------------------
@@ -235,17 +235,6 @@ def test_group_named_like_a_bare_symbol_worker_is_refused():
 
     assert message.startswith(f"{PATH}:3: ")
     assert "already used on line 1" in message
-
-
-def test_group_over_the_connection_limit_is_refused_with_a_split_hint():
-    symbols = "".join(f"    - S{i:04d}USDT\n" for i in range(MAX_STREAMS_PER_CONNECTION + 1))
-
-    message = config_error("groups:\n  big:\n" + symbols)
-
-    assert message.startswith(f"{PATH}:3: ")
-    assert str(MAX_STREAMS_PER_CONNECTION + 1) in message
-    assert str(MAX_STREAMS_PER_CONNECTION) in message
-    assert "split" in message
 
 
 def test_groups_that_is_not_a_mapping_is_refused():
