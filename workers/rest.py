@@ -43,6 +43,7 @@ from .protocol import InvalidMessage, Trade, trade_from_rest
 log = logging.getLogger(__name__)
 WEIGHT_LIMIT_1M = 6000  # Binance's REQUEST_WEIGHT per minute per IP
 PAGE = 1000  # historicalTrades' largest page
+EXCHANGE_INFO_LIST_MAX = 100  # symbols named in one exchangeInfo request; more: the whole list
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 10.0  # Binance itself times a request out after 10 s (-1007)
 BAN_WITHOUT_RETRY_AFTER_S = 120.0  # the shortest ban Binance hands out
@@ -220,13 +221,16 @@ class RestClient:
 
         A check at start-up: rather than wait out a ban (up to days), it raises RestError.
         """
-        wanted = list(symbols)
+        wanted = set(symbols)
         path = "/api/v3/exchangeInfo"
+        # The same weight (20) either way; a long list would make a URL the exchange may cut,
+        # so a large group asks for the whole list.
+        params = {"symbols": json.dumps(sorted(wanted), separators=(",", ":"))} \
+            if len(wanted) <= EXCHANGE_INFO_LIST_MAX else {}
         try:
-            info = self.get(path, {"symbols": json.dumps(wanted, separators=(",", ":"))},
-                            attempts=3, max_wait_s=max_wait_s)
+            info = self.get(path, params, attempts=3, max_wait_s=max_wait_s)
         except RestError as exc:
-            if exc.code != -1121:  # -1121: one of them is unknown; find out which
+            if exc.code != -1121 or not params:  # -1121: one is unknown; find out which
                 raise
             info = self.get(path, {}, attempts=3, max_wait_s=max_wait_s)
         rows = info.get("symbols") if isinstance(info, dict) else None

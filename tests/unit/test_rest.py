@@ -254,6 +254,14 @@ def test_symbol_statuses_finds_the_known_ones_after_a_1121(exchange, client):
     assert client.symbol_statuses(["BTCUSDT", "NOPE"]) == {"BTCUSDT": "TRADING"}
 
 
+def test_a_large_group_asks_for_the_whole_list_instead_of_a_very_long_url(exchange, client):
+    group = [f"Q{i:04d}USDT" for i in range(1000)]
+    exchange.default = (200, {}, {"symbols": [{"symbol": s, "status": "TRADING"}
+                                              for s in group[:999]]})
+    assert len(client.symbol_statuses(group)) == 999
+    assert exchange.paths == ["/api/v3/exchangeInfo"]  # no ?symbols=[...] of 1,000 names
+
+
 def test_the_start_up_symbol_check_does_not_wait_out_a_long_ban(exchange, client, caplog):
     caplog.set_level(logging.WARNING, logger="workers.rest")
     exchange.script = [error(418, -1003, "IP banned", Retry_After="3600")]
