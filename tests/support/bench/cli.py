@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import REPO_ROOT
 
-from . import ceilings, latency, machine, memory, original, ramp, scale, targets
+from . import ceilings, latency, machine, memory, original, ramp, scale, storm, targets
 from .procstat import LoadWatch
 from .report import Section, render_document
 from .rig import FULL, QUICK, Profile, Rig
@@ -35,6 +35,7 @@ SECTIONS: List[Tuple[str, str, SectionRun]] = [
     ("latency", "4. Latency: trade time → stored", latency.run),
     ("memory", "5. Memory per worker process", memory.run),
     ("scale", "6. Scale: the whole spot list under supervisord", scale.run),
+    ("storm", "7. A start of many workers under the connection budget", storm.run),
 ]
 DISTURBED_CORES = 0.5  # other processes using this much CPU on average: the section re-runs
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "latest.md"
