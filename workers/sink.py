@@ -146,12 +146,40 @@ def dropped_count(text: str) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
+# The file format of 1.x `influx -import`: an optional `# DDL` section of InfluxQL statements it
+# runs first, then `# DML` and the context lines, then line protocol. `CREATE DATABASE` of a
+# database that exists changes nothing (1.x), so a file can be imported any number of times.
+LP_HEADER_DDL = "# DDL\nCREATE DATABASE {quoted}\n\n"
 LP_HEADER_TEMPLATE = "# DML\n# CONTEXT-DATABASE: {db}\n"
+LP_HEADER_RP = "# CONTEXT-RETENTION-POLICY: {rp}\n"
+DDL_PREFIX = "CREATE DATABASE "  # never a valid line-protocol line (no field has a `=`)
 
 
-def lp_header(database: str) -> str:
-    """The header that lets 1.x `influx -import` load a file; every other reader skips `#` lines."""
-    return LP_HEADER_TEMPLATE.format(db=database)
+def lp_header(database: str, create: bool = True) -> str:
+    """The header that lets 1.x `influx -import` load a file into `database`.
+
+    With `create` it begins with a `# DDL` section creating the database, so the import works
+    on a server that does not have it yet; without, it is only `# DML` and the context, for
+    files of a database the worker already writes to (the spool and rejected.lp: a replay
+    must not meet a statement). A 1.8 bucket `db/rp` names the retention policy too. Readers
+    of the data (`is_point_line`) skip every header line.
+    """
+    db, _, rp = database.partition("/")
+    text = LP_HEADER_DDL.format(quoted=quote_identifier(db)) if create else ""
+    text += LP_HEADER_TEMPLATE.format(db=db)
+    return text + (LP_HEADER_RP.format(rp=rp) if rp else "")
+
+
+def quote_identifier(name: str) -> str:
+    """An InfluxQL identifier in double quotes: any database name works (`my-db`, `1ticks`)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_point_line(line: str) -> bool:
+    """False for what a line-protocol file holds besides points: comments (`#`), blank lines
+    and the `CREATE DATABASE` of the import header."""
+    text = line.strip()
+    return bool(text) and not text.startswith("#") and not text.startswith(DDL_PREFIX)
 
 
 def compress_file(path: Path) -> Path:

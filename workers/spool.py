@@ -1,7 +1,9 @@
 """The disk spool: batches InfluxDB could not take yet, kept in order and replayed later.
 
 Segments are plain line-protocol files with the `# DML` header (so `influx -import` can load one
-by hand), appended and fsynced per batch. A `position` file records how far replay got, so a
+by hand), appended and fsynced per batch. Its short form, without the `# DDL` section of the
+no-database files: the spool and rejected.lp belong to a database the worker already writes to,
+and the worker's replay must meet nothing but comments and points. A `position` file records how far replay got, so a
 restart neither loses nor re-sends more than the last batch.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Spool:
             if path is None or path.stat().st_size + len(data) > SEGMENT_BYTES:
                 number = int(path.stem) + 1 if path is not None else 1
                 path = self.directory / f"{number:08d}.lp"
-                data = lp_header(self.database).encode() + data
+                data = lp_header(self.database, create=False).encode() + data
             with open(path, "ab") as fh:
                 start = fh.tell()
                 try:
@@ -92,7 +94,7 @@ class Spool:
             start = fh.tell()
             try:
                 if start == 0:
-                    fh.write(lp_header(self.database).encode())
+                    fh.write(lp_header(self.database, create=False).encode())
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.capture import Capture, new_worker
+from tests.support.capture import Capture, assert_values_exact, new_worker
+from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
 
 PAUSED = '{"action": "pause"}'
@@ -145,11 +146,13 @@ def test_sigterm_flushes_and_exits_0_within_seconds(tmp_path, exchange_sim, infl
 
 def test_no_database_mode_writes_files_that_the_influx_cli_loads(
         tmp_path, exchange_sim, influx_server):
+    """The files load with `influx -import` into a server that does not have the database yet:
+    their `# DDL` section creates it. Every trade once, with its exact strings, and quietly."""
     sim = exchange_sim("--symbol", "ETHUSDT:rate=300", "--fault", PAUSED)
     database = f"files_{int(time.time() * 1000)}"
     proc = new_worker(tmp_path / "w", "ethusdt", "symbols: [ETHUSDT]\n", sim, None, None,
                       INFLUXDB_BUCKET=database, FILE_ROTATE_S="2")
-    cap = Capture(sim, None, None, proc).start_worker()
+    Capture(sim, None, None, proc).start_worker()
     sim.fault("resume")
     time.sleep(5)
     sim.fault("pause")
@@ -159,18 +162,21 @@ def test_no_database_mode_writes_files_that_the_influx_cli_loads(
     assert len(files) >= 2, "FILE_ROTATE_S=2 over 5 s should give several files"
     assert not list((proc.data_dir / "lp" / "ethusdt").glob("*.lp")), "an unrotated file remains"
     with gzip.open(files[0], "rt") as fh:
-        assert fh.readline() == "# DML\n"
-        assert fh.readline() == f"# CONTEXT-DATABASE: {database}\n"
-    influx_server.create_database(database)
+        assert [fh.readline() for _ in range(5)] == [
+            "# DDL\n", f'CREATE DATABASE "{database}"\n', "\n", "# DML\n",
+            f"# CONTEXT-DATABASE: {database}\n"]
+    assert database not in [r["name"] for r in influx_server.query("SHOW DATABASES")]
     try:
         host, port = influx_server.url.rsplit(":", 1)
-        for path in files:
-            subprocess.run(["influx", "-host", "127.0.0.1", "-port", port, "-import",
-                            f"-path={path}", "-compressed", "-precision=ns"],
-                           check=True, capture_output=True, timeout=60)
-        rows = influx_server.query("SELECT trade_id FROM price_ticks WHERE symbol='ETHUSDT'",
-                                   db=database)
-        stored = [int(r["trade_id"]) for r in rows]
+        for path in files:  # the README's command
+            done = subprocess.run(["influx", "-host", "127.0.0.1", "-port", port, "-import",
+                                   f"-path={path}", "-compressed", "-precision=ns"],
+                                  check=True, capture_output=True, text=True, timeout=60)
+            out = done.stdout + done.stderr
+            assert "Failed 0 inserts" in out and "price_ticks" not in out, out[-2000:]
+        stored = [int(r["trade_id"]) for r in influx_server.query(
+            "SELECT trade_id FROM price_ticks WHERE symbol='ETHUSDT'", db=database)]
         assert len(stored) == len(set(stored)) and set(stored) == sim.ledger_ids("ETHUSDT")
+        assert_values_exact(sim, InfluxDb(database, influx_server), "ETHUSDT")
     finally:
         influx_server.drop_database(database)

@@ -12,8 +12,8 @@ import pytest
 
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
-from workers.sink import (ContentRefused, FileSink, PartialWrite, classify_status, lp_header,
-                          server_message)
+from workers.sink import (ContentRefused, FileSink, PartialWrite, classify_status,
+                          is_point_line, lp_header, server_message)
 
 TOKEN = "s3cr3t-T0KEN-value=="
 SETTINGS = InfluxSettings(url="http://influx:8086", token=TOKEN, org="acme", bucket="ticks",
@@ -140,8 +140,36 @@ def read_gz(path) -> str:
         return fh.read()
 
 
-def test_header_names_the_database_for_influx_import():
-    assert lp_header("ticks") == "# DML\n# CONTEXT-DATABASE: ticks\n"
+HEADER = "# DDL\nCREATE DATABASE \"ticks\"\n\n# DML\n# CONTEXT-DATABASE: ticks\n"
+
+
+def test_header_creates_then_names_the_database_for_influx_import():
+    # influx -import runs the `# DDL` statements first, then loads the `# DML` part into the
+    # CONTEXT-DATABASE: the file loads into a server that does not have the database yet.
+    assert lp_header("ticks") == HEADER
+
+
+def test_header_quotes_the_database_in_the_statement_only():
+    assert lp_header('my-db"1') == ('# DDL\nCREATE DATABASE "my-db\\"1"\n\n'
+                                    '# DML\n# CONTEXT-DATABASE: my-db"1\n')
+
+
+def test_header_of_a_1_8_bucket_names_its_retention_policy():
+    assert lp_header("ticks/autogen") == HEADER + "# CONTEXT-RETENTION-POLICY: autogen\n"
+
+
+def test_header_without_create_is_the_dml_part_alone():
+    assert lp_header("ticks", create=False) == "# DML\n# CONTEXT-DATABASE: ticks\n"
+
+
+@pytest.mark.parametrize("line, point", [
+    ("# DDL", False), ('CREATE DATABASE "ticks"', False), ("", False), ("  \n", False),
+    ("# CONTEXT-DATABASE: ticks", False), ("# 2026-11-24T10:00:00Z reason", False),
+    ("price_ticks,symbol=BTCUSDT price=1,trade_id=1i 1", True),
+    ("CREATE,symbol=A x=1 1", True),
+])
+def test_is_point_line_skips_every_header_and_comment_line(line, point):
+    assert is_point_line(line) is point
 
 
 def test_file_sink_writes_the_header_then_each_batch_on_its_own_lines(tmp_path):
@@ -151,7 +179,7 @@ def test_file_sink_writes_the_header_then_each_batch_on_its_own_lines(tmp_path):
     sink.write("m,symbol=A x=3 3")
 
     (open_file,) = tmp_path.glob("btcusdt-*.lp")
-    assert open_file.read_text() == ("# DML\n# CONTEXT-DATABASE: ticks\n"
+    assert open_file.read_text() == (HEADER +
                                      "m,symbol=A x=1 1\nm,symbol=A x=2 2\nm,symbol=A x=3 3\n")
     sink.close()
 
@@ -164,7 +192,7 @@ def test_closing_the_file_sink_gzips_the_open_file(tmp_path):
 
     assert list(tmp_path.glob("*.lp")) == []
     (done,) = tmp_path.glob("btcusdt-*.lp.gz")
-    assert read_gz(done) == "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n"
+    assert read_gz(done) == HEADER + "m,symbol=A x=1 1\n"
 
 
 def test_file_sink_rotates_to_a_new_gzipped_file_after_rotate_s(tmp_path):
@@ -177,20 +205,20 @@ def test_file_sink_rotates_to_a_new_gzipped_file_after_rotate_s(tmp_path):
     files = sorted(tmp_path.glob("btcusdt-*.lp.gz"))
     assert len(files) == 2
     contents = sorted(read_gz(f) for f in files)
-    assert contents == ["# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n",
-                        "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=2 2\n"]
+    assert contents == [HEADER + "m,symbol=A x=1 1\n",
+                        HEADER + "m,symbol=A x=2 2\n"]
 
 
 def test_file_sink_compresses_files_left_open_by_a_previous_run(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="workers.sink")
     leftover = tmp_path / "btcusdt-20260101T000000Z.lp"
-    leftover.write_text("# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n")
+    leftover.write_text(HEADER + "m,symbol=A x=1 1\n")
 
     FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
 
     assert not leftover.exists()
     assert read_gz(tmp_path / "btcusdt-20260101T000000Z.lp.gz") == \
-        "# DML\n# CONTEXT-DATABASE: ticks\nm,symbol=A x=1 1\n"
+        HEADER + "m,symbol=A x=1 1\n"
     assert any("event=compress_leftover" in r.getMessage() for r in caplog.records)
 
 

@@ -209,6 +209,21 @@ def test_a_failed_first_append_does_not_leave_a_segment_without_the_header(tmp_p
         assert (tmp_path / name).read_text().startswith("# DML\n# CONTEXT-DATABASE: ticks\n")
 
 
+def test_spool_and_rejected_lp_carry_the_short_header_without_a_statement(tmp_path):
+    # They belong to the database the worker writes to, which exists; the replay reads the
+    # segments, and must meet comments and points only (a `CREATE DATABASE` line is no point).
+    spool = Spool(tmp_path / "w" / "spool", "ticks/autogen", "w")
+    spool.append(body(1))
+    rejected = spool.reject([("why", ["c 3"])])
+
+    (segment,) = (tmp_path / "w" / "spool").glob("*.lp")
+    header = "# DML\n# CONTEXT-DATABASE: ticks\n# CONTEXT-RETENTION-POLICY: autogen\n"
+    assert segment.read_text() == header + body(1) + "\n"
+    assert rejected.read_text().startswith(header + "# ")
+    assert "CREATE" not in segment.read_text() + rejected.read_text()
+    assert drain(spool, max_lines=10) == body(1).split("\n")
+
+
 # -- rejected.lp ---------------------------------------------------------------------------------
 
 def test_rejected_lines_go_beside_the_spool_each_group_after_its_reason(tmp_path):
