@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
+from .atomic import write_atomic
 from .errors import EXIT_CONFIG, EXIT_OK, EXIT_UNEXPECTED, ConfigError
 from .settings import PROJECT_ROOT, load_env
 from .supervisor_render import (RenderSettings, parse_rendered, read_text, render,
@@ -42,6 +44,9 @@ POLL_S = 2.0
 SETTLE_S = 1.0  # a file younger than this may still be being written by an editor
 REVIVE_AFTER_S = 30.0
 FileSig = Optional[Tuple[int, int, int]]
+# The error of the symbols file the reconciler refused, for scripts/status: an unknown symbol
+# is found only by asking the exchange, which scripts/status does not do itself.
+CONFIG_ERROR_NAME = "symbols-error.json"
 
 
 class Reconciler:
@@ -150,13 +155,16 @@ class Reconciler:
 
     def pass_once(self) -> bool:
         """Load, render, apply and log; True when the pass must be retried at the next poll."""
+        sig = _signature(self.settings.symbols_file)
         try:
             specs = self.load()
         except ConfigError as exc:
             # Waits for the next edit of the file: retrying cannot help.
             self.say("config", logging.ERROR, f"event=config_error error={exc} "
                      "note='nothing changed; the running workers go on'")
+            _record_config_error(self.settings, str(exc), sig)
             return False
+        _record_config_error(self.settings, None, sig)
         if self._said.pop("config", None) is not None:
             log.info("%s event=config_ok file=%s", self.self_name, self.settings.symbols_file)
         try:
@@ -198,6 +206,32 @@ class Reconciler:
                 del self._said[f"dead:{name}"]
         for error in out.errors:
             log.error("%s event=revive_failed error=%r", self.self_name, error)
+
+
+def _record_config_error(settings: RenderSettings, error: Optional[str], sig: FileSig) -> None:
+    """Keep (or clear) the refused file's error where scripts/status finds it."""
+    path = settings.run_dir / CONFIG_ERROR_NAME
+    try:
+        if error is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, json.dumps({"error": error, "file": list(sig or ())}),
+                         durable=False)
+    except OSError as exc:
+        log.warning("%s event=status_write_failed file=%s error=%s", SELF_NAME, path, exc)
+
+
+def config_error(settings: RenderSettings) -> Optional[str]:
+    """The reconciler's error for the symbols file as it is now (None: none, or the file
+    changed since, so the reconciler has yet to check it)."""
+    try:
+        data = json.loads((settings.run_dir / CONFIG_ERROR_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("file") != list(
+            _signature(settings.symbols_file) or ()):
+        return None
+    return str(data.get("error") or "") or None
 
 
 def _signature(path: Path) -> FileSig:

@@ -8,11 +8,17 @@ Exit code: 0 every worker healthy, 1 at least one is not (or the reconciler is d
 
 A worker is unhealthy when (and only when):
   - supervisord does not have it RUNNING (STARTING counts as healthy: it lasts `startsecs`);
-  - it has run for 30 s and its status file (written every 5 s) is older than 30 s or was written
-    by another process: the worker is hung;
+  - it has run for 30 s and its status file (written every second) is older than 30 s or was
+    written by another process: the worker is hung;
   - its spool holds data: InfluxDB writes have failed for over a minute (the data is safe on
     disk, but not in the database yet);
-  - it is disconnected and has had no trade for 60 s.
+  - it is disconnected and has had no trade for 60 s (or has not connected once in its first
+    60 s: until then that is a warning with the cause, shown at once).
+Every problem line names the worker's log file. TRADES/S, LAG and LAST TRADE come only from a
+status file of the running process: a stopped worker shows them blank. LAST TRADE is the newest
+trade's age when the worker last wrote its status (at most FRESH_S ago).
+An error of the symbols file, a symbol unknown to the exchange included (the reconciler's
+finding: run/symbols-error.json), is shown in full, and the rows are the workers it last applied.
 A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
 the worker asks the exchange's REST API whether trades happened before it calls a stream stale
 (and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
@@ -35,12 +41,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .errors import ConfigError
 from .settings import PROJECT_ROOT, load_env, load_settings
 from .supervisor_render import RenderSettings, parse_rendered, read_text
+from .reconcile import config_error
 from .supervisor_rpc import RPC_ERRORS, connect, describe, exit_config_error
 from .symbols import load_symbols
 
 STALE_S = 30.0  # a status file older than this (6 missed writes) means a hung worker
 GRACE_S = 30.0  # a worker younger than this may not have written its first status yet
 DISCONNECTED_S = 60.0
+FRESH_S = 2.0  # a status file this young tells LAST TRADE as of its write (written every 1 s)
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_NO_SUPERVISORD = 0, 1, 2
 RECONCILER = "reconciler"
 
@@ -69,59 +77,89 @@ class Row:
     connected: Optional[bool] = None
     status_age_s: Optional[float] = None
     last_error: str = ""
+    log: str = ""  # the worker's log file, relative to the project root when inside it
 
 
 def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
-           status: Optional[Dict[str, Any]], now: float, stale_s: float = STALE_S) -> Row:
-    """One worker's row and health, from its supervisor info (None: unknown to supervisord)."""
-    row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols)
+           status: Optional[Dict[str, Any]], now: float, stale_s: float = STALE_S,
+           log: str = "") -> Row:
+    """One worker's row and health, from its supervisor info (None: unknown to supervisord).
+
+    `log` is the worker's log file, named in every problem line (default `logs/<name>.log`).
+    """
+    log = log or f"logs/{name}.log"
+    row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols,
+              log=log)
+    see = f"(log: {log})"
     if info is None:
         row.problems.append("not loaded in supervisord (the reconciler has not applied it: "
                             "see logs/reconciler.log)")
     elif info["statename"] not in ("RUNNING", "STARTING"):
-        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'}")
+        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'} "
+                            f"{see}")
     if info is not None and info["statename"] in ("RUNNING", "STARTING"):
         row.pid = info["pid"]
         row.uptime_s = max(0.0, now - info["start"])
-    fresh = (status is not None and info is not None and status.get("pid") == info["pid"]
-             and now - float(status.get("updated", 0)) <= stale_s)
+    # Only a file of the running process tells how it is now; an older one (a stopped worker,
+    # or a new process before its first write) keeps its counters but not its live figures.
+    live = status is not None and row.pid is not None and status.get("pid") == row.pid
+    fresh = live and status is not None and now - float(status.get("updated", 0)) <= stale_s
     if status is not None:
-        _fill_from_status(row, status, now)
+        _fill_from_status(row, status, now, live)
+    never = [c for c in (status or {}).get("connections") or []
+             if live and c.get("connected_once") is False and not c.get("connected")]
+    if never and not (row.uptime_s is not None and row.uptime_s > DISCONNECTED_S):
+        up = f"{row.uptime_s:.0f} s" if row.uptime_s is not None else "its start"
+        for conn in never:
+            why = conn.get("last_end") or "its first attempt is under way"
+            row.warnings.append(f"connection {conn.get('conn')} has not connected to the "
+                                f"exchange since the worker started ({up} ago): {why} {see}")
     if row.uptime_s is not None and row.uptime_s > GRACE_S and row.state == "RUNNING":
         if not fresh:
             age = "no status file" if status is None else (
                 f"status file written {row.status_age_s:.0f} s ago"
                 + ("" if status.get("pid") == row.pid else " by another process"))
-            row.problems.append(f"hung? {age} (it is rewritten every 5 s)")
+            row.problems.append(f"hung? {age} (it is rewritten every second) {see}")
         elif row.connected is False and (row.last_trade_age_s is None
                                          or row.last_trade_age_s > DISCONNECTED_S) \
                 and row.uptime_s > DISCONNECTED_S:
-            row.problems.append("disconnected from the exchange, no trade for over "
-                                f"{DISCONNECTED_S:.0f} s (it keeps retrying: see its log)")
+            if never:
+                row.problems.append(f"has not connected to the exchange once in "
+                                    f"{row.uptime_s:.0f} s: {_why(never[0])} (it keeps "
+                                    f"retrying) {see}")
+            else:
+                row.problems.append("disconnected from the exchange, no trade for over "
+                                    f"{DISCONNECTED_S:.0f} s (it keeps retrying) {see}")
         if fresh and (row.spool_backlog_bytes or 0) > 0:
             row.problems.append(f"InfluxDB writes failing: {row.spool_backlog_bytes} bytes wait "
-                                "in the spool (replayed once InfluxDB accepts them)")
+                                f"in the spool (replayed once InfluxDB accepts them) {see}")
     if (row.given_up or 0) > 0:
         row.warnings.append(f"{row.given_up} trade ids given up after the backfill cap "
-                            "(see event=backfill_given_up in its log)")
+                            f"(see event=backfill_given_up in {log})")
     if (row.rejected_lines or 0) > 0:
         trades = row.rejected_trades or 0
         row.warnings.append(f"InfluxDB refused {row.rejected_lines} lines ({trades} trades), kept "
-                            f"in data/{name}/rejected.lp: see event=lines_rejected in its log "
+                            f"in data/{name}/rejected.lp: see event=lines_rejected in {log} "
                             "for the reason and the fix")
     row.healthy = not row.problems
     return row
 
 
-def _fill_from_status(row: Row, status: Dict[str, Any], now: float) -> None:
+def _why(conn: Dict[str, Any]) -> str:
+    return str(conn.get("last_end") or "its first attempt is under way")
+
+
+def _fill_from_status(row: Row, status: Dict[str, Any], now: float, live: bool = True) -> None:
     row.status_age_s = max(0.0, now - float(status.get("updated", 0)))
-    last = [int(v) for v in (status.get("last_trade_ms") or {}).values()]
-    row.last_trade_age_s = max(0.0, now - max(last) / 1000.0) if last else None
-    for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "spool_backlog_bytes", "gaps",
-                "backfilled", "given_up", "rejected_lines", "rejected_trades", "reconnects",
-                "connected"):
+    for key in ("spool_backlog_bytes", "gaps", "backfilled", "given_up", "rejected_lines",
+                "rejected_trades", "reconnects"):
         setattr(row, key, status.get(key))
     row.last_error = row.last_error or str(status.get("last_error") or "")
+    if not live:
+        return  # TRADES/S, LAG, LAST TRADE and the connections were those of another process
+    for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "connected"):
+        setattr(row, key, status.get(key))
+    row.last_trade_age_s = last_trade_age(status, now)
     for conn in status.get("connections") or []:
         label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
         if not conn.get("connected") and conn.get("last_end"):
@@ -136,6 +174,20 @@ def _fill_from_status(row: Row, status: Dict[str, Any], now: float) -> None:
                                 "backfilled when it connects")
 
 
+def last_trade_age(status: Dict[str, Any], now: float) -> Optional[float]:
+    """LAST TRADE: the newest trade's age when the worker last wrote its status file, if that
+    was within FRESH_S (it writes every second); from an older file, its age now.
+
+    Counting from now would add the file's age (up to a second) to a pair trading 200/s.
+    """
+    file_age = max(0.0, now - float(status.get("updated", 0)))
+    at_write = status.get("last_trade_age_s")
+    if at_write is not None and file_age <= FRESH_S:
+        return max(0.0, float(at_write))
+    last = [int(v) for v in (status.get("last_trade_ms") or {}).values()]
+    return max(0.0, now - max(last) / 1000.0) if last else None
+
+
 def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
             now: Callable[[], float] = time.time) -> Dict[str, Any]:
     """Everything the table shows, as one JSON-able dict."""
@@ -143,8 +195,13 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running"}
     try:
         expected = {s.name: list(s.symbols) for s in load_symbols(settings.symbols_file)}
+        refused = config_error(settings)  # e.g. a symbol the exchange does not know
+        if refused:
+            raise ConfigError(refused)
     except ConfigError as exc:
-        report["problems"].append(f"symbols file: {exc}")
+        # The reconciler applies no file with an error: the workers are those it last applied.
+        report["problems"].append(f"symbols file: {exc} (nothing changed: the running workers "
+                                  "go on)")
         expected = {n: list(s) for n, s in
                     parse_rendered(read_text(settings.include_path)).items()}
     try:
@@ -168,7 +225,8 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
             row = Row(worker=name, state="UNKNOWN", healthy=False, symbols=symbols,
                       problems=["supervisord not reachable"])
         else:
-            row = assess(name, symbols, info, _read_status(run_dir, name), t)
+            row = assess(name, symbols, info, _read_status(run_dir, name), t,
+                         log=_log_path(name, info, settings))
             if name not in expected:
                 row.warnings.append("not in the symbols file any more: being removed")
             if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
@@ -185,6 +243,16 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     report["healthy"] = infos is not None and not report["problems"] and \
         all(r.healthy for r in rows)
     return report
+
+
+def _log_path(name: str, info: Optional[Dict[str, Any]],
+              settings: RenderSettings) -> str:
+    """The worker's log, as supervisord has it (stdout_logfile), relative to the root."""
+    path = Path((info or {}).get("stdout_logfile") or settings.logfile(name))
+    try:
+        return str(path.relative_to(settings.root))
+    except ValueError:
+        return str(path)
 
 
 def _read_status(run_dir: Path, name: str) -> Optional[Dict[str, Any]]:

@@ -233,3 +233,137 @@ def test_a_connection_that_is_down_says_why_in_last_error() -> None:
                  status(connected=False, connections=conns, last_error="older"), NOW)
     assert row.last_error.startswith("connection s1 (1 streams): 2026-11-30T04:12:03Z connect "
                                      "failed") and "Name or service not known" in row.last_error
+
+
+# -- issue 14: what a newcomer needs from scripts/status ---------------------------------
+
+@pytest.mark.parametrize("state", ["STOPPED", "FATAL", "EXITED"])
+def test_a_stopped_worker_shows_no_live_figures(state: str) -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(state=state, pid=0), status(), NOW)
+    assert (row.trades_per_s, row.lag_p50_ms, row.lag_p99_ms, row.last_trade_age_s,
+            row.connected) == (None, None, None, None, None)
+    assert (row.gaps, row.backfilled) == (2, 30)  # counters of what happened stay
+    text = table({"workers": [asdict(row)], "supervisord": "running", "problems": [],
+                  "healthy": False, "reconciler": "RUNNING"})
+    header, line = text.splitlines()[:2]
+    for column in ("LAST TRADE", "TRADES/S", "LAG p50/p99 ms"):
+        assert line[header.index(column):].split()[0] in ("-", "-/-"), (column, line)
+
+
+def test_a_new_process_before_its_first_write_shows_no_old_figures() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(pid=43, up_s=2), status(pid=42), NOW)
+    assert row.healthy and row.trades_per_s is None and row.last_trade_age_s is None
+
+
+@pytest.mark.parametrize("inf,stat", [
+    (info(state="FATAL", pid=0), status()),
+    (info(), status(age_s=45)),
+    (info(), None),
+    (info(), status(spool_backlog_bytes=10)),
+    (info(), status(connected=False, last_trade_ms={"BTCUSDT": int((NOW - 120) * 1000)})),
+    (info(), status(connected=False, last_trade_ms={}, connections=[
+        {"conn": "s1", "streams": 1, "connected": False, "connected_once": False,
+         "last_end": "2026-11-30T04:12:03Z connect failed: Name or service not known"}])),
+])
+def test_every_problem_line_names_the_log_file(inf: Dict[str, Any],
+                                               stat: Optional[Dict[str, Any]]) -> None:
+    row = assess("btcusdt", ["BTCUSDT"], inf, stat, NOW)
+    assert row.problems and all("(log: logs/btcusdt.log)" in p for p in row.problems), \
+        row.problems
+
+
+def test_the_log_file_comes_from_supervisord(root: Path) -> None:
+    rpc = FakeRpc([info(stdout_logfile=str(root / "logs" / "btcusdt.log")),
+                   info("alts", "FATAL", pid=0, stdout_logfile="/var/log/tc/alts.log"),
+                   info("reconciler", pid=7)])
+    rows = {r["worker"]: r for r in collect(root, rpc, now=lambda: NOW)["workers"]}
+    assert rows["btcusdt"]["log"] == "logs/btcusdt.log"
+    assert rows["alts"]["problems"][0].endswith("(log: /var/log/tc/alts.log)")
+
+
+def never_connected(why: str = "2026-11-30T04:12:03Z connect failed: "
+                               "WebSocketAddressException: [Errno -2] Name or service not known"
+                    ) -> Dict[str, Any]:
+    conns = [{"conn": "s1", "streams": 1, "connected": False, "connected_once": False,
+              "subscribed": 0, "waiting_budget_s": 0.0, "refused": None, "last_end": why}]
+    return status(connected=False, connections=conns, last_trade_ms={}, trades_per_s=0.0)
+
+
+def test_a_worker_that_never_connected_is_a_warning_at_once_with_the_cause() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(up_s=4), never_connected(), NOW)
+    assert row.healthy  # not yet a problem: the same 60 s as a disconnect
+    assert len(row.warnings) == 1
+    assert "has not connected to the exchange since the worker started (4 s ago)" in \
+        row.warnings[0] and "Name or service not known" in row.warnings[0]
+    assert row.warnings[0].endswith("(log: logs/btcusdt.log)")
+    assert "Name or service not known" in row.last_error
+    # Its first attempt still under way: said so, no cause yet.
+    row = assess("btcusdt", ["BTCUSDT"], info(up_s=1), never_connected(why=""), NOW)
+    assert "its first attempt is under way" in row.warnings[0]
+
+
+def test_a_worker_that_never_connected_in_60_s_is_unhealthy() -> None:
+    row = assess("btcusdt", ["BTCUSDT"], info(up_s=75), never_connected(), NOW)
+    assert not row.healthy and row.warnings == []
+    assert row.problems[0].startswith("has not connected to the exchange once in 75 s: "
+                                      "2026-11-30T04:12:03Z connect failed")
+    assert row.problems[0].endswith("(log: logs/btcusdt.log)")
+
+
+def test_a_worker_that_connected_once_is_no_such_warning() -> None:
+    conns = [{"conn": "s1", "streams": 1, "connected": False, "connected_once": True,
+              "last_end": "2026-11-30T04:12:03Z closed"}]
+    row = assess("btcusdt", ["BTCUSDT"], info(up_s=10), status(connected=False,
+                                                               connections=conns), NOW)
+    assert row.healthy and row.warnings == []
+
+
+def test_last_trade_is_its_age_at_the_last_write_of_a_fresh_status_file() -> None:
+    # 200 trades/s: the newest trade was 0.02 s old when the file was written 0.9 s ago.
+    busy = status(age_s=0.9, last_trade_age_s=0.02,
+                  last_trade_ms={"BTCUSDT": int((NOW - 0.92) * 1000)})
+    row = assess("btcusdt", ["BTCUSDT"], info(), busy, NOW)
+    assert row.last_trade_age_s == pytest.approx(0.02)
+    # An older file cannot vouch for now: the age is counted from now.
+    old = status(age_s=10, last_trade_age_s=0.02,
+                 last_trade_ms={"BTCUSDT": int((NOW - 10.02) * 1000)})
+    assert assess("btcusdt", ["BTCUSDT"], info(), old, NOW).last_trade_age_s == \
+        pytest.approx(10.02, abs=0.01)
+    # A worker from before last_trade_age_s: from now, as before.
+    assert assess("btcusdt", ["BTCUSDT"], info(), status(age_s=0.5), NOW).last_trade_age_s == \
+        pytest.approx(1.5, abs=0.01)
+
+
+def test_an_unknown_symbol_is_shown_as_the_config_error_not_as_a_phantom_worker(
+        root: Path) -> None:
+    from workers.reconcile import Reconciler
+    from workers.supervisor_render import RenderSettings, render
+    from workers.symbols import parse_symbols
+
+    settings = RenderSettings.for_root(root)
+    applied = "symbols: [BTCUSDT]\ngroups:\n  alts: [SOLUSDT, XRPUSDT, DOGEUSDT]\n"
+    settings.include_path.write_text(render(parse_symbols(applied, settings.symbols_file),
+                                            settings))
+    settings.symbols_file.write_text(applied.replace("[BTCUSDT]", "[BTCUSDT, NOPEUSDT]"))
+    known = {"BTCUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"}
+    def no_supervisord() -> Any:
+        raise ConnectionRefusedError("not needed here")
+    rec = Reconciler(settings, no_supervisord, check=lambda symbols: known & set(symbols))
+    assert rec.pass_once() is False  # refused: nothing applied
+
+    rpc = FakeRpc([info(), info("alts"), info("reconciler", pid=7)])
+    report = collect(root, rpc, now=lambda: NOW)
+    assert [w["worker"] for w in report["workers"]] == ["btcusdt", "alts"]  # no nopeusdt
+    assert report["problems"] == [
+        f"symbols file: {settings.symbols_file}:1: NOPEUSDT: unknown to the exchange: fix the "
+        "spelling or remove it (nothing changed: the running workers go on)"]
+    assert not report["healthy"]
+    assert "nopeusdt" not in table(report)
+
+    # Fixed (the file changes): the reconciler's old finding no longer applies.
+    settings.symbols_file.write_text(applied + "# fixed\n")
+    report = collect(root, rpc, now=lambda: NOW)
+    assert report["problems"] == []
+    # ... and its next pass clears it.
+    assert rec.pass_once() is True  # to be retried: no supervisord here, but the file is good
+    assert not (settings.run_dir / "symbols-error.json").exists()
