@@ -203,6 +203,8 @@ def test_a_1000_symbol_group_and_single_workers_capture_every_trade_with_nothing
     checked = assert_all_values_exact(sim, stored)
     total = sum(len(ids) for ids in ledger.values())
     assert checked == total
+    received = influx_front.stats().lines_by_measurement.get("price_ticks", 0)
+    assert received == total, f"InfluxDB received {received} trade lines for {total} trades"
     stats = assert_nothing_refused(sim)
     assert stats["accepted"] == 3, f"connections were not stable: {stats['accepted']} accepted"
     assert "event=disconnected" not in big.output()
