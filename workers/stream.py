@@ -27,6 +27,7 @@ import orjson
 import websocket
 
 from .backoff import Backoff
+from .httputil import retry_after_s
 from .protocol import ControlReply
 from .stream_plan import PER_MESSAGE, ConnectionPlan, plan_one
 
@@ -97,10 +98,7 @@ class Refusal:
     @classmethod
     def of(cls, exc: websocket.WebSocketBadStatusException) -> "Refusal":
         headers = {str(k).lower(): v for k, v in (exc.resp_headers or {}).items()}
-        try:
-            retry_after = min(max(float(headers.get("retry-after", 0)), 0.0), REFUSAL_MAX_WAIT_S)
-        except (TypeError, ValueError):
-            retry_after = 0.0
+        retry_after = min(retry_after_s(headers) or 0.0, REFUSAL_MAX_WAIT_S)
         body = (exc.resp_body or b"").decode("utf-8", "replace").strip()
         return cls(exc.status_code, retry_after, body[:200], time.time())
 
