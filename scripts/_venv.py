@@ -52,8 +52,8 @@ def _missing(modules: Iterable[str]) -> List[str]:
 
 
 def _give_up(prog: str, why: str) -> NoReturn:
-    print(f"{prog}: {why}; run `cd {REPO_ROOT} && scripts/setup-env test` (it says what fails), "
-          "then try again", file=sys.stderr)
+    print(f"{prog}: {why}: fix that, then run `cd {REPO_ROOT} && scripts/setup-env test`",
+          file=sys.stderr)
     sys.exit(EXIT_SETUP)
 
 
@@ -72,7 +72,7 @@ def _setup(prog: str, why: str) -> None:
     if code == EXIT_SETUP:
         sys.exit(EXIT_SETUP)  # a missing Debian package: setup-env's one line said what to run
     if code != 0 or not VENV_PYTHON.exists():
-        _give_up(prog, "setting up .venv failed (see above)")
+        _give_up(prog, "could not set up .venv with the test extras (above)")
 
 
 def _reexec(stage: str) -> NoReturn:
@@ -102,7 +102,7 @@ def use_repo_venv(prog: str, modules: Iterable[str] = TEST_EXTRAS) -> None:
         _setup(prog, why)
         _reexec(SET_UP)
     if stage:
-        _give_up(prog, f"{VENV_PYTHON} does not run in {VENV} (not a venv? remove .venv)")
+        _give_up(prog, f"{VENV_PYTHON} does not run as the venv {VENV} (remove .venv)")
     if not VENV_PYTHON.exists():
         _setup(prog, "no .venv yet")
         _reexec(SET_UP)
