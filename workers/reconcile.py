@@ -63,7 +63,9 @@ class Reconciler:
     # -- one pass -----------------------------------------------------------------------
     def load(self) -> List[WorkerSpec]:
         """The checked specs; ConfigError (file:line: problem: fix) when the file is wrong."""
-        specs = load_symbols(self.settings.symbols_file)
+        # First start (nothing rendered yet): a missing file is created from the example.
+        specs = load_symbols(self.settings.symbols_file,
+                             create=not parse_rendered(read_text(self.settings.include_path)))
         if self.check is not None:
             self._check_exchange(specs)
         return specs

@@ -194,7 +194,8 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     settings = RenderSettings.for_root(root)
     report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running"}
     try:
-        expected = {s.name: list(s.symbols) for s in load_symbols(settings.symbols_file)}
+        expected = {s.name: list(s.symbols) for s in load_symbols(settings.symbols_file,
+                                                                   create=False)}
         refused = config_error(settings)  # e.g. a symbol the exchange does not know
         if refused:
             raise ConfigError(refused)

@@ -6,9 +6,14 @@
       alts: [SOLUSDT, XRPUSDT, 1000SATSUSDT]
 
 Errors name the file, the line and the fix, because people edit this file by hand.
+
+The file is the user's and not tracked by git (so `git pull` never conflicts with it): on first
+use it is created from `config/symbols.example.yaml`, which is tracked.
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +24,9 @@ import yaml
 from .errors import ConfigError
 from .settings import PROJECT_ROOT
 
+log = logging.getLogger(__name__)
 DEFAULT_SYMBOLS_FILE = PROJECT_ROOT / "config" / "symbols.yaml"
+EXAMPLE_NAME = "symbols.example.yaml"  # tracked; symbols.yaml is created from it on first use
 
 # Binance symbols are uppercase letters and digits, may start with digits (1000SATSUSDT), and
 # since 2025-12 may contain non-ASCII letters; nothing else (no spaces, slashes or dashes).
@@ -77,7 +84,7 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
                           "the ':' and '-' around that line") from None
     if root is None:
         raise ConfigError(f"{path}: the file is empty; list pairs under 'symbols:' "
-                          "(see config/symbols.yaml in the repository)")
+                          f"(see config/{EXAMPLE_NAME})")
     if not isinstance(root, yaml.MappingNode):
         raise _err(path, root, "expected 'symbols:' and/or 'groups:' at the top level")
 
@@ -138,14 +145,52 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
     return workers
 
 
-def load_symbols(path: Optional[Path] = None) -> list[WorkerSpec]:
-    """Read and check the symbols file (default `config/symbols.yaml`)."""
+def create_from_example(path: Path) -> bool:
+    """Create `path` as a copy of the `symbols.example.yaml` beside it, unless it exists.
+
+    True when it was created (never overwrites: the file is the user's).
+    """
+    try:
+        text = (path.parent / EXAMPLE_NAME).read_text(encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except (FileNotFoundError, FileExistsError):
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    log.warning("event=symbols_file_created file=%s from=%s note='first use: edit it to list "
+                "your pairs (git does not track it)'", path, EXAMPLE_NAME)
+    return True
+
+
+def first_use(root: Path = PROJECT_ROOT) -> bool:
+    """No worker was ever rendered here (no run/workers.conf): the project's first start.
+
+    Only then is a missing symbols file created from the example. Later, a missing file is an
+    error that changes nothing, so that one deleted by mistake (or by a `git pull` of the commit
+    that stopped tracking it) never replaces the running workers with the example's.
+    """
+    return not (root / "run" / "workers.conf").exists()
+
+
+def load_symbols(path: Optional[Path] = None,
+                 create: Optional[bool] = None) -> list[WorkerSpec]:
+    """Read and check the symbols file (default `config/symbols.yaml`).
+
+    `create`: create a missing file from the example beside it; by default only the default
+    file on the project's first use.
+    """
     path = Path(path or DEFAULT_SYMBOLS_FILE)
+    if create is None:
+        create = path == DEFAULT_SYMBOLS_FILE and first_use()
+    if create and not path.exists():
+        create_from_example(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; create it (see config/symbols.yaml in "
-                          "the repository) or pass --config FILE") from None
+        example = path.parent / EXAMPLE_NAME
+        how = f"cp {example} {path}" if example.exists() else "see config/" + EXAMPLE_NAME
+        raise ConfigError(f"{path}: file not found; create it ({how}, then list your pairs) "
+                          "or pass --config FILE") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc})") from None
     return parse_symbols(text, path)

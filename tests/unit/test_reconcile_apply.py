@@ -377,3 +377,23 @@ def test_apply_changes_waits_for_stops_before_removing(root: Path) -> None:
     result = apply_changes(fake, lambda n: n != "reconciler", 5.0, sleep=lambda s: None)
     assert result.removed == ["b"] and result.errors == []
     assert fake.polls >= 3
+
+
+def test_the_first_start_creates_the_symbols_file_from_the_example(root: Path) -> None:
+    example = "symbols:\n  - BTCUSDT\n  - ETHUSDT\n"
+    (root / "config" / "symbols.example.yaml").write_text(example)
+    rec, fake = make(root)
+    assert rec.pass_once() is False
+    assert (root / "config" / "symbols.yaml").read_text() == example
+    assert fake.state.get("btcusdt") == "RUNNING" and fake.state.get("ethusdt") == "RUNNING"
+
+
+def test_a_symbols_file_removed_later_is_not_replaced_by_the_example(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (root / "config" / "symbols.example.yaml").write_text("symbols: [BTCUSDT]\n")
+    rec, fake = started(root, "symbols:\n  - SOLUSDT\n")
+    (root / "config" / "symbols.yaml").unlink()  # a mistake, or a git pull mid-upgrade
+    assert rec.pass_once() is False
+    assert not (root / "config" / "symbols.yaml").exists()
+    assert fake.calls == [] and fake.state.get("solusdt") == "RUNNING"
+    assert "file not found; create it (cp " in caplog.text

@@ -1,13 +1,15 @@
 """config/symbols.yaml: pairs to capture, grouped into workers, with errors people can act on."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from workers.errors import ConfigError
-from workers.symbols import (RESERVED_NAMES, WorkerSpec, find_worker,
-                             load_symbols, parse_symbols)
+from workers.symbols import (RESERVED_NAMES, WorkerSpec, create_from_example, find_worker,
+                             first_use, load_symbols, parse_symbols)
 
 PATH = Path("/etc/tick-capture/symbols.yaml")
 
@@ -288,3 +290,56 @@ def test_find_worker_unknown_name_lists_the_known_ones():
     assert str(PATH) in message
     assert "'dogeusdt'" in message
     assert "btcusdt, ethusdt, alts" in message
+
+
+# -- your list is yours: created from the tracked example, never tracked itself (issue 14.8) --
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_tracked_example_is_a_good_symbols_file():
+    assert [w.name for w in load_symbols(REPO / "config" / "symbols.example.yaml",
+                                         create=False)] == ["btcusdt", "ethusdt"]
+
+
+def test_a_missing_symbols_file_is_created_from_the_example_on_first_use(tmp_path):
+    example = (REPO / "config" / "symbols.example.yaml").read_text()
+    (tmp_path / "symbols.example.yaml").write_text(example)
+    path = tmp_path / "symbols.yaml"
+
+    assert [w.name for w in load_symbols(path, create=True)] == ["btcusdt", "ethusdt"]
+    assert path.read_text() == example
+    path.write_text("symbols: [SOLUSDT]\n")  # the user's own list is never replaced
+    assert not create_from_example(path)
+    assert [w.name for w in load_symbols(path, create=True)] == ["solusdt"]
+
+
+def test_a_missing_symbols_file_after_first_use_says_how_to_create_it(tmp_path):
+    (tmp_path / "symbols.example.yaml").write_text(EXAMPLE)
+    path = tmp_path / "symbols.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_symbols(path, create=False)
+    assert f"cp {tmp_path / 'symbols.example.yaml'} {path}" in str(info.value)
+    assert not path.exists()
+
+
+def test_first_use_is_before_any_worker_was_rendered(tmp_path):
+    assert first_use(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "workers.conf").write_text("[program:btcusdt]\n")
+    assert not first_use(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
+                    reason="needs git and the repository")
+def test_editing_your_symbols_file_leaves_a_clone_clean(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    assert not (clone / "config" / "symbols.yaml").exists()  # not tracked
+    path = clone / "config" / "symbols.yaml"
+    load_symbols(path, create=True)  # what the first start does
+    path.write_text("symbols:\n  - SOLUSDT\ngroups:\n  alts: [XRPUSDT, DOGEUSDT]\n")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, check=True,
+                            capture_output=True, text=True)
+    assert status.stdout == ""
