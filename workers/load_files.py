@@ -123,6 +123,14 @@ def load_file(path: Path, sink: Optional[Sink], write: WriteSettings) -> FileRes
     return result
 
 
+def shown(path: Path) -> Path:
+    """`path` as the user would type it: relative to the current directory when under it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/load-files", description=__doc__.split("\n\n")[0],
@@ -157,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = load_file(path, sink, settings.write)
             total += result.points
             verb = "points counted (dry run)" if sink is None else "points loaded"
-            line = f"{path}: {result.points} {verb}"
+            line = f"{shown(path)}: {result.points} {verb}"
             if result.problem:
                 line += f"; {result.problem}"
                 if result.problem.startswith("unreadable"):
@@ -166,7 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     failed += 1
             print(line, flush=True)
     except LoadFailed as exc:
-        print(f"{path}: stopped: {exc}", flush=True)
+        print(f"{shown(path)}: stopped: {exc}", flush=True)
         print(f"load-files: InfluxDB failed, {total} points of {len(files)} file(s) written "
               f"before it; run it again once fixed (points already stored are overwritten "
               "with themselves)", file=sys.stderr)
