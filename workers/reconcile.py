@@ -43,6 +43,7 @@ SELF_NAME = "reconciler"  # never touched, whatever reloadConfig says about it
 POLL_S = 2.0
 SETTLE_S = 1.0  # a file younger than this may still be being written by an editor
 REVIVE_AFTER_S = 30.0
+RECHECK_S = 60.0  # symbols applied unchecked (exchange unreachable) are checked this often
 FileSig = Optional[Tuple[int, int, int]]
 # The error of the symbols file the reconciler refused, for scripts/status: an unknown symbol
 # is found only by asking the exchange, which scripts/status does not do itself.
@@ -59,6 +60,11 @@ class Reconciler:
         # Every name rendered by this process or found in the include file: ours to manage.
         self.known: Set[str] = set(parse_rendered(read_text(settings.include_path)))
         self._said: Dict[str, str] = {}  # topic -> last message logged, to log a state once
+        # Symbols applied while the exchange could not be asked: a misspelt one would run as a
+        # worker that never receives a trade (the stream accepts any name), so ask again.
+        self.unchecked: Set[str] = set()
+        self.refused: Set[str] = set()  # found unknown (applied unchecked before): ask again
+        self._checked_at = 0.0
 
     # -- one pass -----------------------------------------------------------------------
     def load(self) -> List[WorkerSpec]:
@@ -74,18 +80,24 @@ class Reconciler:
         """Refuse symbols the exchange does not know, before a worker is restarted for them."""
         before = {s for syms in parse_rendered(read_text(self.settings.include_path)).values()
                   for s in syms}
-        new = [s for spec in specs for s in spec.symbols if s not in before]
+        new = [s for spec in specs for s in spec.symbols
+               if s not in before or s in self.unchecked or s in self.refused]
         if not new or self.check is None:
             return
         try:
             known = self.check(new)
-        except Exception as exc:  # the exchange is unreachable: the workers check again
+        except Exception as exc:  # the exchange is unreachable: checked again until it answers
+            self.unchecked = set(new)
+            self._checked_at = time.monotonic()
             self.say("symbol_check", logging.WARNING,
                      f"event=symbol_check_skipped error={str(exc)[:200]!r} note='new symbols "
-                     f"applied unchecked: {','.join(new)}'")
+                     f"applied unchecked: {','.join(new)}; checked again every "
+                     f"{RECHECK_S:.0f} s until the exchange answers'")
             return
         self._said.pop("symbol_check", None)
+        self.unchecked = set()
         unknown = [s for s in new if s not in known]
+        self.refused = set(unknown)  # asked about again at each pass, until fixed
         if unknown:
             raise unknown_symbols_error(self.settings.symbols_file,
                                         read_text(self.settings.symbols_file), specs, unknown)
@@ -145,6 +157,9 @@ class Reconciler:
                 if (sig != last_sig or pending) and not _settling(self.settings.symbols_file):
                     last_sig = sig
                     pending = self.pass_once()
+                elif self.unchecked and time.monotonic() - self._checked_at >= RECHECK_S:
+                    self._checked_at = time.monotonic()
+                    pending = self.pass_once()  # asks the exchange about them again
                 self.revive(revive_after_s)
             except Exception as exc:  # a bug, an unwritable run/: keep watching and retry
                 pending = True

@@ -90,13 +90,11 @@ def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
     log = log or f"logs/{name}.log"
     row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols,
               log=log)
-    see = f"(log: {log})"
     if info is None:
         row.problems.append("not loaded in supervisord (the reconciler has not applied it: "
                             "see logs/reconciler.log)")
     elif info["statename"] not in ("RUNNING", "STARTING"):
-        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'} "
-                            f"{see}")
+        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'}")
     if info is not None and info["statename"] in ("RUNNING", "STARTING"):
         row.pid = info["pid"]
         row.uptime_s = max(0.0, now - info["start"])
@@ -113,26 +111,27 @@ def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
         for conn in never:
             why = conn.get("last_end") or "its first attempt is under way"
             row.warnings.append(f"connection {conn.get('conn')} has not connected to the "
-                                f"exchange since the worker started ({up} ago): {why} {see}")
+                                f"exchange since the worker started ({up} ago): {why} "
+                                f"(log: {log})")
     if row.uptime_s is not None and row.uptime_s > GRACE_S and row.state == "RUNNING":
         if not fresh:
             age = "no status file" if status is None else (
                 f"status file written {row.status_age_s:.0f} s ago"
                 + ("" if status.get("pid") == row.pid else " by another process"))
-            row.problems.append(f"hung? {age} (it is rewritten every second) {see}")
+            row.problems.append(f"hung? {age} (it is rewritten every second)")
         elif row.connected is False and (row.last_trade_age_s is None
                                          or row.last_trade_age_s > DISCONNECTED_S) \
                 and row.uptime_s > DISCONNECTED_S:
             if never:
                 row.problems.append(f"has not connected to the exchange once in "
                                     f"{row.uptime_s:.0f} s: {_why(never[0])} (it keeps "
-                                    f"retrying) {see}")
+                                    f"retrying)")
             else:
                 row.problems.append("disconnected from the exchange, no trade for over "
-                                    f"{DISCONNECTED_S:.0f} s (it keeps retrying) {see}")
+                                    f"{DISCONNECTED_S:.0f} s (it keeps retrying)")
         if fresh and (row.spool_backlog_bytes or 0) > 0:
             row.problems.append(f"InfluxDB writes failing: {row.spool_backlog_bytes} bytes wait "
-                                f"in the spool (replayed once InfluxDB accepts them) {see}")
+                                f"in the spool (replayed once InfluxDB accepts them)")
     if (row.given_up or 0) > 0:
         row.warnings.append(f"{row.given_up} trade ids given up after the backfill cap "
                             f"(see event=backfill_given_up in {log})")
@@ -141,8 +140,15 @@ def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
         row.warnings.append(f"InfluxDB refused {row.rejected_lines} lines ({trades} trades), kept "
                             f"in data/{name}/rejected.lp: see event=lines_rejected in {log} "
                             "for the reason and the fix")
+    if info is not None:  # (a worker supervisord lacks points to the reconciler's log)
+        row.problems = [_with_log(p, log) for p in row.problems]
     row.healthy = not row.problems
     return row
+
+
+def _with_log(text: str, log: str) -> str:
+    """`text (log: logs/x.log)`, or `text (detail; log: logs/x.log)` after a parenthesis."""
+    return f"{text[:-1]}; log: {log})" if text.endswith(")") else f"{text} (log: {log})"
 
 
 def _why(conn: Dict[str, Any]) -> str:

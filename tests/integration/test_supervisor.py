@@ -202,7 +202,7 @@ def test_edits_of_the_symbols_file_are_applied_and_bad_ones_change_nothing(
         ["btcusdt", "RUNNING"], ["ethusdt", "RUNNING"], ["reconciler", "RUNNING"]]
     assert oct((sup.root / "run" / "supervisor.sock").stat().st_mode & 0o777) == "0o700"
 
-    def streaming() -> bool:  # the status files are rewritten every 5 s
+    def streaming() -> bool:  # the status files are rewritten every second
         out = run_status(sup, "--json")
         workers = json.loads(out.stdout)["workers"]
         return out.returncode == 0 and all(w["last_trade_age_s"] is not None for w in workers)
@@ -253,6 +253,12 @@ def test_edits_of_the_symbols_file_are_applied_and_bad_ones_change_nothing(
         assert count(log, needle) == 1, log[-2000:]
         assert "symbols.yaml:" in log.split(needle)[0].splitlines()[-1]  # file:line
         assert sup.pids() == pids
+        # scripts/status shows the error in full, and only the workers that run (no phantom).
+        status = run_status(sup, "--json")
+        report = json.loads(status.stdout)
+        assert status.returncode == 1 and [w["worker"] for w in report["workers"]] == [
+            "btcusdt", "solusdt"], report
+        assert any(needle in p and "symbols.yaml:" in p for p in report["problems"]), report
     assert not (sup.root / "logs" / "nopeusdt.log").exists()
 
     # The one-shot path: the file is back to what runs, so nothing changes.

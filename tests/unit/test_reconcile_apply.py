@@ -5,6 +5,7 @@ The fake keeps what real supervisord keeps: the configs it runs, and the configs
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -397,3 +398,33 @@ def test_a_symbols_file_removed_later_is_not_replaced_by_the_example(
     assert not (root / "config" / "symbols.yaml").exists()
     assert fake.calls == [] and fake.state.get("solusdt") == "RUNNING"
     assert "file not found; create it (cp " in caplog.text
+
+
+LIST2 = "symbols:\n  - BTCUSDT\n  - ETHUSDT\n"
+LIST3 = LIST2 + "  - BTCUSTD\n"
+
+
+def test_symbols_applied_while_the_exchange_was_unreachable_are_checked_again(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reachable = {"now": False}
+
+    def check(symbols: List[str]) -> set:
+        if not reachable["now"]:
+            raise OSError("network is unreachable")
+        return {"BTCUSDT", "ETHUSDT"} & set(symbols)
+    rec, fake = started(root, LIST2, check=lambda s: set(s))
+    rec.check = check
+    write_yaml(root, LIST3)  # misspelt, while the exchange cannot be asked
+    assert rec.pass_once() is False
+    assert fake.state.get("btcustd") == "RUNNING" and rec.unchecked == {"BTCUSTD"}
+    reachable["now"] = True
+    rec.pass_once()  # what the watch loop does every RECHECK_S while some are unchecked
+    assert "symbols.yaml:4: BTCUSTD: unknown to the exchange" in caplog.text
+    error = json.loads((rec.settings.run_dir / "symbols-error.json").read_text())["error"]
+    assert "BTCUSTD: unknown to the exchange" in error
+    rec.pass_once()  # still refused at the next pass, until the file is fixed
+    assert (rec.settings.run_dir / "symbols-error.json").exists()
+    write_yaml(root, LIST2)
+    assert rec.pass_once() is False
+    assert not (rec.settings.run_dir / "symbols-error.json").exists()
+    assert "btcustd" not in fake.state or fake.state["btcustd"] != "RUNNING"
