@@ -163,13 +163,16 @@ def create_from_example(path: Path) -> bool:
 
 
 def first_use(root: Path = PROJECT_ROOT) -> bool:
-    """No worker was ever rendered here (no run/workers.conf): the project's first start.
+    """No worker was ever rendered here (run/workers.conf absent or empty): the first start.
 
     Only then is a missing symbols file created from the example. Later, a missing file is an
     error that changes nothing, so that one deleted by mistake (or by a `git pull` of the commit
     that stopped tracking it) never replaces the running workers with the example's.
     """
-    return not (root / "run" / "workers.conf").exists()
+    try:  # scripts/run writes it empty on a fresh clone
+        return "[program:" not in (root / "run" / "workers.conf").read_text()
+    except OSError:
+        return True
 
 
 def load_symbols(path: Optional[Path] = None,

@@ -327,6 +327,8 @@ def test_a_missing_symbols_file_after_first_use_says_how_to_create_it(tmp_path):
 def test_first_use_is_before_any_worker_was_rendered(tmp_path):
     assert first_use(tmp_path)
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "workers.conf").write_text("")  # scripts/run on a fresh clone
+    assert first_use(tmp_path)
     (tmp_path / "run" / "workers.conf").write_text("[program:btcusdt]\n")
     assert not first_use(tmp_path)
 
