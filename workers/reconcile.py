@@ -216,7 +216,7 @@ class Reconciler:
                         "for %.0f s; starting it again'", self.self_name, name, cooldown_s)
         for name, error in sorted(out.config_errors.items()):
             self.say(f"dead:{name}", logging.ERROR, f"event=worker_config_error worker={name} "
-                     f"error={error} note='not restarted: fix it, then supervisorctl start "
+                     f"error={error} note='not restarted: fix it, then scripts/supervisorctl start "
                      f"{name}'")
         for name in [t[5:] for t in self._said if t.startswith("dead:")]:
             if name not in out.config_errors:
