@@ -166,11 +166,14 @@ def _fill_from_status(row: Row, status: Dict[str, Any], now: float, live: bool =
     for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "connected"):
         setattr(row, key, status.get(key))
     row.last_trade_age_s = last_trade_age(status, now)
-    for conn in status.get("connections") or []:
+    connections = status.get("connections") or []
+    for conn in connections:
         label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
         if not conn.get("connected") and conn.get("last_end"):
-            # While it is down, why it is down says more than any older error.
-            row.last_error = f"{label}: {conn['last_end']}"
+            # While it is down, why it is down says more than any older error; the cause first
+            # (the column is narrow; the warning line below has the time).
+            cause = str(conn["last_end"]).split("Z ", 1)[-1]
+            row.last_error = cause if len(connections) == 1 else f"{conn.get('conn')}: {cause}"
         if conn.get("refused"):
             row.warnings.append(f"{label}: {conn['refused'].get('detail')}")
         elif conn.get("waiting_budget_s"):
