@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, TypeVar
@@ -62,6 +64,7 @@ class Settings:
     backfill_max_trades: int  # give up (and log the ids) on a gap larger than this
     connect_limit: int  # WebSocket connection attempts of all workers of the host ...
     connect_window_s: float  # ... in any span of this many seconds (WS_CONNECT_LIMIT=N/S)
+    capture_host: str  # this host's name: tag `host` of health points, shards of symbols.yaml
 
 
 def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
@@ -202,7 +205,24 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                                  "an integer > 0"),
         connect_limit=connect_limit,
         connect_window_s=connect_window_s,
+        capture_host=_get(env, "CAPTURE_HOST", default_host(), _host_name,
+                          "letters, digits, '.', '-' or '_' (at most 63), e.g. capture-a"),
     )
+
+
+def default_host() -> str:
+    """The machine's short host name, as CAPTURE_HOST defaults to (`localhost` if unusable)."""
+    name = socket.gethostname().split(".")[0]
+    return name if HOST_RE.match(name) else "localhost"
+
+
+def _host_name(raw: str) -> str:
+    if not HOST_RE.match(raw):
+        raise ValueError(raw)
+    return raw
+
+
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def _rate(raw: str) -> tuple[int, float]:

@@ -8,7 +8,7 @@ from dotenv import dotenv_values
 
 from workers.errors import ConfigError
 from workers.stream_plan import plan_connections
-from workers.settings import PROJECT_ROOT, load_env, load_settings, stream_base_url
+from workers.settings import PROJECT_ROOT, default_host, load_env, load_settings, stream_base_url
 
 INFLUX = {
     "INFLUXDB_URL": "http://localhost:8086",
@@ -314,3 +314,10 @@ def test_without_an_env_file_the_process_environment_is_used(tmp_path, monkeypat
     monkeypatch.setenv("TC_TEST_ONLY_PROCESS", "1")
 
     assert load_env()["TC_TEST_ONLY_PROCESS"] == "1"
+
+
+def test_capture_host_defaults_to_the_machines_short_name_and_refuses_odd_names():
+    assert load_settings({}).capture_host == default_host()
+    assert load_settings({"CAPTURE_HOST": "capture-a"}).capture_host == "capture-a"
+    with pytest.raises(ConfigError, match="CAPTURE_HOST"):
+        load_settings({"CAPTURE_HOST": "a b"})
