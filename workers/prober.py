@@ -21,7 +21,7 @@ from typing import Dict, List, Set, Tuple
 from .pipeline import Pipeline
 from .rest import RestClient, RestError, RestStopped
 from .stats import Stats
-from .stream import Connection
+from .connection import Connection
 
 log = logging.getLogger(__name__)
 OPENING_PROBE_S = 3.0  # a new connection without a trade by then gets one REST check

@@ -19,9 +19,10 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from .audit import InfluxQuery
 from .backfill import Backfiller
 from .checkpoint import Checkpoint
-from .errors import ConfigError
+from .errors import ConfigError, SinkError
 from .lineproto import LineRenderer, escape_key
 from .pipeline import Gap, Pipeline
 from .connect_budget import ConnectBudget, budget_path
@@ -33,7 +34,8 @@ from .settings import Settings
 from .sink import FileSink, InfluxSink, Sink
 from .spool import Spool
 from .stats import Stats, counters, percentile, write_status
-from .stream import OP_TEXT, Connection, StreamKeeper
+from .connection import OP_TEXT, Connection
+from .stream import StreamKeeper
 from .stream_plan import plan_connections
 from . import threads
 from .symbols import WorkerSpec
@@ -50,6 +52,11 @@ INVALID_LOG_EVERY_S = 60.0
 STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
 CRASH_EXIT_S = 15.0  # after a crash, exit by then even if the flush hangs (stopwaitsecs is 20)
 INJECT_FAULT_ENV = "WORKER_INJECT_FAULT"  # tests of the crash path: see inject_fault()
+# Resume from the database: the one query a start may wait for. A busy pair's max(trade_id)
+# over 24 h scans a few million points, seconds; a server that takes longer is given up on.
+RESUME_QUERY_TIMEOUT_S = 10.0
+RESUME_FAILED_NOTE = ("starting from the live stream: trades before the first one seen are "
+                      "not stored by this host")
 
 
 class Worker:
@@ -67,6 +74,11 @@ class Worker:
         self.renderer = LineRenderer(influx.measurement if influx else "price_ticks")
         self.health_measurement = escape_key(influx.health_measurement if influx
                                              else "streamer_health")
+        # Tags in key order (as InfluxDB sorts them); `host` keeps each host's health apart when
+        # several hosts capture the same pairs. Trade points carry no host: two hosts writing
+        # one trade must write the identical point.
+        self.health_tags = (f"host={escape_key(settings.capture_host)},"
+                            f"worker={escape_key(spec.name)}")
         sink: Sink
         if influx is not None:
             sink = InfluxSink(influx)
@@ -174,11 +186,37 @@ class Worker:
             log.warning("worker=%s event=symbols_not_trading symbols=%r note='captured when "
                         "trading resumes'", self.name, idle)
 
+    def resume_from_db(self) -> Dict[str, int]:
+        """Symbols with no local checkpoint resume from the highest id stored in InfluxDB.
+
+        One query for all of them, before the stream opens; never raises (see resume_from_db).
+        """
+        influx = self.settings.influx
+        if influx is None:  # files mode: no database to ask
+            return {}
+        known = self.checkpoint.snapshot()
+        missing = [s for s in self.spec.symbols if s not in known]
+        if not missing:
+            return {}
+        query = InfluxQuery(influx)
+        lookback_h = self.settings.resume_lookback_h
+
+        def ask() -> Dict[str, Tuple[int, int]]:
+            return query.last_trades(missing, lookback_h, RESUME_QUERY_TIMEOUT_S)
+
+        found = resume_from_db(self.name, missing, ask, lookback_h)
+        with self.pipeline.lock:  # no trade has been accepted yet: the stream is not open
+            for symbol, last in found.items():
+                if symbol not in self.pipeline.sequences:
+                    self.pipeline.resume_from[symbol] = last
+        return found
+
     def run(self) -> int:
         self._install_signals()
+        self.resume_from_db()
         log.info("worker=%s event=starting symbols=%s sink=%s resume_from=%s", self.name,
                  _brief(self.spec.symbols), "influxdb" if self.settings.influx else "files",
-                 _brief([f"{k}:{v}" for k, v in self.checkpoint.snapshot().items()]))
+                 _brief([f"{k}:{v}" for k, v in self.pipeline.resume_from.items()]))
         threads.install(self.name, self._crashed)
         inject_fault(self, os.environ.get(INJECT_FAULT_ENV, ""))
         self.writer.start()
@@ -270,7 +308,8 @@ class Worker:
         counts = counters(self.stats)
         last = max(counts["last_trade_ms"].values(), default=None)
         return {
-            "worker": self.name, "symbols": list(self.spec.symbols), "pid": os.getpid(),
+            "worker": self.name, "host": self.settings.capture_host,
+            "symbols": list(self.spec.symbols), "pid": os.getpid(),
             "started": self.started_at, "updated": now, "trades_per_s": round(rate, 2),
             # the newest trade's age when this file was written (LAST TRADE in scripts/status)
             "last_trade_age_s": None if last is None else round(max(0.0, now - last / 1000), 3),
@@ -316,8 +355,50 @@ class Worker:
             value = percentile(lags, q)
             if value is not None:
                 fields += f",{name}={value:.1f}"
-        self.pipeline.add_line(f"{self.health_measurement},worker={escape_key(self.name)} "
+        self.pipeline.add_line(f"{self.health_measurement},{self.health_tags} "
                                f"{fields} {time.time_ns()}")
+
+
+def resume_from_db(worker: str, missing: Sequence[str],
+                   ask: Callable[[], Dict[str, Tuple[int, int]]],
+                   lookback_h: float) -> Dict[str, int]:
+    """{symbol: last stored id} for the `missing` symbols InfluxDB has (`ask` runs the query).
+
+    Logs `event=resumed_from_db` per symbol found, and ONE warning naming the symbols that
+    start from the live stream and why: a token that cannot read (401/403), a failed query,
+    or no trade of theirs in the last `lookback_h` hours. Never raises: a worker that cannot
+    ask still captures.
+    """
+    reason = ""
+    found: Dict[str, Tuple[int, int]] = {}
+    try:
+        found = {s: v for s, v in ask().items() if s in set(missing)}
+    except SinkError as exc:
+        if exc.status in (401, 403):
+            reason = (f"the token cannot read the bucket (InfluxDB /query answered {exc.status}): "
+                      "give it read access to resume from the database")
+        else:
+            reason = f"the query failed: {exc}"
+    except Exception as exc:  # a bug or an odd answer must not stop the capture
+        reason = f"the query failed: {type(exc).__name__}: {exc}"
+    for symbol in missing:
+        if symbol in found:
+            last, when_ns = found[symbol]
+            log.info("worker=%s symbol=%s event=resumed_from_db last_id=%d stored_at=%s "
+                     "note='no local checkpoint: backfilling from the next id'", worker, symbol,
+                     last, _iso(when_ns))
+    rest = [s for s in missing if s not in found]
+    if rest:
+        if not reason:
+            reason = f"no trade stored in the last {lookback_h:g} h (RESUME_LOOKBACK_H)"
+        log.warning("worker=%s event=resume_from_db_failed symbols=%s reason=%r note=%r",
+                    worker, _brief(rest), reason[:300], RESUME_FAILED_NOTE)
+    return {s: v[0] for s, v in found.items()}
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + \
+        f".{ns // 1_000_000 % 1000:03d}Z"
 
 
 def _brief(items: Sequence[str], shown: int = 10) -> str:

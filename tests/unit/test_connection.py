@@ -1,4 +1,4 @@
-"""The buffered reader that feeds websocket-client's frame parser from large socket reads."""
+"""One WebSocket session: the buffered reader under websocket-client, SUBSCRIBE pacing and acks."""
 from __future__ import annotations
 
 import socket
@@ -7,7 +7,7 @@ import pytest
 from websocket import ABNF, WebSocketConnectionClosedException
 from websocket._abnf import frame_buffer
 
-from workers.stream import BufferedReader
+from workers.connection import BufferedReader
 
 
 def server_frame(text: bytes) -> bytes:
@@ -39,8 +39,8 @@ def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
 import orjson  # noqa: E402
 
 from workers.protocol import ControlReply  # noqa: E402
-from workers.stream import (ACK_TIMEOUT_S, SUBSCRIBE_SPACING_S, SUBSCRIBE_TRIES,  # noqa: E402
-                            Connection)
+from workers.connection import (ACK_TIMEOUT_S, SUBSCRIBE_SPACING_S,  # noqa: E402
+                                SUBSCRIBE_TRIES, Connection)
 from workers.stream_plan import plan_connections  # noqa: E402
 
 
