@@ -5,6 +5,11 @@
     groups:             # one worker per group, one combined connection, for quiet pairs
       alts: [SOLUSDT, XRPUSDT, 1000SATSUSDT]
 
+    hosts:              # optional shards: which hosts (CAPTURE_HOST) run which workers
+      host-a: [btcusdt, alts]
+      host-b: [btcusdt]
+    # a worker listed under no host (ethusdt) runs on every host; no 'hosts:' = all on all
+
 Errors name the file, the line and the fix, because people edit this file by hand.
 
 The file is the user's and not tracked by git (so `git pull` never conflicts with it): on first
@@ -12,12 +17,13 @@ use it is created from `config/symbols.example.yaml`, which is tracked.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Mapping, Optional
 
 import yaml
 
@@ -34,7 +40,10 @@ _SYMBOL = re.compile(r"^(?:[A-Z0-9]|[^\x00-\x7f])(?:[A-Z0-9]|[^\x00-\x7f]){1,39}
 # Worker names become supervisor program names: ':' separates groups there, so keep it simple.
 _WORKER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 RESERVED_NAMES = frozenset({"reconciler", "supervisord", "all"})
-KNOWN_KEYS = ("symbols", "groups")
+KNOWN_KEYS = ("symbols", "groups", "hosts")
+# A host is named as its CAPTURE_HOST is set (workers/settings.py checks it the same way).
+_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,43 @@ class WorkerSpec:
     symbols: tuple[str, ...]
     line: int  # where it is defined, for messages
     is_group: bool  # a named group (one combined connection) rather than a bare symbol
+    # The hosts that run it, as listed under 'hosts:' (file order); empty: every host.
+    hosts: tuple[str, ...] = ()
+
+    def runs_on(self, host: str) -> bool:
+        return not self.hosts or host in self.hosts
+
+
+@dataclass(frozen=True)
+class SymbolsFile:
+    """The whole file: its workers and, when it has a 'hosts:' section, each host's share."""
+
+    path: Path
+    workers: list[WorkerSpec]
+    hosts: Dict[str, int] = field(default_factory=dict)  # host -> its line; empty: no shards
+    hosts_line: int = 0  # the line of 'hosts:'
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.hosts)
+
+    def share(self, host: str) -> list[WorkerSpec]:
+        """The workers `host` runs: those listed under it plus those listed under no host.
+
+        A host the file does not name is an error when the file has shards (a CAPTURE_HOST
+        left at the machine's name would otherwise run only the unlisted workers, silently).
+        """
+        if self.sharded and host not in self.hosts:
+            raise ConfigError(
+                f"{self.path}:{self.hosts_line}: this host (CAPTURE_HOST={host}) is not under "
+                f"'hosts:', which names {', '.join(self.hosts)}: set CAPTURE_HOST in .env.local "
+                f"to this host's name there, or add '{host}: []' under 'hosts:' to run only the "
+                "workers listed under no host")
+        return [w for w in self.workers if w.runs_on(host)]
+
+    def elsewhere(self, host: str) -> list[WorkerSpec]:
+        """The workers of the file that `host` does not run (they run on the hosts listed)."""
+        return [w for w in self.workers if not w.runs_on(host)]
 
 
 def _err(path: Path, node: Optional[yaml.Node], message: str) -> ConfigError:
@@ -74,6 +120,11 @@ def _symbol_list(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml
 
 def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
     """Parse the text of a symbols file into worker specs, checking everything a file can get wrong."""
+    return parse_file(text, path).workers
+
+
+def parse_file(text: str, path: Path) -> SymbolsFile:
+    """The whole file: its workers, and the hosts that run them when it has 'hosts:'."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -86,7 +137,8 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
         raise ConfigError(f"{path}: the file is empty; list pairs under 'symbols:' "
                           f"(see config/{EXAMPLE_NAME})")
     if not isinstance(root, yaml.MappingNode):
-        raise _err(path, root, "expected 'symbols:' and/or 'groups:' at the top level")
+        raise _err(path, root, "expected 'symbols:' and/or 'groups:' (and optionally "
+                               "'hosts:') at the top level")
 
     workers: list[WorkerSpec] = []
     seen_symbols: dict[str, int] = {}
@@ -113,18 +165,19 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         if key not in KNOWN_KEYS:
             raise _err(path, key_node, f"unknown key {key!r}: the file knows "
-                                       f"{' and '.join(repr(k) for k in KNOWN_KEYS)}")
+                                       f"{', '.join(repr(k) for k in KNOWN_KEYS[:-1])} and "
+                                       f"{KNOWN_KEYS[-1]!r}")
         if key in sections:
             raise _err(path, key_node, f"{key!r} appears twice: merge the two lists")
-        sections[key] = value_node
+        sections[key] = (key_node, value_node)
 
     if "symbols" in sections:
-        for symbol, node in _symbol_list(path, sections["symbols"], "'symbols'"):
+        for symbol, node in _symbol_list(path, sections["symbols"][1], "'symbols'"):
             if not symbol.isascii():
                 raise _err(path, node, f"{symbol} has non-ASCII letters, so it cannot name a "
                                        "worker: put it in a named group under 'groups:'")
             add(symbol.lower(), node, [(symbol, node)], False)
-    groups = sections.get("groups")
+    groups = sections["groups"][1] if "groups" in sections else None
     if groups is not None and not (isinstance(groups, yaml.ScalarNode) and groups.value == ""):
         if not isinstance(groups, yaml.MappingNode):
             raise _err(path, groups, "'groups' must map a group name to a list of symbols, "
@@ -142,7 +195,80 @@ def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
             add(name, name_node, members, True)
     if not workers:
         raise _err(path, root, "no symbols configured: list pairs under 'symbols:' or 'groups:'")
-    return workers
+    if "hosts" not in sections:
+        return SymbolsFile(path, workers)
+    key_node, hosts_node = sections["hosts"]
+    hosts = _hosts(path, hosts_node, workers)
+    by_worker: Dict[str, list[str]] = {}
+    for host, (_, names) in hosts.items():
+        for name in names:
+            by_worker.setdefault(name, []).append(host)
+    workers = [WorkerSpec(w.name, w.symbols, w.line, w.is_group, tuple(by_worker.get(w.name, ())))
+               for w in workers]
+    return SymbolsFile(path, workers, {h: line for h, (line, _) in hosts.items()},
+                       key_node.start_mark.line + 1)
+
+
+def _hosts(path: Path, node: yaml.Node,
+           workers: list[WorkerSpec]) -> Dict[str, tuple[int, list[str]]]:
+    """'hosts:' -> {host: (its line, the names of the workers it runs, globs expanded)}."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        raise _err(path, node, "'hosts' must map a host name (its CAPTURE_HOST) to a list of "
+                               "workers, e.g. 'host-a: [btcusdt, alts]'")
+    names = [w.name for w in workers]
+    hosts: Dict[str, tuple[int, list[str]]] = {}
+    for host_node, list_node in node.value:
+        host = str(host_node.value) if isinstance(host_node, yaml.ScalarNode) else ""
+        if not _HOST_NAME.match(host):
+            raise _err(path, host_node, f"host name {host!r} is not usable: use the host's "
+                                        "CAPTURE_HOST, letters, digits, '.', '-' or '_' (at "
+                                        "most 63), e.g. capture-a")
+        if host in hosts:
+            raise _err(path, host_node, f"host {host!r} appears twice (first on line "
+                                        f"{hosts[host][0]}): merge the two lists")
+        if isinstance(list_node, yaml.ScalarNode) and list_node.tag.endswith(":null"):
+            items: list[yaml.Node] = []
+        elif isinstance(list_node, yaml.SequenceNode):
+            items = list(list_node.value)
+        else:
+            raise _err(path, list_node, f"host {host!r} must list worker names, e.g. "
+                                        "[btcusdt, alts] ([] for only the workers listed "
+                                        "under no host)")
+        runs: list[str] = []
+        for item in items:
+            for name in _host_entry(path, item, host, workers, names):
+                if name not in runs:
+                    runs.append(name)
+        hosts[host] = (host_node.start_mark.line + 1, runs)
+    return hosts
+
+
+def _host_entry(path: Path, node: yaml.Node, host: str, workers: list[WorkerSpec],
+                names: list[str]) -> list[str]:
+    """The worker names one entry under a host means (a glob may mean several)."""
+    if not isinstance(node, yaml.ScalarNode) or node.value.strip() == "":
+        raise _err(path, node, f"expected a worker name or glob under host {host!r} here, "
+                               "e.g. btcusdt, alts or alt-*")
+    raw = node.value.strip()
+    entry = raw.lower()
+    if _GLOB_CHARS & set(entry):
+        matched = [n for n in names if fnmatch.fnmatchcase(n, entry)]
+        if not matched:
+            raise _err(path, node, f"{raw!r} (under host {host!r}) matches no worker of this "
+                                   f"file: the workers are {', '.join(names)}")
+        return matched
+    if entry in names:
+        return [entry]
+    group = next((w for w in workers if raw.upper() in w.symbols), None)
+    if group is not None:
+        raise _err(path, node, f"{raw!r} (under host {host!r}) is in group {group.name!r}: "
+                               f"a host runs whole workers, so name the group ({group.name}) "
+                               "or give the pair its own worker under 'symbols:'")
+    raise _err(path, node, f"{raw!r} (under host {host!r}) is not a worker of this file: name a "
+                           f"worker ({', '.join(names)}) or add the pair under 'symbols:' or "
+                           "'groups:' first")
 
 
 def create_from_example(path: Path) -> bool:
@@ -177,11 +303,17 @@ def first_use(root: Path = PROJECT_ROOT) -> bool:
 
 def load_symbols(path: Optional[Path] = None,
                  create: Optional[bool] = None) -> list[WorkerSpec]:
-    """Read and check the symbols file (default `config/symbols.yaml`).
+    """Read and check the symbols file (default `config/symbols.yaml`): every worker of it,
+    whichever hosts 'hosts:' gives them (`load_file(...).share(host)` is one host's).
 
     `create`: create a missing file from the example beside it; by default only the default
     file on the project's first use.
     """
+    return load_file(path, create).workers
+
+
+def load_file(path: Optional[Path] = None, create: Optional[bool] = None) -> SymbolsFile:
+    """load_symbols(), with the hosts of 'hosts:' (see SymbolsFile.share)."""
     path = Path(path or DEFAULT_SYMBOLS_FILE)
     if create is None:
         create = path == DEFAULT_SYMBOLS_FILE and first_use()
@@ -196,11 +328,25 @@ def load_symbols(path: Optional[Path] = None,
                           "or pass --config FILE") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({exc})") from None
-    return parse_symbols(text, path)
+    return parse_file(text, path)
+
+
+def this_host(env: Optional[Mapping[str, str]] = None) -> str:
+    """This host's name for 'hosts:': CAPTURE_HOST as load_settings reads it (default the
+    machine's short host name). Only that setting is read, so that an unrelated bad setting
+    does not hide which share is this host's; a bad CAPTURE_HOST is a ConfigError."""
+    from .settings import load_env, load_settings  # settings imports nothing of ours
+
+    env = load_env() if env is None else env
+    return load_settings({k: v for k, v in env.items() if k == "CAPTURE_HOST"}).capture_host
 
 
 def find_worker(workers: list[WorkerSpec], name: str, path: Path) -> WorkerSpec:
-    """The worker called `name`; a ConfigError listing the known names otherwise."""
+    """The worker called `name`; a ConfigError listing the known names otherwise.
+
+    Any worker of the file, whichever hosts 'hosts:' gives it: `python -m workers NAME` starts
+    it by hand on any host (only the reconciler keeps to this host's share).
+    """
     for worker in workers:
         if worker.name == name.lower():
             return worker

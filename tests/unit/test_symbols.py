@@ -1,6 +1,7 @@
 """config/symbols.yaml: pairs to capture, grouped into workers, with errors people can act on."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 
 from workers.errors import ConfigError
 from workers.symbols import (RESERVED_NAMES, WorkerSpec, create_from_example, find_worker,
-                             first_use, load_symbols, parse_symbols)
+                             first_use, load_file, load_symbols, parse_file, parse_symbols,
+                             this_host)
 
 PATH = Path("/etc/tick-capture/symbols.yaml")
 
@@ -345,3 +347,134 @@ def test_editing_your_symbols_file_leaves_a_clone_clean(tmp_path):
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, check=True,
                             capture_output=True, text=True)
     assert status.stdout == ""
+
+
+# -- shards: 'hosts:' says which hosts (CAPTURE_HOST) run which workers (issue 12.3) -----------
+
+SHARDED = """\
+symbols:
+  - BTCUSDT
+  - ETHUSDT
+groups:
+  alts: [SOLUSDT, XRPUSDT]
+  alt-2: [DOGEUSDT]
+hosts:
+  host-a: [btcusdt, alts]
+  host-b: [btcusdt, alt-*]
+  host-c: []
+"""
+
+
+def shares(text: str) -> dict:
+    file = parse_file(text, PATH)
+    return {h: [w.name for w in file.share(h)] for h in file.hosts}
+
+
+def test_a_file_without_hosts_runs_every_worker_on_every_host():
+    file = parse_file(EXAMPLE, PATH)
+
+    assert not file.sharded
+    assert file.share("any-host") == file.workers == parse_symbols(EXAMPLE, PATH)
+    assert file.elsewhere("any-host") == []
+    assert all(w.hosts == () for w in file.workers)
+
+
+def test_each_host_runs_its_workers_plus_those_listed_under_no_host():
+    assert shares(SHARDED) == {
+        "host-a": ["btcusdt", "ethusdt", "alts"],  # ethusdt: listed under no host, so everywhere
+        "host-b": ["btcusdt", "ethusdt", "alt-2"],  # alt-* is alt-2 (alts has no '-')
+        "host-c": ["ethusdt"],
+    }
+
+
+def test_a_busy_pair_on_two_hosts_and_the_quiet_tail_on_one():
+    file = parse_file(SHARDED, PATH)
+
+    assert [w.hosts for w in file.workers] == [("host-a", "host-b"), (), ("host-a",),
+                                               ("host-b",)]
+    assert [w.name for w in file.elsewhere("host-a")] == ["alt-2"]
+    assert parse_file(SHARDED, PATH).hosts == {"host-a": 8, "host-b": 9, "host-c": 10}
+
+
+def test_worker_entries_under_a_host_are_case_insensitive_like_worker_names():
+    assert shares("symbols: [BTCUSDT, ETHUSDT]\nhosts:\n  a: [BTCUSDT]\n") == {
+        "a": ["btcusdt", "ethusdt"]}
+
+
+def test_hosts_do_not_change_the_workers_or_their_symbols():
+    plain = parse_symbols(SHARDED.split("hosts:")[0], PATH)
+    sharded = parse_symbols(SHARDED, PATH)
+
+    assert [(w.name, w.symbols, w.line, w.is_group) for w in sharded] == [
+        (w.name, w.symbols, w.line, w.is_group) for w in plain]
+
+
+@pytest.mark.parametrize("text", ["hosts:\n", "hosts: {}\n"])
+def test_an_empty_hosts_section_means_no_shards(text):
+    file = parse_file("symbols: [BTCUSDT]\n" + text, PATH)
+
+    assert not file.sharded and [w.name for w in file.share("x")] == ["btcusdt"]
+
+
+def test_a_host_the_sharded_file_does_not_name_is_refused_with_the_fix():
+    file = parse_file(SHARDED, PATH)
+
+    with pytest.raises(ConfigError) as info:
+        file.share("ip-10-0-0-5")
+    message = str(info.value)
+    assert message.startswith(f"{PATH}:7: this host (CAPTURE_HOST=ip-10-0-0-5) is not under "
+                              "'hosts:', which names host-a, host-b, host-c: ")
+    assert "set CAPTURE_HOST" in message and "'ip-10-0-0-5: []'" in message
+
+
+@pytest.mark.parametrize("hosts,line,needle", [
+    ("  a: [dogeusdt]\n", 5, "'dogeusdt' (under host 'a') is not a worker of this file: name a "
+                             "worker (btcusdt, alts) or add the pair"),
+    ("  a: [SOLUSDT]\n", 5, "'SOLUSDT' (under host 'a') is in group 'alts': a host runs whole "
+                            "workers, so name the group (alts)"),
+    ("  a: [memes-*]\n", 5, "'memes-*' (under host 'a') matches no worker of this file: the "
+                            "workers are btcusdt, alts"),
+    ("  'host a': [btcusdt]\n", 5, "host name 'host a' is not usable: use the host's "
+                                   "CAPTURE_HOST"),
+    ("  a: []\n  b: []\n  a: [alts]\n", 7, "host 'a' appears twice (first on line 5): merge "
+                                           "the two lists"),
+    ("  a: btcusdt\n", 5, "host 'a' must list worker names, e.g. [btcusdt, alts]"),
+    ("  a:\n    - {btcusdt: 1}\n", 6, "expected a worker name or glob under host 'a' here"),
+    ("  - a\n", 5, "'hosts' must map a host name (its CAPTURE_HOST) to a list of workers"),
+])
+def test_a_bad_hosts_section_names_file_line_and_fix(hosts, line, needle):
+    message = config_error("symbols: [BTCUSDT]\ngroups:\n  alts: [SOLUSDT]\nhosts:\n" + hosts)
+
+    assert message.startswith(f"{PATH}:{line}: "), message
+    assert needle in message, message
+
+
+def test_find_worker_starts_any_worker_of_the_file_whatever_its_hosts():
+    workers = parse_symbols(SHARDED, PATH)
+
+    assert find_worker(workers, "alt-2", PATH).hosts == ("host-b",)  # not host-a's, still found
+
+
+def test_the_commented_hosts_example_of_the_tracked_example_is_valid():
+    text = (REPO / "config" / "symbols.example.yaml").read_text()
+    uncommented = re.sub(r"^# ?(groups:|hosts:|  \S)", r"\1", text, flags=re.M)
+
+    file = parse_file(uncommented, PATH)
+
+    assert file.sharded and set(file.hosts) >= {"host-a", "host-b"}
+    assert {w.name for w in file.share("host-a")} > {w.name for w in file.share("host-b")}
+
+
+def test_load_file_reads_hosts_and_load_symbols_all_workers(tmp_path):
+    path = tmp_path / "symbols.yaml"
+    path.write_text(SHARDED)
+
+    assert load_file(path, create=False).hosts == {"host-a": 8, "host-b": 9, "host-c": 10}
+    assert [w.name for w in load_symbols(path, create=False)] == [
+        "btcusdt", "ethusdt", "alts", "alt-2"]
+
+
+def test_this_host_is_capture_host_and_a_bad_one_is_a_config_error():
+    assert this_host({"CAPTURE_HOST": "host-a", "INFLUXDB_URL": "not a url"}) == "host-a"
+    with pytest.raises(ConfigError, match="CAPTURE_HOST"):
+        this_host({"CAPTURE_HOST": "host a"})
