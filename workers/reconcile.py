@@ -3,10 +3,13 @@
     python -m workers.reconcile --watch   # what supervisord runs as [program:reconciler]
     python -m workers.reconcile --once    # apply the file now and print what changed
 
-One pass: read and check the symbols file -> check new symbols against the exchange ->
+One pass: read and check the symbols file -> keep this host's share of it (its 'hosts:'
+section, CAPTURE_HOST; a file without one: every worker) -> check new symbols against the exchange ->
 render `run/workers.conf` (written only if its text changed) -> reloadConfig over the socket and
 apply the difference (supervisor_rpc.apply_changes). A file with an error changes nothing: the
-running workers go on, and the error is logged once per version of the file.
+running workers go on, and the error is logged once per version of the file. A worker that
+leaves this host's share is stopped and unloaded like a removed one (its data/ and checkpoint
+stay); a change of the share is logged once (`event=share host=a workers=... elsewhere=...`).
 
 `--watch` polls the file's mtime every 2 s (no inotify dependency), retries a pass that failed
 (supervisord busy or shutting down, an operator's `stop all` racing a removal, a broken hand
@@ -36,7 +39,7 @@ from .supervisor_render import (RenderSettings, parse_rendered, read_text, rende
 from .supervisor_rpc import (RPC_ERRORS, ApplyResult, apply_changes, connect, describe,
                              revive_fatal)
 from .symbol_check import SymbolCheck, exchange_check, unknown_symbols_error
-from .symbols import WorkerSpec, load_symbols
+from .symbols import SymbolsFile, WorkerSpec, load_file, this_host
 
 log = logging.getLogger("workers.reconcile")
 SELF_NAME = "reconciler"  # never touched, whatever reloadConfig says about it
@@ -52,8 +55,9 @@ CONFIG_ERROR_NAME = "symbols-error.json"
 
 class Reconciler:
     def __init__(self, settings: RenderSettings, rpc_factory: Callable[[], Any],
-                 check: Optional[SymbolCheck] = None) -> None:
+                 check: Optional[SymbolCheck] = None, host: Optional[str] = None) -> None:
         self.settings = settings
+        self.host = host  # None: CAPTURE_HOST (.env.local, the environment) at each pass
         self.rpc_factory = rpc_factory
         self.check = check
         self.self_name = os.environ.get("SUPERVISOR_PROCESS_NAME", SELF_NAME)
@@ -65,13 +69,20 @@ class Reconciler:
         self.unchecked: Set[str] = set()
         self.refused: Set[str] = set()  # found unknown (applied unchecked before): ask again
         self._checked_at = 0.0
+        self._share: Optional[str] = None  # the share last logged (event=share)
+        self.file: Optional[SymbolsFile] = None  # the file of the last load()
+        self.host_now = host or ""  # the host of the last load()
 
     # -- one pass -----------------------------------------------------------------------
     def load(self) -> List[WorkerSpec]:
-        """The checked specs; ConfigError (file:line: problem: fix) when the file is wrong."""
+        """This host's checked specs; ConfigError (file:line: problem: fix) when the file is
+        wrong (or names hosts, but not this one)."""
         # First start (nothing rendered yet): a missing file is created from the example.
-        specs = load_symbols(self.settings.symbols_file,
-                             create=not parse_rendered(read_text(self.settings.include_path)))
+        file = load_file(self.settings.symbols_file,
+                         create=not parse_rendered(read_text(self.settings.include_path)))
+        host = self.host or this_host()
+        specs = file.share(host)
+        self.file, self.host_now = file, host
         if self.check is not None:
             self._check_exchange(specs)
         return specs
@@ -184,6 +195,7 @@ class Reconciler:
         _record_config_error(self.settings, None, sig)
         if self._said.pop("config", None) is not None:
             log.info("%s event=config_ok file=%s", self.self_name, self.settings.symbols_file)
+        self._log_share()
         try:
             result = self.apply(specs)
         except RPC_ERRORS as exc:
@@ -199,6 +211,23 @@ class Reconciler:
             log.info("%s event=applied added=%s changed=%s removed=%s", self.self_name,
                      ",".join(result.added), ",".join(result.changed), ",".join(result.removed))
         return bool(result.errors)
+
+    def _log_share(self) -> None:
+        """One line when this host's share changes (a file without 'hosts:' has none)."""
+        file = self.file
+        if file is None:
+            return
+        host = self.host_now
+        if file.sharded:
+            share = (f"host={host} workers={','.join(w.name for w in file.share(host))} "
+                     f"elsewhere={','.join(w.name for w in file.elsewhere(host))}")
+        else:
+            share = f"host={host} workers=all note='no hosts: section: every worker runs here'"
+        if self._share is None and not file.sharded:
+            self._share = share  # never sharded: nothing to say
+        elif share != self._share:
+            self._share = share
+            log.info("%s event=share %s", self.self_name, share)
 
     def revive(self, cooldown_s: float) -> None:
         """Revive FATAL workers; report (once) those that stopped on a config error."""
@@ -306,7 +335,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     rec = Reconciler(settings, lambda: connect(url), check)
     if args.render:
         try:
-            sys.stdout.write(render(load_symbols(settings.symbols_file), settings))
+            sys.stdout.write(render(load_file(settings.symbols_file).share(this_host()),
+                                    settings))
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -337,6 +367,11 @@ def _once(rec: Reconciler, url: str) -> int:
         print(f"error: supervisord refused the change: {describe(exc)}", file=sys.stderr)
         return EXIT_UNEXPECTED
     print(result.summary())
+    file = rec.file
+    if file is not None and file.sharded:
+        elsewhere = ", ".join(w.name for w in file.elsewhere(rec.host_now)) or "none"
+        print(f"this host ({rec.host_now}) runs its share of {rec.settings.symbols_file.name}; "
+              f"on other hosts only: {elsewhere}")
     if result.ignored:
         print(f"left alone (not from the symbols file): {', '.join(result.ignored)}")
     for error in result.errors:

@@ -428,3 +428,118 @@ def test_symbols_applied_while_the_exchange_was_unreachable_are_checked_again(
     assert rec.pass_once() is False
     assert not (rec.settings.run_dir / "symbols-error.json").exists()
     assert "btcustd" not in fake.state or fake.state["btcustd"] != "RUNNING"
+
+
+# -- shards: each host applies only its share of the file (issue 12.3) -----------------------
+
+SHARDS = ("symbols: [BTCUSDT, ETHUSDT]\ngroups:\n  alts: [SOLUSDT, XRPUSDT]\n"
+          "hosts:\n  a: [btcusdt, alts]\n  b: [btcusdt]\n")
+
+
+def on_host(root: Path, yaml: str, host: str,
+            check: Any = None) -> "tuple[Reconciler, FakeSupervisor]":
+    write_yaml(root, yaml)
+    settings = RenderSettings.for_root(root)
+    fake = FakeSupervisor(settings.include_path, settings.log_dir)
+    rec = Reconciler(settings, lambda: fake, check, host=host)
+    assert rec.pass_once() is False
+    return rec, fake
+
+
+def share_lines(caplog: pytest.LogCaptureFixture) -> List[str]:
+    return [r.getMessage() for r in caplog.records if "event=share" in r.getMessage()]
+
+
+def test_each_host_renders_only_its_share_plus_the_unlisted_workers(root: Path) -> None:
+    rec, fake = on_host(root, SHARDS, "a")
+    assert set(fake.state) == {"reconciler", "btcusdt", "ethusdt", "alts"}
+    (root / "run" / "workers.conf").unlink()
+    rec, fake = on_host(root, SHARDS, "b")
+    assert set(fake.state) == {"reconciler", "btcusdt", "ethusdt"}  # alts runs on a only
+    assert "[program:alts]" not in rec.settings.include_path.read_text()
+
+
+def test_a_worker_that_leaves_the_share_is_stopped_like_a_removed_one(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "workers.reconcile")
+    rec, fake = on_host(root, SHARDS, "a")
+    pids = dict(fake.pids)
+    fake.calls.clear()
+    write_yaml(root, SHARDS.replace("a: [btcusdt, alts]", "a: [btcusdt]")
+                     .replace("b: [btcusdt]", "b: [btcusdt, alts]"))
+    assert rec.pass_once() is False
+    assert fake.calls == [("reloadConfig",), ("stop", "alts"), ("remove", "alts")]
+    assert fake.pids["btcusdt"] == pids["btcusdt"] and fake.pids["ethusdt"] == pids["ethusdt"]
+    assert share_lines(caplog) == [
+        "reconciler event=share host=a workers=btcusdt,ethusdt,alts elsewhere=",
+        "reconciler event=share host=a workers=btcusdt,ethusdt elsewhere=alts"]
+    # ... and comes back when the share gives it back; an edit of other hosts' shares alone
+    # touches nothing here and logs nothing.
+    fake.calls.clear()
+    write_yaml(root, SHARDS)
+    assert rec.pass_once() is False
+    assert fake.calls == [("reloadConfig",), ("add", "alts")]
+    fake.calls.clear()
+    write_yaml(root, SHARDS.replace("b: [btcusdt]", "b: []"))
+    assert rec.pass_once() is False
+    assert fake.calls == [("reloadConfig",)]
+    assert len(share_lines(caplog)) == 3
+
+
+def test_adding_hosts_to_a_running_file_restarts_nothing_that_stays(root: Path) -> None:
+    rec, fake = on_host(root, SHARDS.split("hosts:")[0], "b")
+    pids = dict(fake.pids)
+    fake.calls.clear()
+    write_yaml(root, SHARDS)
+    assert rec.pass_once() is False
+    assert fake.calls == [("reloadConfig",), ("stop", "alts"), ("remove", "alts")]
+    assert {n: fake.pids[n] for n in ("btcusdt", "ethusdt")} == {
+        n: pids[n] for n in ("btcusdt", "ethusdt")}
+
+
+def test_a_plain_file_logs_no_share_until_it_names_hosts(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "workers.reconcile")
+    rec, fake = on_host(root, TWO, "a")
+    assert share_lines(caplog) == []
+    write_yaml(root, TWO + "hosts:\n  a: [btcusdt]\n  b: [ethusdt]\n")
+    rec.pass_once()
+    write_yaml(root, TWO)
+    rec.pass_once()
+    assert share_lines(caplog) == [
+        "reconciler event=share host=a workers=btcusdt elsewhere=ethusdt",
+        "reconciler event=share host=a workers=all note='no hosts: section: every worker runs "
+        "here'"]
+    assert set(fake.state) == {"reconciler", "btcusdt", "ethusdt"}
+
+
+def test_a_host_the_file_does_not_name_changes_nothing_and_says_why(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rec, fake = on_host(root, TWO, "c")
+    fake.calls.clear()
+    write_yaml(root, SHARDS)
+    assert rec.pass_once() is False
+    assert fake.calls == []
+    assert ("symbols.yaml:4: this host (CAPTURE_HOST=c) is not under 'hosts:', which names "
+            "a, b: set CAPTURE_HOST") in caplog.text
+    assert "CAPTURE_HOST=c" in json.loads(
+        (rec.settings.run_dir / "symbols-error.json").read_text())["error"]
+
+
+def test_the_host_comes_from_capture_host_when_not_given(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPTURE_HOST", "b")
+    write_yaml(root, SHARDS)
+    rec, fake = make(root)
+    assert rec.pass_once() is False
+    assert set(fake.state) == {"reconciler", "btcusdt", "ethusdt"}
+
+
+def test_only_this_hosts_new_symbols_are_checked_with_the_exchange(root: Path) -> None:
+    asked: List[List[str]] = []
+
+    def check(symbols: List[str]) -> set:
+        asked.append(list(symbols))
+        return set(symbols)
+    on_host(root, SHARDS, "b", check=check)
+    assert asked == [["BTCUSDT", "ETHUSDT"]]  # not alts' symbols: host a checks those

@@ -87,6 +87,12 @@ def test_moving_lines_in_the_yaml_changes_nothing() -> None:
     assert render(moved, SETTINGS) == render(SPECS, SETTINGS)
 
 
+def test_the_hosts_of_a_worker_are_not_in_its_section() -> None:
+    # Adding a second host to btcusdt (or taking one away) must not restart it where it stays.
+    shared = [WorkerSpec(s.name, s.symbols, s.line, s.is_group, ("a", "b")) for s in SPECS]
+    assert render(shared, SETTINGS) == render(SPECS, SETTINGS)
+
+
 def test_a_symbol_moved_between_groups_changes_only_those_sections() -> None:
     before = sections(render(SPECS + [WorkerSpec("memes", ("DOGEUSDT",), 7, True)], SETTINGS))
     after = sections(render([SPECS[0], WorkerSpec("alts", ("XRPUSDT",), 5, True),
