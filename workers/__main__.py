@@ -37,6 +37,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def set_log_host(host: str) -> None:
+    """Every later line carries `host=<CAPTURE_HOST>` after the level (the time stays first),
+    so the logs of several hosts capturing the same pairs can be told apart when merged."""
+    formatter = logging.Formatter(f"%(asctime)s %(levelname)s host={host} %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -45,6 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = load_settings(load_env(args.env_file))
         logging.getLogger().setLevel(settings.log_level)
+        set_log_host(settings.capture_host)
         spec = find_worker(load_symbols(args.config), args.name, args.config)
         from .worker import Worker  # after the config checks: a bad config fails fast
 

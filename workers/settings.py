@@ -65,6 +65,10 @@ class Settings:
     connect_limit: int  # WebSocket connection attempts of all workers of the host ...
     connect_window_s: float  # ... in any span of this many seconds (WS_CONNECT_LIMIT=N/S)
     capture_host: str  # this host's name: tag `host` of health points, shards of symbols.yaml
+    # A symbol with no local checkpoint resumes from the highest trade id InfluxDB holds for
+    # it within this many hours (a longer span would be a backfill over BACKFILL_MAX_TRADES
+    # for a busy pair anyway, and costs the query more points to scan).
+    resume_lookback_h: float
 
 
 def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
@@ -207,6 +211,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         connect_window_s=connect_window_s,
         capture_host=_get(env, "CAPTURE_HOST", default_host(), _host_name,
                           "letters, digits, '.', '-' or '_' (at most 63), e.g. capture-a"),
+        resume_lookback_h=_get(env, "RESUME_LOOKBACK_H", 24.0, _positive(float),
+                               "hours > 0, e.g. 24"),
     )
 
 

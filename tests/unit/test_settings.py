@@ -321,3 +321,12 @@ def test_capture_host_defaults_to_the_machines_short_name_and_refuses_odd_names(
     assert load_settings({"CAPTURE_HOST": "capture-a"}).capture_host == "capture-a"
     with pytest.raises(ConfigError, match="CAPTURE_HOST"):
         load_settings({"CAPTURE_HOST": "a b"})
+
+
+def test_resume_lookback_defaults_to_24_hours_and_must_be_positive():
+    assert load_settings({}).resume_lookback_h == 24.0
+    assert load_settings({"RESUME_LOOKBACK_H": "6"}).resume_lookback_h == 6.0
+    assert load_settings({"RESUME_LOOKBACK_H": "0.5"}).resume_lookback_h == 0.5
+    for bad in ("0", "-1", "a day"):
+        with pytest.raises(ConfigError, match="RESUME_LOOKBACK_H"):
+            load_settings({"RESUME_LOOKBACK_H": bad})
