@@ -19,6 +19,8 @@ status file of the running process: a stopped worker shows them blank. LAST TRAD
 trade's age when the worker last wrote its status (at most FRESH_S ago).
 An error of the symbols file, a symbol unknown to the exchange included (the reconciler's
 finding: run/symbols-error.json), is shown in full, and the rows are the workers it last applied.
+A file with 'hosts:' (shards) gives the rows of this host's share (CAPTURE_HOST) only; the
+workers that run on other hosts only are named on one line below the table, not as missing.
 A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
 the worker asks the exchange's REST API whether trades happened before it calls a stream stale
 (and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
@@ -43,7 +45,7 @@ from .settings import PROJECT_ROOT, load_env, load_settings
 from .supervisor_render import RenderSettings, parse_rendered, read_text
 from .reconcile import config_error
 from .supervisor_rpc import RPC_ERRORS, connect, describe, exit_config_error
-from .symbols import load_symbols
+from .symbols import load_file, this_host
 
 STALE_S = 30.0  # a status file older than this (6 missed writes) means a hung worker
 GRACE_S = 30.0  # a worker younger than this may not have written its first status yet
@@ -201,10 +203,16 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
             now: Callable[[], float] = time.time) -> Dict[str, Any]:
     """Everything the table shows, as one JSON-able dict."""
     settings = RenderSettings.for_root(root)
-    report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running"}
+    report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running",
+                              "host": None, "elsewhere": []}
+    elsewhere: Dict[str, List[str]] = {}  # worker -> the hosts that run it, not this one
     try:
-        expected = {s.name: list(s.symbols) for s in load_symbols(settings.symbols_file,
-                                                                   create=False)}
+        file = load_file(settings.symbols_file, create=False)
+        report["host"] = host = this_host()
+        expected = {s.name: list(s.symbols) for s in file.share(host)}
+        elsewhere = {w.name: list(w.hosts) for w in file.elsewhere(host)}
+        report["elsewhere"] = [{"worker": w.name, "hosts": list(w.hosts),
+                                "symbols": list(w.symbols)} for w in file.elsewhere(host)]
         refused = config_error(settings)  # e.g. a symbol the exchange does not know
         if refused:
             raise ConfigError(refused)
@@ -237,7 +245,10 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
         else:
             row = assess(name, symbols, info, _read_status(run_dir, name), t,
                          log=_log_path(name, info, settings))
-            if name not in expected:
+            if name in elsewhere:
+                row.warnings.append(f"not this host's share any more (it runs on "
+                                    f"{', '.join(elsewhere[name])}): being stopped here")
+            elif name not in expected:
                 row.warnings.append("not in the symbols file any more: being removed")
             if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
                 row.last_error = exit_config_error(info, rpc) or info.get("spawnerr") or \
@@ -322,6 +333,10 @@ def table(report: Dict[str, Any]) -> str:
     for r in report["workers"]:
         out += [f"{r['worker']}: {p}" for p in r["problems"]]
         out += [f"{r['worker']}: warning: {w}" for w in r["warnings"]]
+    if report.get("elsewhere"):
+        others = ", ".join(f"{w['worker']} ({', '.join(w['hosts'])})"
+                           for w in report["elsewhere"])
+        out.append(f"on other hosts only (not this host's share, {report['host']}): {others}")
     if report["supervisord"] != "running":
         out.append(f"supervisord: {report['supervisord']}")
     elif "reconciler" in report:

@@ -367,3 +367,57 @@ def test_an_unknown_symbol_is_shown_as_the_config_error_not_as_a_phantom_worker(
     # ... and its next pass clears it.
     assert rec.pass_once() is True  # to be retried: no supervisord here, but the file is good
     assert not (settings.run_dir / "symbols-error.json").exists()
+
+
+# -- shards: this host's share only; the others' workers named, not missing (issue 12.3) -----
+
+SHARDED = ("symbols: [BTCUSDT, ETHUSDT]\ngroups:\n  alts: [SOLUSDT, XRPUSDT, DOGEUSDT]\n"
+           "hosts:\n  a: [btcusdt]\n  b: [alts, btcusdt]\n")
+
+
+def test_a_sharded_file_shows_this_hosts_share_and_names_the_rest(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPTURE_HOST", "a")
+    (root / "config" / "symbols.yaml").write_text(SHARDED)
+    (root / "run" / "status" / "ethusdt.json").write_text(json.dumps(status(pid=43)))
+    rpc = FakeRpc([info(), info("ethusdt", pid=43), info("reconciler", pid=7)])
+    report = collect(root, rpc, now=lambda: NOW)
+    assert [w["worker"] for w in report["workers"]] == ["btcusdt", "ethusdt"]
+    assert report["healthy"] and report["problems"] == []  # alts is not missing here
+    assert report["host"] == "a"
+    assert report["elsewhere"] == [{"worker": "alts", "hosts": ["b"],
+                                    "symbols": ["SOLUSDT", "XRPUSDT", "DOGEUSDT"]}]
+    text = table(report)
+    assert "on other hosts only (not this host's share, a): alts (b)" in text
+    assert text.endswith("\nhealthy")
+
+
+def test_a_worker_leaving_this_hosts_share_is_shown_as_being_stopped(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPTURE_HOST", "a")
+    (root / "config" / "symbols.yaml").write_text(SHARDED)
+    rpc = FakeRpc([info(), info("alts", pid=44), info("reconciler", pid=7)])
+    rows = {r["worker"]: r for r in collect(root, rpc, now=lambda: NOW)["workers"]}
+    assert "alts" in rows
+    assert "not this host's share any more (it runs on b): being stopped here" in \
+        rows["alts"]["warnings"]
+
+
+def test_a_plain_file_has_no_other_hosts_line(root: Path) -> None:
+    report = collect(root, FakeRpc([info(), info("alts", pid=44), info("reconciler", pid=7)]),
+                     now=lambda: NOW)
+    assert report["elsewhere"] == []
+    assert "other hosts" not in table(report)
+
+
+def test_a_host_the_sharded_file_does_not_name_is_a_problem_with_the_fix(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPTURE_HOST", "c")
+    (root / "config" / "symbols.yaml").write_text(SHARDED)
+    (root / "run" / "workers.conf").write_text("[program:btcusdt]\n"
+                                               'environment=WORKER_SYMBOLS="BTCUSDT"\n')
+    report = collect(root, FakeRpc([info(), info("reconciler", pid=7)]), now=lambda: NOW)
+    assert [w["worker"] for w in report["workers"]] == ["btcusdt"]  # what runs
+    assert not report["healthy"]
+    assert "symbols.yaml:4: this host (CAPTURE_HOST=c) is not under 'hosts:'" in \
+        report["problems"][0]
