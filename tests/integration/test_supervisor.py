@@ -374,3 +374,52 @@ def test_a_worker_that_failed_for_another_reason_is_revived(supervisor: Supervis
     sup.wait_states({"btcusdt": "RUNNING"}, 20)  # cool-down 2 s here, 30 s by default
     assert "event=revived worker=btcusdt" in sup.log("reconciler")
     assert sup.pids()["ethusdt"] == pids["ethusdt"]
+
+
+SHARDED = ("symbols:\n  - BTCUSDT\n  - ETHUSDT\n  - SOLUSDT\n"
+           "hosts:\n  a: [btcusdt]\n  b: [btcusdt, solusdt]\n")
+
+
+def test_a_host_runs_only_its_share_and_edits_of_the_shares_move_workers(
+        tmp_path: Path, env: Dict[str, str], influx_db: InfluxDb) -> None:  # noqa: F811
+    # Host a of two: btcusdt is a's (and b's), solusdt b's only, ethusdt listed under no host.
+    sup = Supervisor(make_project(tmp_path / "project", SHARDED), {**env, "CAPTURE_HOST": "a"})
+    try:
+        sup.start(["btcusdt", "ethusdt"])
+        assert set(sup.states()) == {"btcusdt", "ethusdt", "reconciler"}
+        rendered = (sup.root / "run" / "workers.conf").read_text()
+        assert "[program:solusdt]" not in rendered
+        assert "event=share host=a workers=btcusdt,ethusdt elsewhere=solusdt" in \
+            sup.log("reconciler")
+        wait_until(lambda: run_status(sup).returncode == 0, 30, 0.5,
+                   what=f"scripts/status healthy ({run_status(sup).stdout})")
+        report = json.loads(run_status(sup, "--json").stdout)
+        assert [w["worker"] for w in report["workers"]] == ["btcusdt", "ethusdt"]
+        assert [(w["worker"], w["hosts"]) for w in report["elsewhere"]] == [("solusdt", ["b"])]
+        assert "on other hosts only (not this host's share, a): solusdt (b)" in \
+            run_status(sup).stdout
+
+        # solusdt moves into a's share: it starts here; nothing else restarts.
+        pids = sup.pids()
+        sup.edit(SHARDED.replace("a: [btcusdt]", "a: [btcusdt, solusdt]"))
+        sup.wait_states({"solusdt": "RUNNING"}, 20)
+        wait_until(lambda: len(stored_ids(influx_db, "SOLUSDT")) > 0, 20, 0.5,
+                   what="SOLUSDT trades in InfluxDB")
+        assert {n: p for n, p in sup.pids().items() if n != "solusdt"} == pids
+
+        # ethusdt goes to b only: stopped here like a removed worker, its checkpoint kept.
+        pids = sup.pids()
+        sup.edit(SHARDED.replace("a: [btcusdt]", "a: [btcusdt, solusdt]")
+                 .replace("b: [btcusdt, solusdt]", "b: [btcusdt, solusdt, ethusdt]"))
+        sup.wait_states({"ethusdt": None}, 30)
+        assert "worker=ethusdt event=stopped" in sup.log("ethusdt")
+        assert (sup.root / "data" / "ethusdt" / "checkpoint.json").exists()
+        assert {n: p for n, p in sup.pids().items()} == {
+            n: p for n, p in pids.items() if n != "ethusdt"}
+        log = sup.log("reconciler")
+        assert "event=share host=a workers=btcusdt,solusdt elsewhere=ethusdt" in log
+        assert "removed=ethusdt" in log
+    finally:
+        code = sup.stop()
+        print(f"--- supervisord exit {code}, log tail ---\n"
+              f"{(sup.root / 'logs' / 'supervisord.log').read_text()[-3000:]}")
