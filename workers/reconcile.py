@@ -3,8 +3,8 @@
     python -m workers.reconcile --watch   # what supervisord runs as [program:reconciler]
     python -m workers.reconcile --once    # apply the file now and print what changed
 
-One pass: read and check the symbols file -> keep this host's share of it (its 'hosts:'
-section, CAPTURE_HOST; a file without one: every worker) -> check new symbols against the exchange ->
+One pass: read and check the symbols file -> keep this host's share of it ('hosts:' and
+CAPTURE_HOST; a file without 'hosts:': every worker) -> check new symbols against the exchange ->
 render `run/workers.conf` (written only if its text changed) -> reloadConfig over the socket and
 apply the difference (supervisor_rpc.apply_changes). A file with an error changes nothing: the
 running workers go on, and the error is logged once per version of the file. A worker that

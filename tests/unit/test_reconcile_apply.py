@@ -543,3 +543,16 @@ def test_only_this_hosts_new_symbols_are_checked_with_the_exchange(root: Path) -
         return set(symbols)
     on_host(root, SHARDS, "b", check=check)
     assert asked == [["BTCUSDT", "ETHUSDT"]]  # not alts' symbols: host a checks those
+
+
+def test_apply_symbols_says_what_runs_elsewhere_only_for_a_sharded_file(
+        root: Path, capsys: pytest.CaptureFixture) -> None:
+    from workers.reconcile import _once
+    rec, fake = on_host(root, SHARDS, "b")
+    capsys.readouterr()
+    assert _once(rec, "unix:///nowhere") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "no change", "this host (b) runs its share of symbols.yaml; on other hosts only: alts"]
+    write_yaml(root, TWO)
+    assert _once(rec, "unix:///nowhere") == 0
+    assert capsys.readouterr().out.splitlines() == ["no change"]  # no share line
