@@ -57,22 +57,22 @@ def _give_up(prog: str, why: str) -> NoReturn:
     sys.exit(EXIT_SETUP)
 
 
-def _setup(prog: str, why: str) -> None:
-    """Run `scripts/setup-env test`: creates .venv if needed and installs the test extras."""
-    print(f"{prog}: {why}: setting up .venv with the test extras (scripts/setup-env test) ...",
-          file=sys.stderr, flush=True)
+def _setup(prog: str, why: str, extras: str = "test") -> None:
+    """Run `scripts/setup-env EXTRAS`: creates .venv if needed and installs those extras."""
+    print(f"{prog}: {why}: setting up .venv with the {extras} extras (scripts/setup-env "
+          f"{extras}) ...", file=sys.stderr, flush=True)
     try:  # the stamp says "installed", the imports say otherwise: let setup-env install again
-        (VENV / ".installed-test").unlink()
+        (VENV / f".installed-{extras}").unlink()
     except FileNotFoundError:
         pass
     try:
-        code = subprocess.run(["bash", str(SETUP_ENV), "test"], cwd=REPO_ROOT).returncode
+        code = subprocess.run(["bash", str(SETUP_ENV), extras], cwd=REPO_ROOT).returncode
     except OSError as exc:
         _give_up(prog, f"cannot run scripts/setup-env ({exc})")
     if code == EXIT_SETUP:
         sys.exit(EXIT_SETUP)  # a missing Debian package: setup-env's one line said what to run
     if code != 0 or not VENV_PYTHON.exists():
-        _give_up(prog, "could not set up .venv with the test extras (above)")
+        _give_up(prog, f"could not set up .venv with the {extras} extras (above)")
 
 
 def _reexec(stage: str) -> NoReturn:
@@ -85,25 +85,26 @@ def _reexec(stage: str) -> NoReturn:
         sys.exit(EXIT_SETUP)
 
 
-def use_repo_venv(prog: str, modules: Iterable[str] = TEST_EXTRAS) -> None:
+def use_repo_venv(prog: str, modules: Iterable[str] = TEST_EXTRAS, extras: str = "test") -> None:
     """Return when this process runs in the project's .venv with `modules` importable.
 
     Otherwise set the venv up (at most once per start) and re-execute this script there, or
-    print one line saying what to run and exit 2.
+    print one line saying what to run and exit 2. `extras` names the setup.cfg extra that
+    brings `modules` (scripts/plot: "plot", for matplotlib).
     """
     stage = os.environ.pop(MARKER, "")  # popped: the children we start begin afresh
     if _in_repo_venv():
         missing = _missing(modules)
         if not missing:
             return
-        why = f"{', '.join(missing)} missing from .venv (the test extras)"
+        why = f"{', '.join(missing)} missing from .venv (the {extras} extras)"
         if stage == SET_UP:
             _give_up(prog, why)
-        _setup(prog, why)
+        _setup(prog, why, extras)
         _reexec(SET_UP)
     if stage:
         _give_up(prog, f"{VENV_PYTHON} does not run as the venv {VENV} (remove .venv)")
     if not VENV_PYTHON.exists():
-        _setup(prog, "no .venv yet")
+        _setup(prog, "no .venv yet", extras)
         _reexec(SET_UP)
     _reexec(MOVED)
