@@ -31,7 +31,7 @@ from tests.support.procs import wait_until
 PAUSED = '{"action": "pause"}'
 DAY_MS = 86_400_000
 SHARD_GROUP_MS = 7 * DAY_MS  # 1.x's shard group duration for an infinite retention policy
-LINE = re.compile(r"^(?P<m>[a-z_]+),(?:symbol|worker)=[A-Za-z0-9]+ "
+LINE = re.compile(r"^(?P<m>[a-z_]+),(?:host=[A-Za-z0-9._-]+,)?(?:symbol|worker)=[A-Za-z0-9]+ "
                   r"[a-z_0-9]+=[^ ,]+(?:,[a-z_0-9]+=[^ ,]+)* \d+$")
 COMMENT = re.compile(r"^# \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rejected by InfluxDB \(400\): "
                      r"partial write: (?P<reason>.*)$")
@@ -83,7 +83,7 @@ def test_a_conflicting_health_measurement_sets_health_lines_aside_and_stores_eve
     influx_db.write_lines(f'streamer_health,worker=setup received="text" {time.time_ns()}')
     sim = exchange_sim("--symbol", "BTCUSDT:rate=300", "--fault", PAUSED)
     proc = new_worker(tmp_path / "btcusdt", "btcusdt", "symbols: [BTCUSDT]\n", sim,
-                      influx_front, influx_db)
+                      influx_front, influx_db, CAPTURE_HOST="h")
     cap = Capture(sim, influx_db, influx_front, proc).start_worker()
     sim.fault("resume")
     time.sleep(11)  # a health point at the start and one 10 s later
@@ -93,7 +93,7 @@ def test_a_conflicting_health_measurement_sets_health_lines_aside_and_stores_eve
 
     path = proc.data_dir / "btcusdt" / "rejected.lp"
     comments, lines = read_rejected(path, influx_db.name)
-    assert len(lines) >= 2 and all(line.startswith("streamer_health,worker=btcusdt ")
+    assert len(lines) >= 2 and all(line.startswith("streamer_health,host=h,worker=btcusdt ")
                                    for line in lines), lines
     assert all('input field "received" on measurement "streamer_health"' in c for c in comments)
     assert_exactly_once(cap, "BTCUSDT", lines)
