@@ -342,6 +342,8 @@ def table(report: Dict[str, Any]) -> str:
     elif "reconciler" in report:
         out.append(f"reconciler: {report['reconciler']}")
     out += [f"problem: {p}" for p in report["problems"]]
+    if "stored" in report:
+        out += stored_lines(report["stored"])
     out.append("healthy" if report["healthy"] else "UNHEALTHY")
     return "\n".join(out)
 
@@ -357,6 +359,33 @@ def _rejected(r: Dict[str, Any]) -> str:
     return str(trades) if lines == trades else f"{trades}+{lines - trades}"
 
 
+def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
+    """The last trade stored per pair (any host), read from InfluxDB; never raises."""
+    from .audit import InfluxQuery  # only for --stored: the common case reads no database
+
+    try:
+        settings = load_settings(load_env())
+        if settings.influx is None:
+            return {"error": "no database configured (INFLUXDB_URL is unset)"}
+        found = InfluxQuery(settings.influx).last_trades(symbols or None,
+                                                         settings.resume_lookback_h, 10.0)
+    except Exception as exc:  # a status report must come out whatever the database does
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    now = time.time() if now is None else now
+    return {"lookback_h": settings.resume_lookback_h,
+            "symbols": {s: {"last_id": found[s][0],
+                            "age_s": max(0.0, now - found[s][1] / 1e9)} if s in found else None
+                        for s in symbols}}
+
+
+def stored_lines(report: Dict[str, Any]) -> List[str]:
+    if "error" in report:
+        return [f"stored: cannot tell: {report['error']}"]
+    return [f"stored: {s} last id {v['last_id']} ({_age(v['age_s'])} ago)" if v else
+            f"stored: {s} nothing in the last {report['lookback_h']:g} h"
+            for s, v in report["symbols"].items()]
+
+
 def _short(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 3] + "..."
@@ -367,8 +396,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="scripts/status", description="Health of every worker (supervisord state and "
         "the workers' status files). Exit 0 healthy, 1 unhealthy, 2 supervisord not answering.")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--stored", action="store_true",
+                        help="also ask InfluxDB (the settings of .env.local) for the last trade "
+                             "stored per pair, by every host together, over RESUME_LOOKBACK_H")
     args = parser.parse_args(argv)
     report = collect()
+    if args.stored:
+        report["stored"] = stored(sorted({s for r in report["workers"] for s in r["symbols"]}))
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
