@@ -350,6 +350,8 @@ class Worker:
                   f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
                   f"reconnects={s.reconnects}i,gaps={s.gaps}i,backfilled={s.backfilled}i,"
                   f"spooled={s.spooled}i,retries={s.retries}i,rejected={s.rejected_lines}i,"
+                  f"given_up={s.given_up}i,"
+                  f"connected={int(all(k.state()['connected'] for k in self.keepers))}i,"
                   f"spool_bytes={self.spool.backlog_bytes() if self.spool else 0}i")
         for name, q in (("lag_p50_ms", 0.5), ("lag_p99_ms", 0.99)):
             value = percentile(lags, q)
