@@ -45,7 +45,15 @@ def set_log_host(host: str) -> None:
         handler.setFormatter(formatter)
 
 
+def keep_numpy_out() -> None:
+    """influxdb-client imports numpy whenever it is installed (the plot and test extras bring
+    it), only to format numpy values in its Point class, which a worker never uses: it writes
+    lines it built itself. Refusing that import keeps ~15 MB of RSS out of every worker."""
+    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    keep_numpy_out()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
