@@ -288,15 +288,3 @@ def test_log_lines_carry_the_host_after_the_time_and_level():
     # the time stays first, as tests/integration/test_exchange_limits.py reads it
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}$", stamp), stamp
 
-
-def test_a_worker_process_keeps_numpy_out_of_influxdb_client():
-    """influxdb-client imports numpy when installed (~15 MB RSS per worker); a worker refuses it."""
-    import subprocess
-    import sys
-
-    code = ("import sys\n"
-            "from workers.__main__ import keep_numpy_out\n"
-            "keep_numpy_out()\n"
-            "from influxdb_client.client.write_api import SYNCHRONOUS\n"
-            "assert sys.modules.get('numpy') is None, 'numpy was imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
