@@ -64,7 +64,7 @@ class InfluxQuery:
             end = min(start + step, until_ns)
             q = (f"SELECT trade_id FROM \"{self.settings.measurement}\" WHERE "
                  f"symbol = '{symbol}' AND time >= {start} AND time < {end}")
-            for series in self._query(q):
+            for series in self.query(q):
                 column = series["columns"].index("trade_id")
                 for row in series.get("values", []):
                     yield int(row[column])
@@ -80,19 +80,20 @@ class InfluxQuery:
         HTTP status where there is one: 401/403 is a token that cannot read).
         """
         q = last_trades_query(self.settings.measurement, symbols, lookback_h)
-        found = parse_last_trades(self._query(q, timeout_s))
+        found = parse_last_trades(self.query(q, timeout_s))
         if symbols is not None:
             wanted = set(symbols)
             found = {k: v for k, v in found.items() if k in wanted}
         return found
 
-    def _query(self, q: str, timeout_s: Optional[float] = None) -> list:
+    def query(self, q: str, timeout_s: Optional[float] = None) -> list:
+        """The series of an InfluxQL query over /query (the token sent as on writes)."""
         s = self.settings
         db, _, rp = s.bucket.partition("/")
-        query = {"db": db, "q": q, "epoch": "ns"}
+        fields = {"db": db, "q": q, "epoch": "ns"}
         if rp:
-            query["rp"] = rp
-        params = urllib.parse.urlencode(query)
+            fields["rp"] = rp
+        params = urllib.parse.urlencode(fields)
         request = urllib.request.Request(f"{s.url}/query?{params}",
                                          headers={"Authorization": f"Token {s.token}"})
         try:

@@ -171,7 +171,7 @@ def influx_market(query: InfluxQuery, measurement: str, symbols: Sequence[str],
         f'SELECT sum("qty") AS "buy" FROM {m} WHERE {where} AND "buyer_maker" = false {by}',
     )
     for q in statements:
-        for tags, row in _series_rows(query._query(q)):  # audit's /query client, reused
+        for tags, row in _series_rows(query.query(q)):  # audit's /query client
             per[tags.get("symbol", "")][int(row.pop("time"))].update(row)
     out: Dict[str, Market] = {}
     step = step_s * NS
@@ -206,7 +206,7 @@ def influx_health(query: InfluxQuery, measurement: str, workers: Sequence[str],
     q = (f'SELECT {aggs} FROM "{measurement}" WHERE {where} '
          f'GROUP BY time({step_s}s), "host", "worker" fill(none)')
     out: Dict[str, Dict[str, List[Any]]] = {}
-    for tags, row in _series_rows(query._query(q)):
+    for tags, row in _series_rows(query.query(q)):
         name = tags.get("worker", "?") + (f"@{tags['host']}" if tags.get("host") else "")
         series = out.setdefault(name, {k: [] for k in ("time", *HEALTH_FIELDS)})
         for k in ("time", *HEALTH_FIELDS):
