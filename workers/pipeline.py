@@ -96,6 +96,13 @@ class Pipeline:
         self.accepted = 0
         self.duplicates = 0
 
+    def resume(self, last_ids: Dict[str, int]) -> None:
+        """Resume these symbols from ids found elsewhere (the database), before their first trade."""
+        with self.lock:
+            for symbol, last in last_ids.items():
+                if symbol not in self.sequences:
+                    self.resume_from[symbol] = last
+
     def sequence(self, symbol: str) -> SymbolSequence:
         seq = self.sequences.get(symbol)
         if seq is None:

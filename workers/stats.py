@@ -14,7 +14,7 @@ from .atomic import write_atomic
 
 @dataclass
 class Stats:
-    received: int = 0  # frames that parsed as trades
+    received: int = 0  # frames that parsed as trades: the connections' own counts, summed on read
     invalid: Counter = field(default_factory=Counter)  # reason -> count
     duplicates: int = 0
     written: int = 0  # trades in batches stored in InfluxDB (or data files)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .backoff import Backoff
 from .connection import Budget, Connection, Refusal
@@ -45,6 +45,10 @@ class StreamKeeper:
         self.current: Optional[Connection] = None
         self.next: Optional[Connection] = None
         self.connections = 0
+        # Trades received, counted per connection by its own reader thread (no lock on the
+        # per-trade path): connections still reading, and the total of those that ended.
+        self._open: List[Connection] = []
+        self._trades_ended = 0
         self.next_attempt_at = 0.0  # monotonic; no new connection before this
         self.last_refusal: Optional[Refusal] = None
         self.last_end = ""  # why the last connection ended (or failed to open), for status
@@ -58,8 +62,22 @@ class StreamKeeper:
 
     def _new(self, why: str) -> Connection:
         self.connections += 1
-        return Connection(self.worker, self.plan, f"{self.plan.label}c{self.connections}",
-                          self.on_frame, self.budget).start()
+        conn = Connection(self.worker, self.plan, f"{self.plan.label}c{self.connections}",
+                          self.on_frame, self.budget)
+        self._open = [c for c in self._open if not self._retire(c)] + [conn]
+        return conn.start()
+
+    def _retire(self, conn: Connection) -> bool:
+        """Fold a connection whose reader thread has ended into the total (keeper thread)."""
+        if not conn.ended.is_set() or conn is self.current or conn is self.next:
+            return False
+        self._trades_ended += conn.trades
+        return True
+
+    @property
+    def trades(self) -> int:
+        """Trades received by every connection of this keeper so far."""
+        return self._trades_ended + sum(c.trades for c in list(self._open))
 
     def _run(self) -> None:
         self.current = self._new("start")

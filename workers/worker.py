@@ -19,14 +19,15 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from . import threads
 from .audit import InfluxQuery
 from .backfill import Backfiller
 from .checkpoint import Checkpoint
-from .errors import ConfigError, SinkError
+from .connect_budget import ConnectBudget, budget_path
+from .connection import OP_TEXT, Connection
+from .errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, SinkError
 from .lineproto import LineRenderer, escape_key
 from .pipeline import Gap, Pipeline
-from .connect_budget import ConnectBudget, budget_path
-from .errors import EXIT_OK, EXIT_UNEXPECTED
 from .prober import Prober
 from .protocol import ControlReply, InvalidMessage, MessageParser, ServerShutdown, Trade
 from .rest import RestClient, RestError
@@ -34,10 +35,8 @@ from .settings import Settings
 from .sink import FileSink, InfluxSink, Sink
 from .spool import Spool
 from .stats import Stats, counters, percentile, write_status
-from .connection import OP_TEXT, Connection
 from .stream import StreamKeeper
 from .stream_plan import plan_connections
-from . import threads
 from .symbols import WorkerSpec
 from .writer import Writer
 
@@ -130,13 +129,11 @@ class Worker:
         if type(msg) is Trade:
             conn.trades += 1
             conn.last_trade_at = conn.last_frame_at
-            stats = self.stats
-            fresh = self.pipeline.accept(msg)
-            with stats.lock:  # several reader threads: a group's connections, a rotation
-                stats.received += 1
-                stats.last_trade_ms[msg.symbol] = msg.time_ms
-                if not fresh:
-                    stats.duplicates += 1
+            # No lock here: conn.trades is this reader thread's own count (`received` is their
+            # sum), and one dict store is atomic; a duplicate is rare enough for the lock.
+            self.stats.last_trade_ms[msg.symbol] = msg.time_ms
+            if not self.pipeline.accept(msg):
+                self.stats.add("duplicates")
         elif type(msg) is ServerShutdown:
             conn.shutdown_announced = True
             log.warning("worker=%s event=server_shutdown conn=%s", self.name, conn.label)
@@ -160,6 +157,9 @@ class Worker:
     def _on_reconnect(self, reason: str) -> None:
         with self.stats.lock:  # one keeper thread per connection plan
             self.stats.reconnects += 1
+
+    def _received(self) -> int:
+        return sum(keeper.trades for keeper in self.keepers)
 
     def _crashed(self, thread: str, exc: BaseException) -> None:
         """A thread met an unexpected exception (already logged): flush, exit 1, be restarted."""
@@ -205,10 +205,7 @@ class Worker:
             return query.last_trades(missing, lookback_h, RESUME_QUERY_TIMEOUT_S)
 
         found = resume_from_db(self.name, missing, ask, lookback_h)
-        with self.pipeline.lock:  # no trade has been accepted yet: the stream is not open
-            for symbol, last in found.items():
-                if symbol not in self.pipeline.sequences:
-                    self.pipeline.resume_from[symbol] = last
+        self.pipeline.resume(found)
         return found
 
     def run(self) -> int:
@@ -294,7 +291,7 @@ class Worker:
             self._lags_at = now
             if lags:  # keep the last figures through a quiet period
                 self._last_lags = lags
-        received = self.stats.received
+        received = self.stats.received = self._received()
         samples = self._rate_samples
         while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW_S:
             samples.popleft()  # keep one sample at least RATE_WINDOW_S old
@@ -339,12 +336,13 @@ class Worker:
                  "lag_p99_ms=%s",
                  self.name, s["trades_per_s"], s["received"], s["written"], s["duplicates"],
                  sum(s["invalid"].values()), s["retries"], s["spooled"],
-                 s["spool_backlog_bytes"], s["rejected_lines"], s["reconnects"], s["gaps"], s["backfilled"],
-                 s["given_up"], _ms(s["lag_p50_ms"]), _ms(s["lag_p99_ms"]))
+                 s["spool_backlog_bytes"], s["rejected_lines"], s["reconnects"], s["gaps"],
+                 s["backfilled"], s["given_up"], _ms(s["lag_p50_ms"]), _ms(s["lag_p99_ms"]))
 
     def _health_point(self) -> None:
         """A small self-metrics point, written with the trades (issue: self-metrics)."""
         s = self.stats
+        s.received = self._received()
         lags = self._last_lags
         fields = (f"received={s.received}i,written={s.written}i,"
                   f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
