@@ -40,7 +40,8 @@ class FileResult:
 
 
 def lp_files(lp_dir: Path, worker: Optional[str]) -> List[Path]:
-    """The files of every worker (or of `worker`) under `lp_dir`, oldest first per worker.
+    """The files of every worker (or of `worker`) under `lp_dir`, oldest first per worker;
+    `lp_dir` may also be one worker's directory.
 
     Raises ConfigError for a directory or a worker that is not there.
     """
@@ -53,8 +54,8 @@ def lp_files(lp_dir: Path, worker: Optional[str]) -> List[Path]:
             known = ", ".join(sorted(p.name for p in lp_dir.iterdir() if p.is_dir())) or "none"
             raise ConfigError(f"--worker {worker}: no {lp_dir / worker} (workers with files: "
                               f"{known})")
-    else:
-        dirs = sorted(p for p in lp_dir.iterdir() if p.is_dir())
+    else:  # every worker's directory, or lp_dir itself when it is one worker's directory
+        dirs = [lp_dir] + sorted(p for p in lp_dir.iterdir() if p.is_dir())
     files: List[Path] = []
     for directory in dirs:
         files.extend(sorted(p for p in directory.iterdir() if p.is_file()

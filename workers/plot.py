@@ -13,7 +13,6 @@ matplotlib (the `plot` extra) is imported only when drawing; the Agg backend nee
 from __future__ import annotations
 
 import argparse
-import gzip
 import re
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from .audit import InfluxQuery, parse_time
 from .errors import ConfigError, SinkError
+from .load_files import lp_files, point_batches
 from .settings import load_env, load_settings
 
 EXIT_OK, EXIT_NO_DATA, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
@@ -122,24 +122,20 @@ def _split_quoted(line: str) -> Tuple[str, str, str]:
     return key, fields, stamp
 
 
-def lp_files(lp_dir: Path) -> List[Path]:
-    return sorted(p for p in lp_dir.rglob("*") if p.is_file()
-                  and (p.name.endswith(".lp") or p.name.endswith(".lp.gz")))
-
-
 def file_trades(lp_dir: Path, measurement: str, symbols: Sequence[str]
                 ) -> Dict[str, List[Tuple[int, float, float, bool]]]:
+    """The trades of `symbols` in the no-database mode's files (read as scripts/load-files
+    reads them)."""
     wanted = set(symbols)
     out: Dict[str, List[Tuple[int, float, float, bool]]] = {s: [] for s in symbols}
-    for path in lp_files(lp_dir):
-        opener: Any = gzip.open if path.name.endswith(".gz") else open
+    for path in lp_files(lp_dir, None):
         try:
-            with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-                for line in fh:
+            for batch in point_batches(path, 10_000):
+                for line in batch:
                     trade = parse_trade_line(line, measurement)
                     if trade and trade[0] in wanted:
                         out[trade[0]].append(trade[1:])
-        except (OSError, EOFError):
+        except (OSError, EOFError, UnicodeDecodeError):
             continue  # a gzip cut short by a crash: use the other files
     return out
 
