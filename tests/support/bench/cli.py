@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import REPO_ROOT
 
-from . import ceilings, latency, machine, memory, original, ramp, scale, storm, targets
+from . import ceilings, latency, machine, memory, original, ramp, recovery, scale, storm, targets
 from .procstat import LoadWatch
 from .report import Section, render_document
 from .rig import FULL, QUICK, Profile, Rig
@@ -36,6 +36,7 @@ SECTIONS: List[Tuple[str, str, SectionRun]] = [
     ("memory", "5. Memory per worker process", memory.run),
     ("scale", "6. Scale: the whole spot list under supervisord", scale.run),
     ("storm", "7. A start of many workers under the connection budget", storm.run),
+    ("recovery", "8. Recovery: spool drain, backfill, first trade, kill -9", recovery.run),
 ]
 DISTURBED_CORES = 0.5  # other processes using this much CPU on average: the section re-runs
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "latest.md"
@@ -48,7 +49,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="Benchmark the capture service on this box: simulator, InfluxDB (through "
                     "the test front) and real worker processes on 127.0.0.1. Prints a markdown "
                     "report and saves it (default bench-results/latest.md).",
-        epilog=f"Sections: {', '.join(names)}. Full run <= ~20 min, --quick ~3-4 min.")
+        epilog=f"Sections: {', '.join(names)}. Full run <= ~25 min, --quick ~4-5 min.")
     parser.add_argument("--quick", action="store_true", help="short windows, fewer steps")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where to save the report (a .json of the raw facts goes next "
