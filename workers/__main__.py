@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import time
+import types
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 from .errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError
 from .settings import DEFAULT_ENV_FILE, load_env, load_settings
@@ -52,8 +54,91 @@ def keep_numpy_out() -> None:
     sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+REACTIVEX_REFUSED = ("reactivex is kept out of worker processes (workers/__main__.py, "
+                     "keep_reactivex_out): influxdb-client's batching and asynchronous write "
+                     "modes are not available in a worker, which writes SYNCHRONOUS")
+
+
+def _refused(*_args: Any, **_kwargs: Any) -> NoReturn:
+    raise RuntimeError(REACTIVEX_REFUSED)
+
+
+class _RefusedScheduler:
+    """Stands in for reactivex's ThreadPoolScheduler, which write_api.py builds at import time
+    (WriteOptions' default argument) and uses only in the batching and asynchronous modes."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(REACTIVEX_REFUSED)
+
+
+class _RefusedObservable:
+    """Stands in for reactivex's Observable: write_api.py only tests records against it."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        _refused()
+
+
+def keep_reactivex_out() -> None:
+    """influxdb-client's write_api.py imports reactivex, and through it asyncio (~4 MB of RSS,
+    measured), for its batching and asynchronous write modes only. A worker writes with
+    SYNCHRONOUS (sink.InfluxSink), so the names write_api.py imports are stand-ins: SYNCHRONOUS
+    writes never touch them, and any use of the other modes raises RuntimeError."""
+    if "reactivex" in sys.modules:
+        return
+    names = ("reactivex", "reactivex.operators", "reactivex.scheduler", "reactivex.subject")
+    modules = {name: types.ModuleType(name, "Stand-in: " + REACTIVEX_REFUSED) for name in names}
+    stand_ins: Dict[str, Dict[str, Any]] = {
+        "reactivex": {"__path__": [],  # a package without submodules: others fail to import
+                      "Observable": _RefusedObservable, "of": _refused, "just": _refused,
+                      "operators": modules["reactivex.operators"],
+                      "scheduler": modules["reactivex.scheduler"],
+                      "subject": modules["reactivex.subject"]},
+        "reactivex.operators": {"__getattr__": lambda _name: _refused},  # ops.<any> raises
+        "reactivex.scheduler": {"ThreadPoolScheduler": _RefusedScheduler},
+        "reactivex.subject": {"Subject": _refused},
+    }
+    for name, attrs in stand_ins.items():
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, value)
+    sys.modules.update(modules)
+
+
+def defer_dateutil_parser() -> None:
+    """influxdb-client's date_utils.py imports dateutil.parser (with dateutil.tz, ~1 MB of RSS,
+    measured) to parse dates in query results, which a worker never reads (and on Python 3.11
+    the library parses them with datetime.fromisoformat). The module is loaded lazily: it runs
+    on first use (importlib's LazyLoader), so nothing changes for code that does use it.
+    (On Python < 3.12 two threads touching it first at the same moment could race; nothing in a
+    worker touches it at all.)"""
+    name = "dateutil.parser"
+    if name in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec(name)  # imports the small dateutil package itself
+    except ImportError:
+        return
+    if spec is None or spec.loader is None:
+        return
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    setattr(sys.modules["dateutil"], "parser", module)
+
+
+def keep_unused_imports_out() -> None:
+    """What a worker process never uses is not loaded (see each function)."""
     keep_numpy_out()
+    keep_reactivex_out()
+    defer_dateutil_parser()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    keep_unused_imports_out()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
