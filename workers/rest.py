@@ -37,7 +37,7 @@ import urllib3
 
 from .backoff import Backoff
 from .errors import RestError, RestShapeError, RestStopped
-from .httputil import retry_after_s
+from .httputil import retry_after_s, system_ca_dir
 from .protocol import InvalidMessage, Trade, trade_from_rest
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,10 @@ class RestClient:
         self.stopping = stopping or threading.Event()
         self.timeout = urllib3.Timeout(connect=min(connect_timeout_s, timeout_s), read=timeout_s)
         # maxsize 2: the backfiller and a probe thread each keep one connection alive.
+        # ca_cert_dir: https verifies against the system's CA directory, read on demand, not
+        # the whole bundle loaded per connection (httputil.system_ca_dir); plain http ignores it.
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=2, block=False, retries=False,
-                                        timeout=self.timeout,
+                                        timeout=self.timeout, ca_cert_dir=system_ca_dir(),
                                         headers={"Accept": "application/json",
                                                  "User-Agent": "tick-capture"})
         self._lock = threading.Lock()
