@@ -81,3 +81,14 @@ def test_targets_give_one_row_per_figure() -> None:
     assert recovery.targets(facts)[3].met is False
     assert "error: boom" in recovery.targets(
         {"recovery": {"drain": {"error": "boom"}}})[0].measured
+
+
+def test_each_attempt_has_its_own_homes(tmp_path: Path) -> None:
+    """A disturbed section runs again: its workers must not resume from the first attempt's
+    checkpoints or replay its spool."""
+    class FakeRig:
+        root = tmp_path / "bench"
+
+    first = recovery.Bench(FakeRig(), recovery.QUICK_PLAN)  # type: ignore[arg-type]
+    again = recovery.Bench(FakeRig(), recovery.QUICK_PLAN)  # type: ignore[arg-type]
+    assert first.base != again.base and first.base.parent == again.base.parent

@@ -27,6 +27,7 @@ import json
 import random
 import signal
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,11 +224,15 @@ class Bench:
         self.rig = rig
         self.plan = plan
         self.homes = 0
+        # A directory of this attempt's own: a re-run of the section (a disturbed run) must
+        # not meet the checkpoints and spools of the first attempt's workers.
+        rig.root.mkdir(parents=True, exist_ok=True)
+        self.base = Path(tempfile.mkdtemp(prefix="recovery-", dir=rig.root))
 
     def worker(self, sim: ExchangeSim, db: str, home: Optional[Path] = None) -> WorkerProcess:
         """A worker process, not yet started; stopped by the rig at the latest."""
         self.homes += 1
-        home = home or self.rig.root / "recovery" / f"{self.homes:02d}-{NAME}"
+        home = home or self.base / f"{self.homes:02d}-{NAME}"
         proc = WorkerProcess(home, NAME, YAML, self.rig.worker_env(sim, db))
         self.rig.on_close(f"worker {NAME} (recovery)", proc.stop)
         return proc
@@ -258,7 +263,7 @@ def measure_drain(b: Bench) -> Dict[str, Any]:
     db = rig.new_db("drain")
     first, last = START_ID, START_ID + n - 1
     end_ms = int(time.time() * 1000) - 1
-    home = rig.root / "recovery" / "drain"
+    home = b.base / "drain"
     built = time.monotonic()
     spool = build_spool(home / "data", db, NAME, first, n, end_ms)
     built = time.monotonic() - built
