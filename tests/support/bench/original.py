@@ -92,7 +92,10 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         "overwrites = writes that did not add a point.",
         "Dropped by the exchange: the simulator's closes of the app's connections for "
         f"{' or '.join(DROP_CAUSES)} during the window; reconnects: the app's own count of "
-        "connections after the first. Exchange's queue at the stop: what the simulator still "
+        "connections after the first. A dropped app does not notice at once: it first reads "
+        "what its kernel's receive buffer already holds (trades by then seconds old; at ~600 "
+        "writes/s, longer than the rest of a 10 s window), so a drop late in the window shows "
+        "no reconnect yet. Exchange's queue at the stop: what the simulator still "
         f"held for the open connection when the window ended (dropped past {SEND_BUFFER_MB:.0f} "
         "MB); a window too short to reach it shows no drop although the queue only grows, so "
         "the time from the window's start it would take is given in brackets (an estimate: "
