@@ -52,7 +52,8 @@ class LineRenderer:
         # price and qty were checked to be plain decimals, so they are valid float literals and
         # safe inside quotes as they are.
         p, q, tid = trade.price, trade.qty, trade.trade_id
-        return (f"{self.prefix(trade.symbol)}price={p},price_str=\"{p}\",qty={q},"
+        prefix = self._prefixes.get(trade.symbol) or self.prefix(trade.symbol)
+        return (f"{prefix}price={p},price_str=\"{p}\",qty={q},"
                 f"qty_str=\"{q}\",trade_id={tid}i,"
                 f"buyer_maker={'true' if trade.buyer_maker else 'false'} "
                 f"{trade.time_ms * NS_PER_MS + tid % NS_PER_MS}")

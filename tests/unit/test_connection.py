@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from websocket import ABNF, WebSocketConnectionClosedException
@@ -14,12 +16,22 @@ def server_frame(text: bytes) -> bytes:
     return ABNF(1, 0, 0, 0, ABNF.OPCODE_TEXT, 0, text).format()  # unmasked, as servers send
 
 
+def parser_reading(sock: socket.socket) -> frame_buffer:
+    """websocket-client's frame parser with the worker's reader plugged in, as the worker does."""
+    def unused(size: int) -> bytes:
+        raise AssertionError("the library's own recv must not be used once the reader is in")
+    parser = frame_buffer(unused, True)
+    parser.recv_strict = BufferedReader(sock).recv_strict  # what plug_into sets on a WebSocket
+    return parser
+
+
 def test_frames_split_anywhere_across_reads_come_out_whole_and_in_order():
     ours, theirs = socket.socketpair()
-    payloads = [b'{"t":%d}' % i for i in range(500)] + [b"x" * 70000]  # one over READ_CHUNK
+    payloads = ([b'{"t":%d}' % i for i in range(500)] + [b""] + [b"x" * 70000]  # > READ_CHUNK
+                + [b"y" * 200 for _ in range(5)])
     wire = b"".join(server_frame(p) for p in payloads)
     theirs.sendall(wire[:12345])  # a read boundary in the middle of a frame
-    parser = frame_buffer(BufferedReader(ours).recv, True)
+    parser = parser_reading(ours)
     got = []
     theirs.sendall(wire[12345:])
     for _ in payloads:
@@ -27,11 +39,39 @@ def test_frames_split_anywhere_across_reads_come_out_whole_and_in_order():
     assert got == payloads
 
 
+def test_a_frame_arriving_byte_by_byte_comes_out_whole():
+    ours, theirs = socket.socketpair()
+    wire = server_frame(b"z" * 300) + server_frame(b"after")
+    parser = parser_reading(ours)
+
+    def trickle() -> None:  # while the parser reads: a socket buffer holds few tiny sends
+        for i in range(len(wire)):
+            theirs.sendall(wire[i:i + 1])
+            time.sleep(0.0005)
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    assert parser.recv_frame().data == b"z" * 300
+    assert parser.recv_frame().data == b"after"
+    sender.join(5)
+
+
+def test_plug_into_makes_a_websocket_read_through_the_reader():
+    import websocket
+    ours, theirs = socket.socketpair()
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    ws.sock, ws.connected = ours, True
+    BufferedReader(ours).plug_into(ws)
+    theirs.sendall(server_frame(b"one") + server_frame(b"two"))
+    assert [ws.recv_data(), ws.recv_data()] == [(ABNF.OPCODE_TEXT, b"one"),
+                                                (ABNF.OPCODE_TEXT, b"two")]
+
+
 def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
     ours, theirs = socket.socketpair()
+    theirs.sendall(b"\x81")  # half a header, then the peer goes
     theirs.close()
     with pytest.raises(WebSocketConnectionClosedException):
-        BufferedReader(ours).recv(2)
+        BufferedReader(ours).recv_strict(2)
 
 
 # -- SUBSCRIBE: paced, acknowledged, retried ------------------------------------------------
