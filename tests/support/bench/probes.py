@@ -1,8 +1,9 @@
 """Load and receive loops that run as their own process, so the benchmark's own work never
 shares their GIL. Each prints one JSON object on stdout and exits within its time limit.
 
-    python -m tests.support.bench.probes recv  --url WS_URL --warmup S --seconds S
     python -m tests.support.bench.probes recv-async --url WS_URL --warmup S --seconds S
+    python -m tests.support.bench.probes recv-backlog --url WS_URL [--worker-reader]
+        (connects, prints {"ready": true}, reads a count from stdin, drains that many messages)
     python -m tests.support.bench.probes drain --port P --seconds S
     python -m tests.support.bench.probes ingest --url URL --db DB [--token T] --seconds S
 """
@@ -22,31 +23,40 @@ from typing import Any, Dict, List, Optional, Sequence
 from tests.support.procs import REPO_ROOT
 
 CHECK_EVERY = 256  # messages between two clock reads: cheap against a ~10 us message
+OP_CLOSE = 0x8  # websocket.ABNF.OPCODE_CLOSE, without importing the library at start
 
 
-def recv_loop(url: str, warmup: float, seconds: float) -> Dict[str, Any]:
-    """websocket-client's own limit: create_connection + recv(), nothing else."""
+def recv_backlog(url: str, worker_reader: bool) -> Dict[str, Any]:
+    """Drain a queued backlog the way the worker's reader thread calls the library.
+
+    The same calls as workers/connection.py (`enable_multithread`, no socket timeout,
+    `recv_data`), without or with the worker's 64 KiB reader. Nothing is read until the count
+    arrives on stdin, so the backlog queues at the simulator meanwhile.
+    """
     import websocket
 
-    ws = websocket.create_connection(url, skip_utf8_validation=True)
-    recv = ws.recv
-    began = time.monotonic()
-    while time.monotonic() - began < warmup:
-        for _ in range(CHECK_EVERY):
-            recv()
-    count = 0
+    ws = websocket.create_connection(url, skip_utf8_validation=True, enable_multithread=True)
+    ws.settimeout(None)
+    if worker_reader:
+        from workers.connection import BufferedReader
+
+        BufferedReader(ws.sock).plug_into(ws)
+    print(json.dumps({"ready": True}), flush=True)
+    count = int(sys.stdin.readline())
+    recv_data = ws.recv_data
+    marks = []  # (messages, seconds, cpu seconds) every CHECK_EVERY messages
+    got = 0
     t0, c0 = time.monotonic(), time.process_time()
-    while True:
-        for _ in range(CHECK_EVERY):
-            recv()
-        count += CHECK_EVERY
-        now = time.monotonic()
-        if now - t0 >= seconds:
-            break
-    cpu = time.process_time() - c0
+    while got < count:
+        step = min(CHECK_EVERY, count - got)
+        for _ in range(step):
+            opcode, _ = recv_data()  # pings are answered inside and not returned
+            if opcode == OP_CLOSE:
+                raise RuntimeError(f"the server closed after {got} messages")
+        got += step
+        marks.append((got, time.monotonic() - t0, time.process_time() - c0))
     ws.close(timeout=1)
-    return {"messages": count, "seconds": now - t0, "rate": count / (now - t0),
-            "cpu_cores": cpu / (now - t0)}
+    return {"messages": got, "marks": marks}
 
 
 async def _recv_async(url: str, warmup: float, seconds: float) -> Dict[str, Any]:
@@ -138,9 +148,10 @@ async def _ingest(url: str, token: Optional[str], seconds: float, inflight: int,
     return {**done, "seconds": elapsed, "rate": done["points"] / elapsed}
 
 
-def start_probe(args: Sequence[str]) -> "subprocess.Popen[str]":
+def start_probe(args: Sequence[str], stdin: bool = False) -> "subprocess.Popen[str]":
     """Start a probe in its own process; collect it with `finish_probe`."""
     return subprocess.Popen([sys.executable, "-m", "tests.support.bench.probes", *args],
+                            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO_ROOT)
 
@@ -170,11 +181,13 @@ def run_probe(args: Sequence[str], timeout: float) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="probes")
     sub = parser.add_subparsers(dest="probe", required=True)
-    for name in ("recv", "recv-async"):
-        p = sub.add_parser(name)
-        p.add_argument("--url", required=True)
-        p.add_argument("--warmup", type=float, default=1.0)
-        p.add_argument("--seconds", type=float, default=5.0)
+    p = sub.add_parser("recv-async")
+    p.add_argument("--url", required=True)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p = sub.add_parser("recv-backlog")
+    p.add_argument("--url", required=True)
+    p.add_argument("--worker-reader", action="store_true")
     p = sub.add_parser("drain")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--seconds", type=float, default=5.0)
@@ -186,8 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--bodies", type=int, default=64)
     p.add_argument("--lines", type=int, default=5000)
     args = parser.parse_args(argv)
-    if args.probe == "recv":
-        result = recv_loop(args.url, args.warmup, args.seconds)
+    if args.probe == "recv-backlog":
+        result = recv_backlog(args.url, args.worker_reader)
     elif args.probe == "recv-async":
         result = asyncio.run(_recv_async(args.url, args.warmup, args.seconds))
     elif args.probe == "drain":

@@ -9,8 +9,12 @@ from .report import Target, mb, ms, rate
 from .scale import RSS_TARGET_MB
 
 
+LIKE_FOR_LIKE_GOAL = 0.80  # the worker's trades per CPU-second ÷ the library loop's messages
+
+
 def evaluate(facts: Dict[str, Any]) -> List[Target]:
     out: List[Target] = []
+    out += _like_for_like(facts.get("backlog") or {})
     best = facts.get("ramp_best_rate")
     ceiling = facts.get("recv_rate")
     per_core, ceiling_core = facts.get("ramp_best_per_core"), facts.get("recv_rate_per_core")
@@ -54,3 +58,25 @@ def evaluate(facts: Dict[str, Any]) -> List[Target]:
         for what in ("~1,500 pairs: total RSS", "~1,500 pairs: CPU at the typical rate"):
             out.append(Target(what, "", "–", None))
     return out
+
+
+def _like_for_like(drains: Dict[str, Any]) -> List[Target]:
+    plain, fast, worker = (drains.get(k) for k in ("plain", "fast", "worker"))
+    what = "worker CPU per trade vs websocket-client's loop (same queued backlog)"
+    goal = (f"≥ {LIKE_FOR_LIKE_GOAL * 100:.0f} % of the library loop's messages per "
+            "CPU-second; as close as possible to the fast loop")
+    if not (plain and fast and worker):
+        return [Target(what, goal, "–", None)]
+    share = worker["per_cpu_s"] / plain["per_cpu_s"]
+    measured = (f"{worker['us_per_message']:.2f} us per trade stored "
+                f"({worker['per_cpu_s']:,.0f}/CPU-s) = {share * 100:.0f} % of the library "
+                f"loop ({plain['us_per_message']:.2f} us/msg), "
+                f"{worker['per_cpu_s'] / fast['per_cpu_s'] * 100:.0f} % of the fast loop "
+                f"({fast['us_per_message']:.2f} us/msg)")
+    rates = (f"{rate(worker['mid_rate'])} stored vs the loops' {rate(plain['mid_rate'])} "
+             f"and {rate(fast['mid_rate'])}")
+    once = bool(worker.get("exactly_once"))
+    return [Target(what, goal, measured + ("" if once else "; NOT exactly once"),
+                   share >= LIKE_FOR_LIKE_GOAL and once),
+            Target("worker draining that backlog: trades stored/s", "information", rates,
+                   once, info=True)]
