@@ -135,7 +135,7 @@ def _probe(sim: ExchangeSim, n: int, worker_reader: bool) -> Drain:
         proc.communicate()
         raise
     res = finish_probe(proc, timeout=DRAIN_TIMEOUT_S)
-    marks: List[Mark] = [tuple(m) for m in res["marks"]]  # type: ignore[misc]
+    marks: List[Mark] = [(int(m[0]), float(m[1]), float(m[2])) for m in res["marks"]]
     total = int(res["messages"])
     return Drain("fast" if worker_reader else "plain", total, marks[-1][1], marks[-1][2],
                  middle_rate(marks, total))

@@ -24,7 +24,7 @@ from tests.support.procs import REPO_ROOT
 
 from . import ceilings, latency, machine, memory, original, ramp, recovery, scale, storm, targets
 from .procstat import LoadWatch
-from .report import Section, render_document
+from .report import Section, Target, render_document, targets_table
 from .rig import FULL, QUICK, Profile, Rig
 
 SectionRun = Callable[[Rig, Profile, Dict[str, Any]], Section]
@@ -56,6 +56,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "to it); default %(default)s")
     parser.add_argument("--only", default="", metavar="SECTION[,SECTION]",
                         help=f"run only these sections ({', '.join(names)})")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="replace the table between the bench markers of README.md "
+                             "with this run's (a full run's figures are the published ones)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (logs of every process) and print its path")
     args = parser.parse_args(argv)
@@ -119,6 +122,36 @@ def _attempt(rig: Rig, profile: Profile, facts: Dict[str, Any], key: str, title:
     return sec
 
 
+README_BEGIN = "<!-- bench:begin (scripts/bench --update-readme writes this block) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_block(mode: str, box: Sequence[Sequence[str]], found: List[Target],
+                 started: float, seconds: float, command: str) -> str:
+    """The README's goal / measured / verdict table, with the run and the machine it ran on."""
+    facts = dict((k, v) for k, v in box)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    head = (f"Measured {when} by `{command}` ({mode} run, {seconds / 60:.1f} min) on "
+            f"{facts.get('cores (logical)')} x {facts.get('CPU')}, {facts.get('RAM')}, "
+            f"Python {facts.get('Python')}, {facts.get('influxd')}, websocket-client "
+            f"{facts.get('websocket-client')}, influxdb-client {facts.get('influxdb-client')}; "
+            f"code {facts.get('code under test')}.")
+    table = targets_table(found)
+    table.title = ""
+    return f"{head}\n\n{table.render()}"
+
+
+def replace_between_markers(text: str, block: str) -> str:
+    """`text` with what lies between the bench markers replaced by `block`."""
+    try:
+        start = text.index(README_BEGIN) + len(README_BEGIN)
+        end = text.index(README_END, start)
+    except ValueError:
+        raise SystemExit(f"bench: README.md lacks the markers {README_BEGIN!r} ... "
+                         f"{README_END!r}") from None
+    return f"{text[:start]}\n{block}\n{text[end:]}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     profile = QUICK if args.quick else FULL
@@ -171,6 +204,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.write_text(doc)
     out.with_suffix(".json").write_text(json.dumps(facts, indent=1, default=str))
     log(f"saved {out}")
+    if args.update_readme and not interrupted:
+        readme = REPO_ROOT / "README.md"
+        readme.write_text(replace_between_markers(readme.read_text(), readme_block(
+            profile.name, machine.describe(influxd, REPO_ROOT), targets.evaluate(facts),
+            started, time.monotonic() - began, command.strip())))
+        log(f"updated the benchmark table of {readme}")
     return 130 if interrupted else 0
 
 

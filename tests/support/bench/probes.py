@@ -40,6 +40,7 @@ def recv_backlog(url: str, worker_reader: bool) -> Dict[str, Any]:
     if worker_reader:
         from workers.connection import BufferedReader
 
+        assert ws.sock is not None
         BufferedReader(ws.sock).plug_into(ws)
     print(json.dumps({"ready": True}), flush=True)
     count = int(sys.stdin.readline())

@@ -69,6 +69,7 @@ class Target:
     measured: str
     met: Optional[bool]  # None: not measured in this run
     info: bool = False  # a figure to report, with no goal to meet
+    section: str = ""  # the bench section that measures it (`scripts/bench --only SECTION`)
 
     @property
     def verdict(self) -> str:
@@ -88,11 +89,16 @@ def render_document(mode: str, machine: Sequence[Sequence[str]], targets: List[T
         box.add(item, value)
     head += [box.render(), ""]
     if targets:
-        t = Table(["target", "goal", "measured", "verdict"], title="Where we stand")
-        for tg in targets:
-            t.add(tg.what, tg.target, tg.measured, tg.verdict)
-        head += [t.render(), ""]
+        head += [targets_table(targets).render(), ""]
     return "\n".join(head) + "\n" + "\n".join(s.render() for s in sections)
+
+
+def targets_table(targets: Sequence[Target]) -> Table:
+    t = Table(["figure", "goal", "measured", "verdict", "measured by"], title="Where we stand")
+    for tg in targets:
+        t.add(tg.what, tg.target, tg.measured, tg.verdict,
+              f"`scripts/bench --only {tg.section}`" if tg.section else "")
+    return t
 
 
 def fmt(value: Any) -> str:

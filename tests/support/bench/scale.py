@@ -263,7 +263,8 @@ def _report(sec: Section, groups: Dict[str, List[str]], windows: List[Window], t
                   mb(w.memory.pss_mb), mb(w.memory.uss_mb), f"{w.service_cores:.2f} cores",
                   f"{top} {pct(workers[top])}", pct(w.sim_cores), pct(w.influx_cores))
     sec.facts["scale"] = {
-        "workers": len(groups), "processes": windows[0].processes,
+        "workers": len(groups), "pairs": sum(len(s) for s in groups.values()),
+        "processes": windows[0].processes,
         "rss_mb": windows[0].memory.rss_mb, "pss_mb": windows[0].memory.pss_mb,
         "rss_mb_10x": windows[-1].memory.rss_mb, "cores_typical": windows[0].service_cores,
         "cores_10x": windows[-1].service_cores, "offered_typical": windows[0].offered,
