@@ -14,7 +14,8 @@ from tests.support.bench.rig import QUICK, Rig
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import ON_CI
 
-TINY = dataclasses.replace(QUICK, name="smoke", warmup_s=0.5, ceiling_s=1.0)
+TINY = dataclasses.replace(QUICK, name="smoke", warmup_s=0.5, ceiling_s=1.0,
+                           backlog_trades=20_000, backlog_rounds=1)
 
 
 def rows(markdown: str) -> list:
@@ -62,12 +63,16 @@ def test_the_ceilings_section_runs_and_fills_its_table(tmp_path: Path) -> None:
     finally:
         assert rig.close() == []
     labels = rows(sec.render())
-    assert labels == ["ceiling", "simulator send rate (1 connection)",
-                      "bare websocket-client receive loop",
-                      "bare websockets (asyncio) receive loop",
+    assert labels == ["reader", ceilings.LABELS["plain"], ceilings.LABELS["fast"],
+                      ceilings.LABELS["worker"],
+                      "ceiling", "simulator send rate (1 connection)",
+                      "bare websockets (asyncio) receive loop, flat out",
                       "InfluxDB ingest, 5,000-line bodies, front",
                       "InfluxDB ingest, 5,000-line bodies, direct"], sec.render()
-    assert all(row[1] and row[1] != "–" for row in sec.tables[0].rows)  # every rate filled
-    assert {"sim_rate", "recv_rate", "ingest_front", "ingest_direct"} <= set(sec.facts)
+    like, other = sec.tables
+    assert all(row[2] != "–" and row[4] != "–" for row in like.rows)  # rate, per CPU-second
+    assert like.rows[2][7] == "yes"  # the worker stored every queued trade once
+    assert all(row[1] and row[1] != "–" for row in other.rows)  # every rate filled
+    assert {"sim_rate", "recv_rate", "backlog", "ingest_front", "ingest_direct"} <= set(sec.facts)
     assert [row[0] for row in machine.describe(rig.influxd_binary, tmp_path)[:2]] == [
         "code under test", "CPU"]

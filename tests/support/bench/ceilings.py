@@ -25,7 +25,6 @@ MAX_RATE = "1000000"  # the simulator's largest accepted rate: it generates as f
 SEND_BUFFER_MB = "2048"
 
 
-BACKLOG = {"quick": (100_000, 1), "full": (300_000, 3)}  # trades queued, rounds per reader
 LABELS = {"plain": "websocket-client receive loop (as the worker calls it)",
           "fast": "the same loop with the worker's 64 KiB reader",
           "worker": "the worker (`python -m workers btcusdt`), stored in InfluxDB"}
@@ -78,7 +77,7 @@ def run(rig: Rig, profile: Profile) -> Section:
 
 
 def _like_for_like(rig: Rig, profile: Profile, sec: Section) -> None:
-    n, rounds = BACKLOG.get(profile.name, BACKLOG["full"])
+    n, rounds = profile.backlog_trades, profile.backlog_rounds
     drains = backlog.measure(rig, n, rounds)
     plain, fast, worker = drains["plain"], drains["fast"], drains["worker"]
     facts = backlog.as_facts(drains)

@@ -27,7 +27,7 @@ CONNECT_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class Profile:
-    """How long each measurement runs: `quick` (~3 min) or `full` (<= ~20 min)."""
+    """How long each measurement runs: `quick` (~5 min) or `full` (<= ~30 min)."""
 
     name: str
     warmup_s: float
@@ -44,18 +44,21 @@ class Profile:
     scale_s: float  # scale: each measuring window
     deadline_s: float  # the whole run; later sections are skipped past it
     rerun_disturbed: bool
+    backlog_trades: int = 300_000  # ceilings, like for like: trades queued for each reader
+    backlog_rounds: int = 3  # ... and rounds per reader (medians)
 
 
 QUICK = Profile("quick", warmup_s=1.0, ceiling_s=3.0, ramp_rates=(1_000, 10_000, 25_000),
                 ramp_step_s=5.0, ramp_budget_s=90.0, original_s=5.0, original_budget_s=45.0,
                 latency_rates=(100, 1_000, 10_000), latency_s=7.0, settle_s=5.0, load_s=5.0,
-                scale_s=8.0, deadline_s=420.0, rerun_disturbed=False)
+                scale_s=8.0, deadline_s=600.0, rerun_disturbed=False, backlog_trades=100_000,
+                backlog_rounds=1)
 FULL = Profile("full", warmup_s=2.0, ceiling_s=8.0,
                ramp_rates=(100, 1_000, 2_500, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000,
                            35_000, 40_000, 50_000, 60_000, 80_000),
                ramp_step_s=12.0, ramp_budget_s=360.0, original_s=10.0,
                original_budget_s=210.0, latency_rates=(100, 1_000, 10_000),
-               latency_s=20.0, settle_s=12.0, load_s=12.0, scale_s=30.0, deadline_s=1200.0,
+               latency_s=20.0, settle_s=12.0, load_s=12.0, scale_s=30.0, deadline_s=1800.0,
                rerun_disturbed=True)
 
 
