@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import logging
 import sys
@@ -130,11 +131,46 @@ def defer_dateutil_parser() -> None:
     setattr(sys.modules["dateutil"], "parser", module)
 
 
+def defer_importlib_metadata() -> None:
+    """urllib3 2.x imports `version` from importlib.metadata (with zipfile, csv and
+    importlib.resources, ~0.7 MB of RSS, measured) for its optional HTTP/2 support only, which
+    nothing here enables. Until first use, importlib.metadata is a stand-in: calling its
+    `version`, or reading any other name from it, imports the real module then and answers from
+    it, so code that does use it sees no difference."""
+    name = "importlib.metadata"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)  # finds the file; runs nothing
+    if spec is None:
+        return
+    stand_in = types.ModuleType(name, "Stand-in until first use: see workers/__main__.py, "
+                                      "defer_importlib_metadata")
+    # What the import system reads without meaning to use the module (`from ... import`
+    # checks __path__), so that it does not load it.
+    stand_in.__spec__ = spec
+    stand_in.__path__ = list(spec.submodule_search_locations or [])
+    stand_in.__file__ = spec.origin
+
+    def real() -> types.ModuleType:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return importlib.import_module(name)  # and importlib.metadata is the real one again
+
+    def version(distribution_name: str) -> str:
+        return str(real().version(distribution_name))
+
+    setattr(stand_in, "version", version)
+    setattr(stand_in, "__getattr__", lambda attr: getattr(real(), attr))
+    sys.modules[name] = stand_in
+    setattr(importlib, "metadata", stand_in)
+
+
 def keep_unused_imports_out() -> None:
     """What a worker process never uses is not loaded (see each function)."""
     keep_numpy_out()
     keep_reactivex_out()
     defer_dateutil_parser()
+    defer_importlib_metadata()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

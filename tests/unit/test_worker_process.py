@@ -10,8 +10,9 @@ import textwrap
 
 
 # What a worker never loads: reactivex and asyncio (influxdb-client's batching and asynchronous
-# modes; the names its write_api.py imports come from stand-ins whose docstring says so) and
-# dateutil's parser and tz (query results).
+# modes; the names its write_api.py imports come from stand-ins whose docstring says so),
+# dateutil's parser and tz (query results) and importlib.metadata with zipfile (urllib3's HTTP/2;
+# a stand-in until first use).
 NOT_LOADED = """
 import sys
 
@@ -19,8 +20,10 @@ import sys
 def not_loaded():
     stand_ins = ('reactivex', 'reactivex.operators', 'reactivex.scheduler', 'reactivex.subject')
     assert all(sys.modules[m].__doc__.startswith('Stand-in') for m in stand_ins if m in sys.modules)
+    assert sys.modules['importlib.metadata'].__doc__.startswith('Stand-in until first use')
     return [m for m in sys.modules if m.startswith(('asyncio', 'reactivex', 'dateutil.parser.',
-                                                    'dateutil.tz')) and m not in stand_ins]
+                                                    'dateutil.tz', 'importlib.metadata.',
+                                                    'zipfile')) and m not in stand_ins]
 """
 
 
@@ -49,6 +52,7 @@ def test_the_worker_entry_point_keeps_unused_imports_out_before_anything_else():
         except SystemExit:
             pass
         import influxdb_client
+        import urllib3
         from influxdb_client.client.write_api import SYNCHRONOUS
         assert sys.modules.get('numpy') is None, 'numpy was imported'
         assert not_loaded() == [], not_loaded()
@@ -119,4 +123,34 @@ def test_dateutils_parser_is_loaded_only_when_used_and_then_works():
         assert parse('2026-01-02T03:04:05Z').year == 2026
         assert date_utils.parser.isoparse('2026-01-02').day == 2
         assert 'dateutil.parser._parser' in sys.modules
+        """)
+
+
+def test_importlib_metadata_is_loaded_only_when_used_and_then_works():
+    """urllib3 2.x imports importlib.metadata's `version` (with zipfile, ~0.7 MB RSS) for HTTP/2
+    only; until first use it is a stand-in that answers from the real module once asked."""
+    run_python("""
+        from workers.__main__ import keep_unused_imports_out
+        keep_unused_imports_out()
+        import urllib3
+        from importlib.metadata import version  # what urllib3/http2/__init__.py does
+        assert not_loaded() == [], not_loaded()
+        assert version('urllib3') == urllib3.__version__
+        import importlib, importlib.metadata
+        real = sys.modules['importlib.metadata']
+        assert importlib.metadata is real
+        assert not (real.__doc__ or '').startswith('Stand-in'), real.__doc__
+        assert real.distribution('urllib3').metadata['Name'] == 'urllib3'
+        assert 'zipfile' in sys.modules
+        """)
+
+
+def test_importlib_metadata_read_before_first_use_loads_the_real_module():
+    run_python("""
+        from workers.__main__ import keep_unused_imports_out
+        keep_unused_imports_out()
+        import importlib.metadata
+        assert 'orjson' in {d.metadata['Name'] for d in importlib.metadata.distributions()}
+        from importlib.metadata import entry_points
+        assert entry_points(group='console_scripts') is not None
         """)
