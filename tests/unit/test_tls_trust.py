@@ -1,6 +1,7 @@
-"""TLS trust without the bundle in every context: the REST client verifies https servers against
-the system's hashed CA directory, read on demand (~0.8 MB of RSS less per TLS context than
-loading the ~140-certificate bundle), and only where that directory is the platform's own."""
+"""TLS trust without the bundle in every context: the REST client (https) and the stream (wss)
+verify servers against the system's hashed CA directory, read on demand (~0.8 MB of RSS less
+per TLS context than loading the ~140-certificate bundle), and only where that directory is the
+platform's own."""
 from __future__ import annotations
 
 import shutil
@@ -13,7 +14,12 @@ from typing import Iterator, Optional, Tuple
 
 import pytest
 
-from workers import httputil, rest
+import base64
+import hashlib
+
+import websocket
+
+from workers import connection, httputil, rest
 from workers.errors import RestError
 from workers.rest import RestClient
 
@@ -163,3 +169,70 @@ def test_a_server_whose_ca_is_not_in_the_directory_is_refused(https_server, tmp_
             client.get("/api/v3/ping", {}, attempts=1)
     finally:
         client.close()
+
+
+# -- the stream over real TLS (wss) ----------------------------------------------------------
+
+@pytest.fixture
+def wss_server(server_cert) -> Iterator[str]:
+    """Answers a WebSocket upgrade over TLS (enough for websocket-client's handshake)."""
+    cert, key, _ = server_cert
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            key = self.headers["Sec-WebSocket-Key"]
+            accept = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"wss://127.0.0.1:{server.server_port}/ws/btcusdt@trade"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_stream_verifies_wss_against_the_ca_directory(server_cert, wss_server, tmp_path,
+                                                         monkeypatch):
+    cert, _, subject_hash = server_cert
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / f"{subject_hash}.0").symlink_to(cert)
+    monkeypatch.delenv("WEBSOCKET_CLIENT_CA_BUNDLE", raising=False)
+    monkeypatch.setattr(connection, "system_ca_dir", lambda: str(certs))
+    assert connection.tls_options() == {"ca_cert_path": str(certs)}
+    ws = websocket.create_connection(wss_server, timeout=5, sslopt=connection.tls_options())
+    assert ws.connected
+    ws.sock.close()
+
+
+def test_a_wss_server_whose_ca_is_not_in_the_directory_is_refused(wss_server, tmp_path,
+                                                                  monkeypatch):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    monkeypatch.delenv("WEBSOCKET_CLIENT_CA_BUNDLE", raising=False)
+    monkeypatch.setattr(connection, "system_ca_dir", lambda: str(certs))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        websocket.create_connection(wss_server, timeout=5, sslopt=connection.tls_options())
+
+
+def test_a_bundle_the_user_names_for_websocket_client_keeps_its_meaning(tmp_path, monkeypatch):
+    monkeypatch.setattr(connection, "system_ca_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(tmp_path / "mine.pem"))
+    assert connection.tls_options() == {}
+    monkeypatch.delenv("WEBSOCKET_CLIENT_CA_BUNDLE")
+    monkeypatch.setattr(connection, "system_ca_dir", lambda: None)
+    assert connection.tls_options() == {}
