@@ -273,9 +273,12 @@ def measure_drain(b: Bench) -> Dict[str, Any]:
     try:
         start_ns = (end_ms - n + 1) * 1_000_000
         end_ns = end_ms * 1_000_000 + 999_999
-        seen: Dict[str, Any] = {"best": -1, "since": start_ns, "first_at": None}
+        seen: Dict[str, Any] = {"best": -1, "since": start_ns, "first_at": None, "lag": None}
 
         def drained() -> bool:
+            lag = proc.status().get("lag_p99_ms")  # the live trades' lag, per status period
+            if lag is not None:
+                seen["lag"] = max(float(lag), seen["lag"] or 0.0)
             best = _max_id(rig, db, seen["since"], end_ns)
             if best > seen["best"]:
                 if seen["first_at"] is None:
@@ -312,7 +315,8 @@ def measure_drain(b: Bench) -> Dict[str, Any]:
             "first_visible_s": (seen["first_at"] - t0) if seen["first_at"] else None,
             "rate": drain_rate, "replay_rate": n / replay_s if replay_s else None,
             "x_live": drain_rate / LIVE_RATE if drain_rate else None,
-            "live_behind_after_s": live_at, "replayed": status.get("replayed"), **check}
+            "live_behind_after_s": live_at, "live_lag_p99_ms": seen["lag"],
+            "replayed": status.get("replayed"), **check}
 
 
 def measure_backfill(b: Bench) -> Dict[str, Any]:
@@ -500,6 +504,10 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
     return sec
 
 
+def _div(value: Optional[float], by: float) -> Optional[float]:
+    return None if value is None else value / by
+
+
 def _s(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:,.1f} s"
 
@@ -514,7 +522,8 @@ def _tables(sec: Section, out: Dict[str, Any]) -> None:
               "after spawn" if d.get("rate") else "not drained in time",
               f"≥ {DRAIN_GOAL_X:.0f}× live", d["check"],
               f"replay alone {rate(d['replay_rate'])} (first spooled id visible "
-              f"{_s(d['first_visible_s'])} after spawn); live trades stored "
+              f"{_s(d['first_visible_s'])} after spawn); live trades during the drain: "
+              f"worker's lag p99 up to {_s(_div(d['live_lag_p99_ms'], 1000))}, all stored "
               f"{_s(d['live_behind_after_s'])} after the drain ended; spool built in "
               f"{_s(d['build_s'])}")
     bf = out.get("backfill", {})
@@ -572,7 +581,10 @@ def _notes(sec: Section, plan: Plan) -> None:
         "thread). In a worker that was running during the outage the replay starts at its "
         "next write attempt, up to WRITE_RETRY_MAX_DELAY_S (30 s) after InfluxDB is back; not "
         f"included. Goal ≥ {DRAIN_GOAL_X:.0f}× the live rate: an hour of outage drains within "
-        "6 minutes, while the pair keeps trading.",
+        "6 minutes, while the pair keeps trading. The live trades' lag is the worker's own "
+        "(status file, p99 of each 5 s period, the largest seen): the writer replays while "
+        "fewer than WRITE_QUEUE_BATCHES live batches wait in RAM, so live trades wait behind "
+        "the replay.",
         "Backfill: the worker runs, is stopped with SIGTERM (its checkpoint saved), the "
         "simulator makes the missed trades at up to "
         f"{FAST_RATE:,}/s instead of {LIVE_RATE:,}/s (the same ids and REST pages, less wall "
