@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import REPO_ROOT
 
-from . import ceilings, latency, machine, memory, original, ramp, recovery, scale, storm, targets
+from . import (ceilings, hotpath, latency, machine, memory, original, ramp, recovery, scale,
+               storm, targets)
 from .procstat import LoadWatch
 from .report import Section, Target, render_document, targets_table
 from .rig import FULL, QUICK, Profile, Rig
@@ -37,6 +38,7 @@ SECTIONS: List[Tuple[str, str, SectionRun]] = [
     ("scale", "6. Scale: the whole spot list under supervisord", scale.run),
     ("storm", "7. A start of many workers under the connection budget", storm.run),
     ("recovery", "8. Recovery: spool drain, backfill, first trade, kill -9", recovery.run),
+    ("hotpath", "9. The hot path, stage by stage (one process, no network)", hotpath.run),
 ]
 DISTURBED_CORES = 0.5  # other processes using this much CPU on average: the section re-runs
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "latest.md"
