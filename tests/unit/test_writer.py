@@ -624,6 +624,24 @@ def test_field_type_conflicts_of_different_fields_are_different_reasons():
 
 # -- backpressure and shutdown ---------------------------------------------------------------
 
+def test_live_batches_are_not_held_behind_a_long_spool_replay(make_rig):
+    rig = make_rig(batch_size=3)
+    spooled = [make_batch(i, 1000 + 3 * i) for i in range(1, 5)]  # four chunks of 3 lines
+    for batch in spooled:
+        rig.spool.append(batch.body())
+    live = [make_batch(10 + i, 2000 + 3 * i) for i in range(2)]
+    for batch in live:
+        rig.writer.submit(batch)  # waiting before the writer starts
+
+    rig.writer.start()
+
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0 and len(rig.sink.stored) == 6)
+    written = [body.split("\n") for body in rig.sink.stored]
+    # one chunk, then a waiting live batch, and so on: never the whole spool first
+    assert written == [spooled[0].lines, live[0].lines, spooled[1].lines, live[1].lines,
+                       spooled[2].lines, spooled[3].lines]
+
+
 def test_a_full_queue_sends_new_batches_to_the_spool_instead_of_blocking(make_rig):
     rig = make_rig(queue_batches=1)
     older, newer = make_batch(1, 101), make_batch(2, 104)
