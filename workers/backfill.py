@@ -17,6 +17,8 @@ from .rest import PAGE, RestClient, RestError, RestStopped
 from .stats import Stats
 
 log = logging.getLogger(__name__)
+# A gap in the live stream waits this long before REST is asked: an overlapping connection
+# (a rotation) may still deliver it. The gap left by a restart has no such chance: served now.
 GAP_GRACE_S = 2.0
 RETRY_AFTER_FAILURE_S = 30.0
 IDLE_POLL_S = 0.2  # how soon the thread notices `stopping` (an Event cannot wake a Condition)
@@ -50,9 +52,11 @@ class Backfiller:
     def report_gap(self, symbol: str, gap: Gap) -> None:
         """Called by the pipeline (under no lock) when ids jump."""
         self.stats.add("gaps")
-        log.info("worker=%s symbol=%s event=gap first_id=%d last_id=%d missing=%d", self.worker,
-                 symbol, gap[0], gap[1], gap[1] - gap[0] + 1)
-        self._schedule(time.monotonic() + GAP_GRACE_S, symbol, gap)
+        since_resume = self.pipeline.is_resume_gap(symbol, gap)
+        log.info("worker=%s symbol=%s event=gap first_id=%d last_id=%d missing=%d%s",
+                 self.worker, symbol, gap[0], gap[1], gap[1] - gap[0] + 1,
+                 " cause=restart" if since_resume else "")
+        self._schedule(time.monotonic() + (0.0 if since_resume else GAP_GRACE_S), symbol, gap)
 
     def pending(self) -> int:
         """Gaps queued (not counting the one being fetched)."""

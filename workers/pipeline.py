@@ -36,6 +36,7 @@ class SymbolSequence:
 
     def __init__(self, last_id: Optional[int]) -> None:
         self.last_id = last_id  # highest id accepted; None until the first trade
+        self.resumed_from = last_id  # the checkpoint's (or database's) id, never changed
         self.gaps: List[Gap] = []  # sorted, disjoint
 
     def take(self, trade_id: int) -> Tuple[bool, Optional[Gap]]:
@@ -168,6 +169,13 @@ class Pipeline:
                 seq.last_id = last_id
         if gap is not None:
             self.on_gap(symbol, gap)
+
+    def is_resume_gap(self, symbol: str, gap: Gap) -> bool:
+        """True for the gap between the id this process resumed from and its first trade:
+        those trades came before the stream opened, so no connection will deliver them."""
+        seq = self.sequences.get(symbol)
+        return seq is not None and seq.resumed_from is not None and \
+            gap[0] == seq.resumed_from + 1
 
     def give_up(self, symbol: str, lo: int, hi: int) -> None:
         with self.lock:

@@ -118,6 +118,24 @@ def test_a_gap_is_fetched_and_the_checkpoint_moves_to_the_top(rig):
     assert wait_for(lambda: rig.stats.backfilled == 8)
 
 
+def test_the_gap_left_by_a_restart_is_fetched_at_once_a_live_gap_after_the_grace(
+        monkeypatch):
+    monkeypatch.setattr(backfill_module, "GAP_GRACE_S", 30.0)
+    rig = Rig(resume_from={"BTCUSDT": 100})
+    rig.rest.history["BTCUSDT"] = list(range(101, 200))
+    rig.backfiller.start()
+    try:
+        rig.accept("BTCUSDT", 110)  # the first trade after the restart: 101..109 are missing
+        assert wait_for(lambda: not rig.pipeline.open_gaps(), timeout=5.0)
+        rig.accept("BTCUSDT", 120)  # a gap in the live stream: waits its grace
+        time.sleep(0.5)
+        assert [c[2] for c in rig.rest.calls_for("BTCUSDT")] == [101]
+        assert rig.pipeline.open_gaps() == {"BTCUSDT": [(111, 119)]}
+    finally:
+        rig.rest.stopping.set()
+        rig.backfiller.thread.join(2)
+
+
 def test_a_gap_due_later_does_not_block_an_earlier_due_gap_queued_after_it(rig):
     rig.rest.history = {"AAAUSDT": list(range(1, 6)), "BBBUSDT": list(range(1, 6))}
     rig.rest.fail["AAAUSDT"] = 1  # the first try fails: AAA's gap is due again in 30 s
