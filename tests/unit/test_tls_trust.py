@@ -4,6 +4,9 @@ per TLS context than loading the ~140-certificate bundle), and only where that d
 platform's own."""
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import shutil
 import ssl
 import subprocess
@@ -13,10 +16,6 @@ from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
 import pytest
-
-import base64
-import hashlib
-
 import websocket
 
 from workers import connection, httputil, rest
@@ -133,15 +132,23 @@ def https_server(server_cert) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
+    with serving_tls(Handler, cert, key) as port:
+        yield f"https://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def serving_tls(handler: type, cert: Path, key: Path) -> Iterator[int]:
+    """An HTTP server on 127.0.0.1 over TLS with `cert`, in a thread; yields its port."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert), str(key))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_rest_client_verifies_https_against_the_ca_directory(server_cert, https_server,
@@ -194,15 +201,8 @@ def wss_server(server_cert) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert), str(key))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"wss://127.0.0.1:{server.server_port}/ws/btcusdt@trade"
-    server.shutdown()
-    server.server_close()
+    with serving_tls(Handler, cert, key) as port:
+        yield f"wss://127.0.0.1:{port}/ws/btcusdt@trade"
 
 
 def test_the_stream_verifies_wss_against_the_ca_directory(server_cert, wss_server, tmp_path,

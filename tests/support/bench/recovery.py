@@ -243,6 +243,14 @@ class Bench:
             raise RuntimeError(f"no connection within {timeout:.0f} s: {proc.output()[-1500:]}")
         return at
 
+    def start_live(self, sim: ExchangeSim, proc: WorkerProcess) -> int:
+        """Start the worker, wait for its connection and let the pair trade; the first id."""
+        before = ledger_last(sim, SYMBOL)
+        proc.start()
+        self.connected(sim, proc)
+        sim.fault("resume")
+        return (before + 1) if before is not None else START_ID
+
     def settle(self, sim: ExchangeSim, proc: WorkerProcess, db: str,
                first: int) -> Dict[str, Any]:
         """Pause the offer, wait (bounded) until the worker stored all of it, check the ids."""
@@ -326,11 +334,7 @@ def measure_backfill(b: Bench) -> Dict[str, Any]:
                   "--history", str(max(2_000_000, plan.gap_trades * 2)))
     proc = b.worker(sim, db)
     try:
-        before = ledger_last(sim, SYMBOL)
-        first = (before + 1) if before is not None else START_ID
-        proc.start()
-        b.connected(sim, proc)
-        sim.fault("resume")
+        first = b.start_live(sim, proc)
         if _poll(lambda: _checkpoint(proc) >= first + LIVE_RATE, 30.0, 0.2, proc) is None:
             raise RuntimeError("the worker stored nothing within 30 s")
         proc.stop()  # SIGTERM: flushes, saves its checkpoint, exits
@@ -362,8 +366,8 @@ def measure_backfill(b: Bench) -> Dict[str, Any]:
             state["weight_max"] = max(state["weight_max"], weight)
             stored = _count_range(rig, db, ckpt + 1, upto, since_ns)
             if state["half_at"] is None and weight >= WEIGHT_LIMIT_1M // 2:
-                # From here the worker paces itself (workers/rest.py: a pause of `share` s
-                # before each request once the IP's weight passes half the limit).
+                # Past half the limit the pacing's pauses matter (workers/rest.py pace_s: the
+                # headroom under 90 % of the limit is filled within 2 s): a phase of its own.
                 state["half_at"], state["half_stored"] = now, stored
             return stored >= gap
 
@@ -438,11 +442,7 @@ def measure_kill9(b: Bench) -> Dict[str, Any]:
     sim = rig.sim("--symbol", f"{SYMBOL}:rate={LIVE_RATE}", "--fault", '{"action": "pause"}')
     proc = b.worker(sim, db)
     try:
-        before = ledger_last(sim, SYMBOL)
-        first = (before + 1) if before is not None else START_ID
-        proc.start()
-        b.connected(sim, proc)
-        sim.fault("resume")
+        first = b.start_live(sim, proc)
         time.sleep(plan.kill_after_s)
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGKILL)
