@@ -51,7 +51,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="Benchmark the capture service on this box: simulator, InfluxDB (through "
                     "the test front) and real worker processes on 127.0.0.1. Prints a markdown "
                     "report and saves it (default bench-results/latest.md).",
-        epilog=f"Sections: {', '.join(names)}. Full run <= ~25 min, --quick ~4-5 min.")
+        epilog=f"Sections: {', '.join(names)}. Full run ~18 min (at most 30), --quick ~4 min.")
     parser.add_argument("--quick", action="store_true", help="short windows, fewer steps")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where to save the report (a .json of the raw facts goes next "

@@ -62,6 +62,7 @@ FAST_RATE = 100_000  # asked of the simulator while the worker is down (it makes
 
 # Goals (see the notes for why).
 DRAIN_GOAL_X = 10.0  # drain ≥ 10× the live rate: an hour of outage drains within 6 minutes
+ONE_MINUTE_TRADES = 240_000  # 6,000 weight a minute ÷ 25 per page × 1,000 trades a page
 BACKFILL_GOAL_SHARE = 0.80  # of the REST weight ceiling, for a gap beyond one minute's weight
 FIRST_GOAL_S = FLUSH_S + 1.0  # flush interval + 1 s for interpreter, imports, checks, connect
 CATCHUP_GOAL_S = 1.0 + GAP_GRACE_S + FLUSH_S + 1.0  # start+connect, grace, flush, pages+writes
@@ -632,12 +633,17 @@ def targets(facts: Dict[str, Any]) -> List[Target]:
     measured = "–" if not bf.get("rate") else (
         f"{rate(bf['rate'])} = {pct(bf['share'])} of {rate(ceiling)}; {bf['gap']:,}-trade gap "
         f"closed in {bf['closed_s']:.1f} s; {bf['check']}")
+    # A gap within one minute's weight goes at the burst's speed: the goal is not about it.
+    small = bool(bf.get("gap")) and bf["gap"] <= ONE_MINUTE_TRADES
     out.append(Target("backfill after a disconnect (REST historicalTrades)",
                       f"≥ {BACKFILL_GOAL_SHARE * 100:.0f} % of the REST weight ceiling "
-                      f"({rate(ceiling * BACKFILL_GOAL_SHARE)})",
-                      f"error: {bf['error']}" if bf.get("error") else measured,
+                      f"({rate(ceiling * BACKFILL_GOAL_SHARE)}) for a gap beyond one "
+                      f"minute's weight ({ONE_MINUTE_TRADES:,} trades)",
+                      f"error: {bf['error']}" if bf.get("error") else measured
+                      + ("; a gap this small is not what the goal is about (the full run "
+                         "measures 600,000)" if small else ""),
                       None if not bf.get("rate") else
-                      bool(bf["share"] >= BACKFILL_GOAL_SHARE and bf["exact"])))
+                      bool(bf["share"] >= BACKFILL_GOAL_SHARE and bf["exact"]), info=small))
     ft = rec.get("first_trade") or {}
     out.append(Target("spawn → first trade stored at 1,000/s",
                       f"≤ {FIRST_GOAL_S:.1f} s (flush + 1 s)",
