@@ -48,9 +48,17 @@ WEIGHT_WINDOW_S = 60.0
 # Pacing by the IP's used weight (every answer says it): the headroom left under PACE_CEILING
 # of the limit may be used up within PACE_HORIZON_S, and each client takes the part of it that
 # matches its own share of the used weight (so several workers split it without talking to
-# each other); at the ceiling, PACE_OVER_S pauses. A lone backfill then runs at ~85 % of the
-# limit (the earlier flat pause of `share` seconds measured 61 %).
+# each other); at the ceiling, PACE_OVER_S pauses. A lone backfill settles at ~85 % of the
+# limit (simulated, tests/unit/test_rest_pacing.py; the earlier flat pause of `share` seconds
+# measured 61 % of the REST ceiling in the recovery bench, this one 106 % with the first burst).
 PACE_CEILING, PACE_HORIZON_S, PACE_OVER_S = 0.9, 2.0, 10.0
+
+PAGE = 1000  # historicalTrades' largest page
+EXCHANGE_INFO_LIST_MAX = 100  # symbols named in one exchangeInfo request; more: the whole list
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 10.0  # Binance itself times a request out after 10 s (-1007)
+BAN_WITHOUT_RETRY_AFTER_S = 120.0  # the shortest ban Binance hands out
+BANNED_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
 
 
 def pace_s(used_share: float, own_share: float, weight: int) -> float:
@@ -60,12 +68,6 @@ def pace_s(used_share: float, own_share: float, weight: int) -> float:
         return PACE_OVER_S
     allowed = (PACE_CEILING - used_share) * WEIGHT_LIMIT_1M / PACE_HORIZON_S  # weight/s
     return min(PACE_OVER_S, weight / (allowed * own_share))
-PAGE = 1000  # historicalTrades' largest page
-EXCHANGE_INFO_LIST_MAX = 100  # symbols named in one exchangeInfo request; more: the whole list
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 10.0  # Binance itself times a request out after 10 s (-1007)
-BAN_WITHOUT_RETRY_AFTER_S = 120.0  # the shortest ban Binance hands out
-BANNED_UNTIL_RE = re.compile(r"banned until (\d{12,14})")
 
 
 @dataclass
