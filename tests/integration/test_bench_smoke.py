@@ -71,7 +71,7 @@ def test_the_ceilings_section_runs_and_fills_its_table(tmp_path: Path) -> None:
                       "InfluxDB ingest, 5,000-line bodies, direct"], sec.render()
     like, other = sec.tables
     assert all(row[2] != "–" and row[4] != "–" for row in like.rows)  # rate, per CPU-second
-    assert like.rows[2][7] == "yes"  # the worker stored every queued trade once
+    assert like.rows[2][7] == "yes", sec.render()  # the worker stored every queued trade once
     assert all(row[1] and row[1] != "–" for row in other.rows)  # every rate filled
     assert {"sim_rate", "recv_rate", "backlog", "ingest_front", "ingest_direct"} <= set(sec.facts)
     assert [row[0] for row in machine.describe(rig.influxd_binary, tmp_path)[:2]] == [

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tests.support.exchange.client import ExchangeSim
 from tests.support.procs import wait_until
+from tests.support.timing import poll
 
 from .probes import finish_probe, start_probe
 from .procstat import cpu_seconds
@@ -37,6 +38,7 @@ READERS = ("plain", "fast", "worker")
 MIDDLE = (0.2, 0.8)
 POLL_S = 0.05
 DRAIN_TIMEOUT_S = 180.0
+STORED_TIMEOUT_S = 60.0  # after the front saw every line: until influxd holds them
 # A backlog of n trades is ~190 bytes each in the simulator's send buffer.
 SEND_BUFFER_MB = "1024"
 
@@ -51,6 +53,7 @@ class Drain:
     cpu_s: float  # the reader process's CPU over the whole drain
     mid_rate: float  # messages/s over the middle 60 %
     exactly_once: Optional[bool] = None  # the worker: stored ids == the backlog's ids
+    detail: str = ""  # what the database held, when it was not exactly the backlog
 
     @property
     def per_cpu_s(self) -> float:
@@ -79,7 +82,8 @@ def median_drain(runs: List[Drain]) -> Drain:
                  statistics.median(r.cpu_s / r.messages for r in runs) *
                  int(statistics.median(r.messages for r in runs)),
                  statistics.median(r.mid_rate for r in runs),
-                 None if first.exactly_once is None else all(r.exactly_once for r in runs))
+                 None if first.exactly_once is None else all(r.exactly_once for r in runs),
+                 "; ".join(r.detail for r in runs if r.detail))
 
 
 def measure(rig: Rig, n: int, rounds: int) -> Dict[str, Drain]:
@@ -168,10 +172,17 @@ def _worker(rig: Rig, sim: ExchangeSim, n: int) -> Drain:
                 raise RuntimeError(f"the worker stored {done:,} of {total:,} lines in "
                                    f"{marks[-1][1]:.0f} s: {proc.output()[-800:]}")
             time.sleep(POLL_S)
+        # Every trade made since the backlog began went to this worker alone (the only
+        # connection), so the check covers any made after the count was read, too; and the
+        # front counts lines as it receives them, so the check waits for influxd itself.
+        last_now = int(sim.ledger()[SYMBOL]["last"])
+        expected = last_now - first + 1
+        poll(lambda: rig.count(db) >= expected, STORED_TIMEOUT_S, 0.2)
         ids = rig.stored_ids(db, SYMBOL)
-        once = len(ids) == total and set(ids) == set(range(first, last + 1))
+        once = len(ids) == expected and set(ids) == set(range(first, last_now + 1))
         rig.release(proc.stop)
         return Drain("worker", total, marks[-1][1], marks[-1][2], middle_rate(marks, total),
-                     once)
+                     once, "" if once else f"{len(ids):,} points, {len(set(ids)):,} distinct "
+                                           f"ids; expected {expected:,} ({first}..{last_now})")
     finally:
         rig.drop_db(db)

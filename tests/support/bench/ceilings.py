@@ -107,7 +107,8 @@ def _like_for_like(rig: Rig, profile: Profile, sec: Section) -> None:
         "interleaved round by round; medians. Goal: the worker at ≥ 80 % of the library "
         "loop's messages per CPU-second, and as close as possible to the fast loop.")
     if worker.exactly_once is False:
-        sec.notes.append("**The worker's database did not hold exactly the backlog's ids.**")
+        sec.notes.append(f"**The worker's database did not hold exactly the backlog's ids:** "
+                         f"{worker.detail}.")
 
 
 def _per_core(value: float, cores: float) -> str:
