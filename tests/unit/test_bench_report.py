@@ -49,3 +49,12 @@ def test_a_worker_below_the_like_for_like_goal_is_missed():
                    "exactly_once": True}}}
     first = evaluate(facts)[0]
     assert first.met is False and first.verdict == "**missed**"
+
+
+def test_the_workers_spooled_count_is_read_from_its_last_summary_line():
+    from tests.support.bench.backlog import summary_count
+    log = ("... event=summary trades_per_s=1.0 received=10 written=10 spooled=0 rejected=0\n"
+           "... event=summary trades_per_s=9.0 received=90 written=40 spooled=50 "
+           "spool_backlog_bytes=0\n")
+    assert summary_count(log, "spooled") == 50
+    assert summary_count("no summary yet", "spooled") is None

@@ -18,6 +18,7 @@ includes everything it does (parse, checks, sequencing, lines, batches, the writ
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import time
@@ -54,6 +55,9 @@ class Drain:
     mid_rate: float  # messages/s over the middle 60 %
     exactly_once: Optional[bool] = None  # the worker: stored ids == the backlog's ids
     detail: str = ""  # what the database held, when it was not exactly the backlog
+    # The worker: trades that went through its disk spool because its queue in RAM
+    # (WRITE_QUEUE_BATCHES) was full, i.e. written to disk, read back and replayed.
+    spooled: Optional[int] = None
 
     @property
     def per_cpu_s(self) -> float:
@@ -74,6 +78,12 @@ def middle_rate(marks: Sequence[Mark], total: int) -> float:
     return (hi[0] - lo[0]) / (hi[1] - lo[1])
 
 
+def summary_count(log: str, key: str) -> Optional[int]:
+    """`key=N` of the worker's last summary line (it writes one when it stops)."""
+    found = re.findall(rf"event=summary .*?\b{key}=(\d+)", log)
+    return int(found[-1]) if found else None
+
+
 def median_drain(runs: List[Drain]) -> Drain:
     """One row per reader: the median of each figure over the rounds."""
     first = runs[0]
@@ -83,7 +93,9 @@ def median_drain(runs: List[Drain]) -> Drain:
                  int(statistics.median(r.messages for r in runs)),
                  statistics.median(r.mid_rate for r in runs),
                  None if first.exactly_once is None else all(r.exactly_once for r in runs),
-                 "; ".join(r.detail for r in runs if r.detail))
+                 "; ".join(r.detail for r in runs if r.detail),
+                 None if first.spooled is None else
+                 int(statistics.median(r.spooled or 0 for r in runs)))
 
 
 def measure(rig: Rig, n: int, rounds: int) -> Dict[str, Drain]:
@@ -181,8 +193,10 @@ def _worker(rig: Rig, sim: ExchangeSim, n: int) -> Drain:
         ids = rig.stored_ids(db, SYMBOL)
         once = len(ids) == expected and set(ids) == set(range(first, last_now + 1))
         rig.release(proc.stop)
-        return Drain("worker", total, marks[-1][1], marks[-1][2], middle_rate(marks, total),
-                     once, "" if once else f"{len(ids):,} points, {len(set(ids)):,} distinct "
-                                           f"ids; expected {expected:,} ({first}..{last_now})")
+        drain = Drain("worker", total, marks[-1][1], marks[-1][2], middle_rate(marks, total),
+                      once, "" if once else f"{len(ids):,} points, {len(set(ids)):,} distinct "
+                                            f"ids; expected {expected:,} ({first}..{last_now})")
+        drain.spooled = summary_count(proc.output(), "spooled")
+        return drain
     finally:
         rig.drop_db(db)
