@@ -313,13 +313,12 @@ def test_a_kill_9_restart_storm_stays_within_the_connection_budget_and_loses_not
     assert stats["accepted"] > 3 * len(STORM), "the storm did not happen"
     assert waits > 0, "the budget never made a worker wait: the storm was not a storm"
     assert peak <= BUDGET[0], f"{peak} attempts in the simulator's window: over the budget"
-    # The budget limits attempts: the host's grant times, and the simulator's own count of
-    # attempts above. A logged "connected" time is a grant plus its handshake, so an attempt
-    # granted just before a window can connect inside it (CI once logged 11 in 20 s while the
-    # simulator counted 10 attempts): the logs must show no connection without a grant.
+    # The budget limits attempts: the host's grant times (the budget file keeps the last
+    # window's) and the simulator's own count of attempts above. A logged "connected" time is
+    # a grant plus its handshake, so an attempt granted just before a window can connect inside
+    # it: CI logged 11 connections in 20 s while the simulator counted at most 10 attempts.
     granted = [float(x) for x in (Path(run_dir) / "connect-budget.log").read_text().split()]
     assert granted and most_in_any_window(granted, BUDGET[1]) <= BUDGET[0], granted
-    assert len(connected_at) <= len(granted), (len(connected_at), len(granted))
 
 
 # -- (c) ------------------------------------------------------------------------------------
