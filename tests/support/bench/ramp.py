@@ -118,9 +118,11 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         summary = sec.table("result", "value")
         summary.add("highest rate stored with zero loss (and kept up)",
                     rate(best.offered_rate))
-        summary.add("its share of the bare websocket-client receive ceiling", share)
+        summary.add("its share of the library loop's drain rate (section 1; that loop read a "
+                    "queued backlog, this is a live offer)", share)
         summary.add("worker CPU at that rate", pct(best.cpu_cores))
-        summary.add("per core of the worker (rate ÷ its CPU share) vs the bare receive loop's",
+        summary.add("per core of the worker (rate ÷ its CPU share) vs the library loop's "
+                    "messages per CPU-second (section 1)",
                     f"{rate(per_core)} vs {rate(ceiling_core)} = "
                     f"{per_core / ceiling_core * 100:.0f} %" if ceiling_core else rate(per_core))
         summary.add(f"CPU per 1,000 trades/s at {low.offered_rate:,.0f}/s",
@@ -141,7 +143,7 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         "simulator, influxd and the front run on the same 2 cores (their CPU is shown): near "
         "the top of the ramp the worker competes with them for CPU.",
         f"The ramp stops after {FAILURES_TO_STOP} failed steps in a row and never goes above "
-        "the bare receive loop's rate per core (section 1).",
+        "the library loop's messages per CPU-second (section 1's like-for-like drain).",
     ]
     return sec
 
