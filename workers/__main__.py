@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError
-from .lean_imports import keep_unused_imports_out
-from .settings import DEFAULT_ENV_FILE, load_env, load_settings
-from .symbols import DEFAULT_SYMBOLS_FILE, find_worker, load_symbols
+from workers.common.lean_imports import keep_unused_imports_out
+from workers.errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError
+from workers.settings import DEFAULT_ENV_FILE, load_env, load_settings
+from workers.symbols import DEFAULT_SYMBOLS_FILE, find_worker, load_symbols
 
 log = logging.getLogger("workers")
 # An unexpected crash waits this long before exiting, so supervisord cannot respawn it hot.
@@ -57,7 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger().setLevel(settings.log_level)
         set_log_host(settings.capture_host)
         spec = find_worker(load_symbols(args.config), args.name, args.config)
-        from .worker import Worker  # after the config checks: a bad config fails fast
+        from workers.capture.worker import (
+            Worker,  # after the config checks: a bad config fails fast
+        )
 
         worker = Worker(spec, settings)
         if not args.no_symbol_check:

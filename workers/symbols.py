@@ -27,8 +27,8 @@ from typing import Dict, Mapping, Optional
 
 import yaml
 
-from .errors import ConfigError
-from .settings import PROJECT_ROOT
+from workers.errors import ConfigError
+from workers.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 DEFAULT_SYMBOLS_FILE = PROJECT_ROOT / "config" / "symbols.yaml"
@@ -335,7 +335,7 @@ def this_host(env: Optional[Mapping[str, str]] = None) -> str:
     """This host's name for 'hosts:': CAPTURE_HOST as load_settings reads it (default the
     machine's short host name). Only that setting is read, so that an unrelated bad setting
     does not hide which share is this host's; a bad CAPTURE_HOST is a ConfigError."""
-    from .settings import load_env, load_settings  # settings imports nothing of ours
+    from workers.settings import load_env, load_settings  # settings imports nothing of ours
 
     env = load_env() if env is None else env
     return load_settings({k: v for k, v in env.items() if k == "CAPTURE_HOST"}).capture_host

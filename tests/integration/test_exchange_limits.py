@@ -22,9 +22,9 @@ from tests.support.capture import new_worker
 from tests.support.exchange.client import ExchangeSim
 from tests.support.influx_fixtures import InfluxDb
 from tests.support.procs import wait_until
+from tests.support.timing import most_in_any_window
 from tests.support.tradeids import describe_difference
 from tests.support.workerproc import WorkerProcess
-from tests.support.timing import most_in_any_window
 
 PAUSED = '{"action": "pause"}'
 URL_LIMIT = 8000  # the simulator's default --max-url-length, as Binance's

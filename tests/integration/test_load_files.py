@@ -26,11 +26,11 @@ HEADER = '# DDL\nCREATE DATABASE "ticks"\n\n# DML\n# CONTEXT-DATABASE: ticks\n'
 
 
 def load_files(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """Run `python -m workers.load_files` as scripts/load-files does, with `env` as the only
+    """Run `python -m workers.tools.load_files` as scripts/load-files does, with `env` as the only
     settings (an empty settings file, the outer environment's InfluxDB settings removed)."""
     full = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     full.update(env)
-    return subprocess.run(python_argv("-m", "workers.load_files", "--env-file", os.devnull, *args),
+    return subprocess.run(python_argv("-m", "workers.tools.load_files", "--env-file", os.devnull, *args),
                           cwd=REPO, env=full, capture_output=True, text=True, timeout=120)
 
 

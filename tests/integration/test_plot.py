@@ -73,10 +73,11 @@ def test_plot_draws_market_and_health_charts_from_influxdb_and_from_files(
     assert_chart(files, 9 * DPI, int(5.2 * DPI))
 
     # the same trades from both sources give the same trade counts per interval
-    from workers.plot import aggregate, file_trades, influx_market
-    from workers.audit import InfluxQuery
-    from workers.settings import load_settings
     import time
+
+    from workers.settings import load_settings
+    from workers.storage.influx_query import InfluxQuery
+    from workers.tools.plot import aggregate, file_trades, influx_market
     until = time.time_ns()
     since = until - 300 * 10**9
     settings = load_settings(env)

@@ -9,7 +9,7 @@ retries with backoff (up to 8 attempts), so the call only returns when the hang 
 later. A keeper inside that call does not tick: it neither notices that its connection ended nor
 opens a new one, so the worker stays disconnected until REST answers, far beyond the 10 s this
 test allows (issue 10 measured over 30 s). With the probes on the prober thread
-(workers/prober.py) only the probe waits; the keeper reconnects within about a second.
+(workers/capture/prober.py) only the probe waits; the keeper reconnects within about a second.
 """
 from __future__ import annotations
 

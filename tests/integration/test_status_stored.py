@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from tests.support.capture import influx_env
-from workers import status
+from workers.ops import status
 
 
 def test_stored_shows_the_last_trade_per_pair_and_says_when_there_is_none(

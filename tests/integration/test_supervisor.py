@@ -25,11 +25,16 @@ import pytest
 from tests.support.capture import assert_values_exact
 from tests.support.exchange.client import ExchangeSim
 from tests.support.exchange.fixtures import StartSim, exchange_sim  # noqa: F401
-from tests.support.influx_fixtures import (FRONT_TOKEN, InfluxDb, influx_db,  # noqa: F401
-                                           influx_front, influx_server)
+from tests.support.influx_fixtures import (  # noqa: F401
+    FRONT_TOKEN,
+    InfluxDb,
+    influx_db,
+    influx_front,
+    influx_server,
+)
 from tests.support.influx_front import InfluxFront
 from tests.support.procs import REPO_ROOT, ManagedProcess, wait_until
-from workers.supervisor_rpc import connect
+from workers.ops.supervisor_rpc import connect
 
 pytestmark = pytest.mark.slow
 TWO = "symbols:\n  - BTCUSDT\n  - ETHUSDT\n"

@@ -11,8 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support.capture import Capture, assert_values_exact, new_worker
 from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront

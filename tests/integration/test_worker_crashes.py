@@ -2,7 +2,7 @@
 worker is logged with its traceback, the worker flushes what it can and exits 1, and a restart
 from the same home (the checkpoint and the spool) stores every trade exactly once.
 
-Each case injects the failure with WORKER_INJECT_FAULT=<thread> (workers/worker.py
+Each case injects the failure with WORKER_INJECT_FAULT=<thread> (workers/capture/worker.py
 inject_fault) into a worker that resumes from a checkpoint, while BTCUSDT trades at 150/s:
 
 1. a first run without the injection streams for a moment and stops cleanly, so the
@@ -53,7 +53,7 @@ def _trigger(thread: str, cap: Capture) -> None:
         cap.sim.fault("withhold", symbol="BTCUSDT", count=100)
     elif thread == "prober":
         # Trades for a moment, then silence: after STREAM_STALL_AFTER_S the keeper asks the
-        # prober for a stall probe, which runs on the prober thread (workers/prober.py).
+        # prober for a stall probe, which runs on the prober thread (workers/capture/prober.py).
         time.sleep(1.5)
         cap.sim.fault("pause")
         time.sleep(3.0)

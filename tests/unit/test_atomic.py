@@ -1,7 +1,7 @@
 """Replacing a file atomically: a reader sees the old content or the new, never half."""
 from __future__ import annotations
 
-from workers.atomic import write_atomic
+from workers.common.atomic import write_atomic
 
 
 def test_the_new_content_replaces_the_old_and_no_temp_file_is_left(tmp_path):

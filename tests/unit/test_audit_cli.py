@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from workers import audit
 from workers.errors import EXIT_CONFIG, EXIT_RUNTIME
+from workers.tools import audit
 
 
 def closed_port() -> int:

@@ -13,14 +13,15 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from workers import backfill as backfill_module
-from workers.backfill import Backfiller
-from workers.lineproto import LineRenderer
-from workers.pipeline import Batch, Pipeline
-from workers.protocol import Trade
-from workers.rest import RestError, RestShapeError, TradePage
-from workers.stats import Stats
 from tests.support.timing import poll as wait_for
+from workers.capture import backfill as backfill_module
+from workers.capture.backfill import Backfiller
+from workers.capture.pipeline import Pipeline
+from workers.exchange.rest import RestError, RestShapeError, TradePage
+from workers.health import Stats
+from workers.storage.batch import Batch
+from workers.storage.lineproto import LineRenderer
+from workers.trade import Trade
 
 BASE_MS = 1_757_522_615_939
 ID_RE = re.compile(r",trade_id=(\d+)i,")
@@ -173,7 +174,7 @@ def test_gaps_due_at_once_are_served_in_the_order_reported(rig):
 
 
 def test_an_invalid_row_is_given_up_with_its_id_and_the_checkpoint_moves_past_it(rig, caplog):
-    caplog.set_level(logging.INFO, logger="workers.backfill")
+    caplog.set_level(logging.INFO, logger="workers.capture.backfill")
     rig.rest.history["BTCUSDT"] = list(range(1, 11))
     rig.rest.invalid[("BTCUSDT", 5)] = "bad_price: '-1'"
     rig.backfiller.start()

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from workers.backoff import Backoff
+from workers.common.backoff import Backoff
 
 
 class FixedRandom:

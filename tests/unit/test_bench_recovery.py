@@ -9,8 +9,8 @@ from typing import Any, Dict
 
 from tests.support.bench import recovery
 from tests.support.bench.rig import FULL, QUICK
-from workers.lineproto import trade_timestamp_ns
-from workers.spool import Spool
+from workers.storage.lineproto import trade_timestamp_ns
+from workers.storage.spool import Spool
 
 
 def test_exactly_once_needs_count_distinct_and_both_ends() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.bench.cli import README_BEGIN, README_END, readme_block, \
-    replace_between_markers
+from tests.support.bench.cli import README_BEGIN, README_END, readme_block, replace_between_markers
 from tests.support.bench.targets import evaluate
 
 BOX = [("code under test", "abc1234, workers/ as committed"), ("CPU", "Test CPU"),

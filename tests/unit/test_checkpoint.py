@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from workers.checkpoint import Checkpoint
+from workers.storage.checkpoint import Checkpoint
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_after_a_restart_batch_numbering_starts_again_at_one(path):
 def test_corrupt_file_is_logged_and_capture_starts_from_empty(path, caplog, content):
     path.parent.mkdir(parents=True)
     path.write_bytes(content.encode("latin-1"))
-    caplog.set_level(logging.ERROR, logger="workers.checkpoint")
+    caplog.set_level(logging.ERROR, logger="workers.storage.checkpoint")
 
     cp = Checkpoint(path, "btcusdt")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.timing import most_in_any_window
-from workers.connect_budget import FILE_NAME, ConnectBudget, budget_path
+from workers.exchange.connect_budget import FILE_NAME, ConnectBudget, budget_path
 
 
 class Clock:

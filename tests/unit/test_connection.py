@@ -9,7 +9,7 @@ import pytest
 from websocket import ABNF, WebSocketConnectionClosedException
 from websocket._abnf import frame_buffer
 
-from workers.connection import BufferedReader
+from workers.exchange.connection import BufferedReader
 
 
 def server_frame(text: bytes) -> bytes:
@@ -78,10 +78,14 @@ def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
 
 import orjson  # noqa: E402
 
-from workers.protocol import ControlReply  # noqa: E402
-from workers.connection import (ACK_TIMEOUT_S, SUBSCRIBE_SPACING_S,  # noqa: E402
-                                SUBSCRIBE_TRIES, Connection)
-from workers.stream_plan import plan_connections  # noqa: E402
+from workers.exchange.connection import (
+    ACK_TIMEOUT_S,
+    SUBSCRIBE_SPACING_S,
+    SUBSCRIBE_TRIES,
+    Connection,
+)
+from workers.exchange.protocol import ControlReply  # noqa: E402
+from workers.exchange.stream_plan import plan_connections  # noqa: E402
 
 
 class FakeSocket:

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from workers.lineproto import (NS_PER_MS, PRECISION, LineRenderer, escape_key,
-                               escape_string_field, trade_timestamp_ns)
-from workers.protocol import Trade
+from workers.storage.lineproto import (
+    NS_PER_MS,
+    PRECISION,
+    LineRenderer,
+    escape_key,
+    escape_string_field,
+    trade_timestamp_ns,
+)
+from workers.trade import Trade
 
 
 def trade(trade_id=5225367649, price="113747.89000000", qty="0.00060000", time_ms=1757522615939,

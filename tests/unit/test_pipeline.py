@@ -11,10 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from workers import pipeline as pipeline_module
-from workers.lineproto import LineRenderer
-from workers.pipeline import Batch, Pipeline
-from workers.protocol import Trade
+from workers.capture import pipeline as pipeline_module
+from workers.capture.pipeline import Pipeline
+from workers.storage.batch import Batch
+from workers.storage.lineproto import LineRenderer
+from workers.trade import Trade
 
 BASE_MS = 1_757_522_615_939
 ID_RE = re.compile(r",trade_id=(\d+)i,")

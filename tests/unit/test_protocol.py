@@ -10,9 +10,18 @@ import time
 import orjson
 import pytest
 
-from workers.protocol import (EARLIEST_TRADE_MS, ControlReply, InvalidMessage, MessageParser,
-                              ServerShutdown, Trade, make_trade, stream_name,
-                              trade_from_rest, trade_time_ms)
+from workers.exchange.protocol import (
+    EARLIEST_TRADE_MS,
+    ControlReply,
+    InvalidMessage,
+    MessageParser,
+    ServerShutdown,
+    make_trade,
+    stream_name,
+    trade_from_rest,
+    trade_time_ms,
+)
+from workers.trade import Trade
 
 # A real post-2024-06-18 capture (binance.md 2.1).
 CURRENT = (b'{"e":"trade","E":1757522615939,"s":"BTCUSDT","t":5225367649,'

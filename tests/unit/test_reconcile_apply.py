@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional
 import pytest
 from supervisor.xmlrpc import Faults
 
-from workers.reconcile import Reconciler
-from workers.supervisor_render import RenderSettings
-from workers.supervisor_rpc import apply_changes, config_error_in_log, revive_fatal
+from workers.ops.reconcile import Reconciler
+from workers.ops.supervisor_render import RenderSettings
+from workers.ops.supervisor_rpc import apply_changes, config_error_in_log, revive_fatal
 
-STATIC = {"reconciler": "command=python -m workers.reconcile --watch"}
+STATIC = {"reconciler": "command=python -m workers.ops.reconcile --watch"}
 
 
 class FakeSupervisor:
@@ -254,7 +254,7 @@ def test_broken_yaml_changes_nothing_and_is_logged_once(root: Path,
     rec, fake = started(root, TWO)
     include = rec.settings.include_path.read_text()
     write_yaml(root, BROKEN)
-    caplog.set_level(logging.INFO, "workers.reconcile")
+    caplog.set_level(logging.INFO, "workers.ops.reconcile")
     run_watch(rec, 0.3)  # about 15 polls
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, errors
@@ -328,7 +328,7 @@ def test_config_error_workers_are_reported_not_revived(root: Path,
     fatal(fake, "btcusdt", stopped_ago=400,
           log="x worker=btcusdt event=config_error error=INFLUXDB_URL='x' is invalid\n" * 3)
     fatal(fake, "ethusdt", stopped_ago=400, exitstatus=2, state="EXITED", log="")
-    caplog.set_level(logging.INFO, "workers.reconcile")
+    caplog.set_level(logging.INFO, "workers.ops.reconcile")
     for _ in range(3):
         rec.revive(cooldown_s=30)
     assert [c for c in fake.calls if c[0] == "start"] == []
@@ -461,7 +461,7 @@ def test_each_host_renders_only_its_share_plus_the_unlisted_workers(root: Path) 
 
 def test_a_worker_that_leaves_the_share_is_stopped_like_a_removed_one(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "workers.reconcile")
+    caplog.set_level(logging.INFO, "workers.ops.reconcile")
     rec, fake = on_host(root, SHARDS, "a")
     pids = dict(fake.pids)
     fake.calls.clear()
@@ -499,7 +499,7 @@ def test_adding_hosts_to_a_running_file_restarts_nothing_that_stays(root: Path) 
 
 def test_a_plain_file_logs_no_share_until_it_names_hosts(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "workers.reconcile")
+    caplog.set_level(logging.INFO, "workers.ops.reconcile")
     rec, fake = on_host(root, TWO, "a")
     assert share_lines(caplog) == []
     write_yaml(root, TWO + "hosts:\n  a: [btcusdt]\n  b: [ethusdt]\n")
@@ -547,7 +547,7 @@ def test_only_this_hosts_new_symbols_are_checked_with_the_exchange(root: Path) -
 
 def test_apply_symbols_says_what_runs_elsewhere_only_for_a_sharded_file(
         root: Path, capsys: pytest.CaptureFixture) -> None:
-    from workers.reconcile import _once
+    from workers.ops.reconcile import _once
     rec, fake = on_host(root, SHARDS, "b")
     capsys.readouterr()
     assert _once(rec, "unix:///nowhere") == 0

@@ -18,8 +18,15 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from workers.httputil import retry_after_s
-from workers.rest import PAGE, RestClient, RestError, RestShapeError, RestStopped, TradePage
+from workers.common.httputil import retry_after_s
+from workers.exchange.rest import (
+    PAGE,
+    RestClient,
+    RestError,
+    RestShapeError,
+    RestStopped,
+    TradePage,
+)
 
 Answer = Tuple[int, Dict[str, str], Any]  # status, headers, body (JSON-able, or bytes as is)
 BASE_MS = 1_757_522_615_939
@@ -158,7 +165,7 @@ def test_429_waits_its_retry_after_then_succeeds(exchange, client):
 
 
 def test_418_logs_one_ban_line_with_its_end_time_and_waits_it_out(exchange, client, caplog):
-    caplog.set_level(logging.WARNING, logger="workers.rest")
+    caplog.set_level(logging.WARNING, logger="workers.exchange.rest")
     until_ms = int(time.time() * 1000) + 2000
     ban = error(418, -1003, f"Way too much request weight used; IP banned until {until_ms}.",
                 Retry_After="2")
@@ -263,7 +270,7 @@ def test_a_large_group_asks_for_the_whole_list_instead_of_a_very_long_url(exchan
 
 
 def test_the_start_up_symbol_check_does_not_wait_out_a_long_ban(exchange, client, caplog):
-    caplog.set_level(logging.WARNING, logger="workers.rest")
+    caplog.set_level(logging.WARNING, logger="workers.exchange.rest")
     exchange.script = [error(418, -1003, "IP banned", Retry_After="3600")]
     started = time.monotonic()
     with pytest.raises(RestError) as info:

@@ -12,7 +12,7 @@ from typing import Deque, List, Tuple
 
 import pytest
 
-from workers.rest import PACE_CEILING, PACE_OVER_S, WEIGHT_LIMIT_1M, pace_s
+from workers.exchange.rest import PACE_CEILING, PACE_OVER_S, WEIGHT_LIMIT_1M, pace_s
 
 PAGE_WEIGHT = 25
 CEILING_TRADES_S = WEIGHT_LIMIT_1M / 60 / PAGE_WEIGHT * 1000  # 4,000 trades/s

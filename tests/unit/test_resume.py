@@ -17,12 +17,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from workers.__main__ import set_log_host
-from workers.audit import (SYMBOL_FILTER_MAX, InfluxQuery, last_trades_query,
-                           parse_last_trades)
+from workers.capture.worker import RESUME_FAILED_NOTE, Worker, resume_from_db
 from workers.errors import SinkError
 from workers.settings import load_settings
+from workers.storage.influx_query import (
+    SYMBOL_FILTER_MAX,
+    InfluxQuery,
+    last_trades_query,
+    parse_last_trades,
+)
 from workers.symbols import WorkerSpec
-from workers.worker import RESUME_FAILED_NOTE, Worker, resume_from_db
 
 TOKEN = "tok-123"
 
@@ -255,7 +259,7 @@ def test_health_point_is_tagged_with_host_and_worker_and_trades_are_not(fake_inf
     assert batch is not None
     (line,) = batch.lines
     assert line.startswith("streamer_health,host=cap-a,worker=btcusdt received=0i,")
-    from workers.protocol import Trade
+    from workers.trade import Trade
     trade = worker.renderer.line(Trade("BTCUSDT", 1, "1.0", "2.0", 1764478800123, False))
     assert trade.startswith("price_ticks,symbol=BTCUSDT ") and "host" not in trade
 

@@ -7,7 +7,7 @@ import pytest
 from dotenv import dotenv_values
 
 from workers.errors import ConfigError
-from workers.stream_plan import plan_connections
+from workers.exchange.stream_plan import plan_connections
 from workers.settings import PROJECT_ROOT, default_host, load_env, load_settings, stream_base_url
 
 INFLUX = {

@@ -10,17 +10,36 @@ import orjson
 import pytest
 
 from tests.support.exchange.cli import build_parser, config_from_args
-from tests.support.exchange.config import (ConfigError, SimConfig, fmt8, fmt_quote,
-                                           parse_symbol_spec, step_units, tick_units, to_units)
-from tests.support.exchange.frames import (COMBINED_MS, COMBINED_US, RAW_MS, RAW_US,
-                                           TradeEncoder, header)
+from tests.support.exchange.config import (
+    ConfigError,
+    SimConfig,
+    fmt8,
+    fmt_quote,
+    parse_symbol_spec,
+    step_units,
+    tick_units,
+    to_units,
+)
+from tests.support.exchange.faults import FaultState
+from tests.support.exchange.frames import (
+    COMBINED_MS,
+    COMBINED_US,
+    RAW_MS,
+    RAW_US,
+    TradeEncoder,
+    header,
+)
 from tests.support.exchange.generator import TradeGenerator
 from tests.support.exchange.history import SpanList, TradeHistory
 from tests.support.exchange.hub import Hub
-from tests.support.exchange.faults import FaultState
 from tests.support.exchange.market import Market
-from tests.support.exchange.protocol import (HandshakeError, StreamTarget, handle_text,
-                                             parse_target, trade_symbol)
+from tests.support.exchange.protocol import (
+    HandshakeError,
+    StreamTarget,
+    handle_text,
+    parse_target,
+    trade_symbol,
+)
 from tests.support.exchange.replay import load
 from tests.support.exchange.rest import WeightWindow
 from tests.support.exchange.stats import SimStats

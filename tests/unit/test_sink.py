@@ -12,8 +12,15 @@ import pytest
 
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
-from workers.sink import (ContentRefused, FileSink, PartialWrite, classify_status,
-                          is_point_line, lp_header, server_message)
+from workers.storage.sink import (
+    ContentRefused,
+    FileSink,
+    PartialWrite,
+    classify_status,
+    is_point_line,
+    lp_header,
+    server_message,
+)
 
 TOKEN = "s3cr3t-T0KEN-value=="
 SETTINGS = InfluxSettings(url="http://influx:8086", token=TOKEN, org="acme", bucket="ticks",
@@ -210,7 +217,7 @@ def test_file_sink_rotates_to_a_new_gzipped_file_after_rotate_s(tmp_path):
 
 
 def test_file_sink_compresses_files_left_open_by_a_previous_run(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="workers.sink")
+    caplog.set_level(logging.INFO, logger="workers.storage.sink")
     leftover = tmp_path / "btcusdt-20260101T000000Z.lp"
     leftover.write_text(HEADER + "m,symbol=A x=1 1\n")
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from workers import spool as spool_module
-from workers.spool import Spool
+from workers.storage import spool as spool_module
+from workers.storage.spool import Spool
 
 
 def body(first: int, n: int = 2) -> str:

@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from workers import status as st
-from workers.status import assess, collect, table
+from workers.ops import status as st
+from workers.ops.status import assess, collect, table
 
 NOW = 1_700_000_000.0
 
@@ -336,8 +336,8 @@ def test_last_trade_is_its_age_at_the_last_write_of_a_fresh_status_file() -> Non
 
 def test_an_unknown_symbol_is_shown_as_the_config_error_not_as_a_phantom_worker(
         root: Path) -> None:
-    from workers.reconcile import Reconciler
-    from workers.supervisor_render import RenderSettings, render
+    from workers.ops.reconcile import Reconciler
+    from workers.ops.supervisor_render import RenderSettings, render
     from workers.symbols import parse_symbols
 
     settings = RenderSettings.for_root(root)

@@ -1,7 +1,7 @@
 """How a worker's symbols are spread over connections, URLs and SUBSCRIBE messages."""
 from __future__ import annotations
 
-from workers.stream_plan import MAX_URL_CHARS, plan_connections
+from workers.exchange.stream_plan import MAX_URL_CHARS, plan_connections
 
 BASE = "wss://stream.binance.com:9443"
 

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from workers.errors import ConfigError
-from workers.symbols import (RESERVED_NAMES, WorkerSpec, create_from_example, find_worker,
-                             first_use, load_file, load_symbols, parse_file, parse_symbols,
-                             this_host)
+from workers.symbols import (
+    RESERVED_NAMES,
+    WorkerSpec,
+    create_from_example,
+    find_worker,
+    first_use,
+    load_file,
+    load_symbols,
+    parse_file,
+    parse_symbols,
+    this_host,
+)
 
 PATH = Path("/etc/tick-capture/symbols.yaml")
 

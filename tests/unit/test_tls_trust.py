@@ -18,9 +18,10 @@ from typing import Iterator, Optional, Tuple
 import pytest
 import websocket
 
-from workers import connection, httputil, rest
+from workers.common import httputil
 from workers.errors import RestError
-from workers.rest import RestClient
+from workers.exchange import connection, rest
+from workers.exchange.rest import RestClient
 
 
 def paths(cafile: Optional[str], capath: Optional[str], default_file: str,

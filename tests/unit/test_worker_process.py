@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-
 # What a worker never loads: reactivex and asyncio (influxdb-client's batching and asynchronous
 # modes; the names its write_api.py imports come from stand-ins whose docstring says so),
 # dateutil's parser and tz (query results) and importlib.metadata with zipfile (urllib3's HTTP/2;
@@ -35,7 +34,7 @@ def run_python(code: str) -> None:
 def test_a_worker_process_keeps_numpy_out_of_influxdb_client():
     """influxdb-client imports numpy when installed (~15 MB RSS per worker); a worker refuses it."""
     run_python("""
-        from workers.lean_imports import keep_numpy_out
+        from workers.common.lean_imports import keep_numpy_out
         keep_numpy_out()
         from influxdb_client.client.write_api import SYNCHRONOUS
         assert sys.modules.get('numpy') is None, 'numpy was imported'
@@ -65,10 +64,10 @@ def test_a_worker_process_writes_synchronously_without_reactivex():
     run_python("""
         import threading
         from http.server import BaseHTTPRequestHandler, HTTPServer
-        from workers.lean_imports import keep_unused_imports_out
+        from workers.common.lean_imports import keep_unused_imports_out
         keep_unused_imports_out()
         from workers.settings import InfluxSettings
-        from workers.sink import InfluxSink
+        from workers.storage.sink import InfluxSink
 
         got = []
         class Handler(BaseHTTPRequestHandler):
@@ -96,7 +95,7 @@ def test_a_worker_process_writes_synchronously_without_reactivex():
 
 def test_influxdb_clients_batching_mode_is_refused_with_a_clear_error_in_a_worker():
     run_python("""
-        from workers.lean_imports import REACTIVEX_REFUSED, keep_unused_imports_out
+        from workers.common.lean_imports import REACTIVEX_REFUSED, keep_unused_imports_out
         keep_unused_imports_out()
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import WriteOptions
@@ -114,7 +113,7 @@ def test_dateutils_parser_is_loaded_only_when_used_and_then_works():
     """influxdb-client imports dateutil.parser (~1 MB RSS with dateutil.tz) for query results,
     which a worker never reads; it is loaded on first use instead of at import."""
     run_python("""
-        from workers.lean_imports import keep_unused_imports_out
+        from workers.common.lean_imports import keep_unused_imports_out
         keep_unused_imports_out()
         import influxdb_client
         from influxdb_client.client.util import date_utils
@@ -130,7 +129,7 @@ def test_importlib_metadata_is_loaded_only_when_used_and_then_works():
     """urllib3 2.x imports importlib.metadata's `version` (with zipfile, ~0.7 MB RSS) for HTTP/2
     only; until first use it is a stand-in that answers from the real module once asked."""
     run_python("""
-        from workers.lean_imports import keep_unused_imports_out
+        from workers.common.lean_imports import keep_unused_imports_out
         keep_unused_imports_out()
         import urllib3
         from importlib.metadata import version  # what urllib3/http2/__init__.py does
@@ -147,7 +146,7 @@ def test_importlib_metadata_is_loaded_only_when_used_and_then_works():
 
 def test_importlib_metadata_read_before_first_use_loads_the_real_module():
     run_python("""
-        from workers.lean_imports import keep_unused_imports_out
+        from workers.common.lean_imports import keep_unused_imports_out
         keep_unused_imports_out()
         import importlib.metadata
         assert 'orjson' in {d.metadata['Name'] for d in importlib.metadata.distributions()}

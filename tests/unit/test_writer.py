@@ -16,17 +16,17 @@ from typing import Callable, List, Optional, Tuple
 
 import pytest
 
-from workers import writer as writer_module
-from workers.checkpoint import Checkpoint
-from workers.lineproto import LineRenderer
-from workers.pipeline import Batch
-from workers.protocol import Trade
-from workers.settings import InfluxSettings, WriteSettings
-from workers.sink import PartialWrite, classify_status
-from workers.spool import Spool
-from workers.stats import Stats
-from workers.writer import PERMANENT_PROBE_S, PERMANENT_REMIND_S, Writer
 from tests.support.timing import poll as wait_for
+from workers.health import Stats
+from workers.settings import InfluxSettings, WriteSettings
+from workers.storage import writer as writer_module
+from workers.storage.batch import Batch
+from workers.storage.checkpoint import Checkpoint
+from workers.storage.lineproto import LineRenderer
+from workers.storage.sink import PartialWrite, classify_status
+from workers.storage.spool import Spool
+from workers.storage.writer import PERMANENT_PROBE_S, PERMANENT_REMIND_S, Writer
+from workers.trade import Trade
 
 INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucket="ticks",
                         measurement="price_ticks", health_measurement="streamer_health",
@@ -301,7 +301,7 @@ def test_a_lasting_refusal_is_repeated_every_ten_minutes_not_more(make_rig, capl
 
 
 def test_after_a_refusal_is_fixed_the_spool_drains_and_recovery_is_logged(make_rig, caplog):
-    caplog.set_level(logging.INFO, logger="workers.writer")
+    caplog.set_level(logging.INFO, logger="workers.storage.writer")
     rig = make_rig()
     rig.sink.always = REFUSED
     batch = make_batch(1, 101)

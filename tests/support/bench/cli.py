@@ -22,8 +22,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import REPO_ROOT
 
-from . import (ceilings, hotpath, latency, machine, memory, original, ramp, recovery, scale,
-               storm, targets)
+from . import (
+    ceilings,
+    hotpath,
+    latency,
+    machine,
+    memory,
+    original,
+    ramp,
+    recovery,
+    scale,
+    storm,
+    targets,
+)
 from .procstat import LoadWatch
 from .report import Section, Target, render_document, targets_table
 from .rig import FULL, QUICK, Profile, Rig

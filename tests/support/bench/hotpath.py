@@ -17,10 +17,12 @@ from typing import Any, Callable, Dict, List
 import orjson
 import websocket
 
-from workers.connection import BufferedReader
-from workers.lineproto import LineRenderer
-from workers.pipeline import Batch, Pipeline
-from workers.protocol import MessageParser, Trade
+from workers.capture.pipeline import Pipeline
+from workers.exchange.connection import BufferedReader
+from workers.exchange.protocol import MessageParser
+from workers.storage.batch import Batch
+from workers.storage.lineproto import LineRenderer
+from workers.trade import Trade
 
 from .report import Section
 from .rig import Profile, Rig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional
 
-from workers.stream_plan import plan_connections
+from workers.exchange.stream_plan import plan_connections
 
 from .procstat import CpuMeter, Memory, memory
 from .report import Section, mb

@@ -29,7 +29,7 @@ OP_CLOSE = 0x8  # websocket.ABNF.OPCODE_CLOSE, without importing the library at 
 def recv_backlog(url: str, worker_reader: bool) -> Dict[str, Any]:
     """Drain a queued backlog the way the worker's reader thread calls the library.
 
-    The same calls as workers/connection.py (`enable_multithread`, no socket timeout,
+    The same calls as workers/exchange/connection.py (`enable_multithread`, no socket timeout,
     `recv_data`), without or with the worker's 64 KiB reader. Nothing is read until the count
     arrives on stdin, so the backlog queues at the simulator meanwhile.
     """
@@ -38,7 +38,7 @@ def recv_backlog(url: str, worker_reader: bool) -> Dict[str, Any]:
     ws = websocket.create_connection(url, skip_utf8_validation=True, enable_multithread=True)
     ws.settimeout(None)
     if worker_reader:
-        from workers.connection import BufferedReader
+        from workers.exchange.connection import BufferedReader
 
         assert ws.sock is not None
         BufferedReader(ws.sock).plug_into(ws)

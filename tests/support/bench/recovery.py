@@ -8,7 +8,7 @@ must be last − first + 1, last − first + 1, first and last, which holds only
 set is exactly first..last, each id once (`judge_ids`).
 
 1. Spool drain: the spool of an hour (quick: 6 minutes) at 1,000 trades/s is built before the
-   worker starts, with the worker's own code (workers/spool.py `Spool.append`, the worker's
+   worker starts, with the worker's own code (workers/storage/spool.py `Spool.append`, the worker's
    LineRenderer, batches of 5,000 as the writer spools them, and a checkpoint.json at the last
    spooled id as the worker leaves it). Then the worker starts with InfluxDB up and the live
    stream at 1,000/s, and its writer replays the spool through its real replay path. Time from
@@ -35,10 +35,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tests.support.exchange.client import ExchangeSim
 from tests.support.workerproc import WorkerProcess
-from workers.checkpoint import Checkpoint
-from workers.lineproto import LineRenderer
-from workers.protocol import Trade
-from workers.spool import Spool
+from workers.storage.checkpoint import Checkpoint
+from workers.storage.lineproto import LineRenderer
+from workers.storage.spool import Spool
+from workers.trade import Trade
 
 from .report import Section, Target, pct, rate
 from .rig import Profile, Rig, ledger_last, open_streams
@@ -57,7 +57,7 @@ START_ID = 100_000  # the simulator's default first id
 WEIGHT_LIMIT_1M = 6_000
 PAGE_WEIGHT = 25
 PAGE = 1_000
-GAP_GRACE_S = 2.0  # workers/backfill.py: a gap waits this long before its first REST request
+GAP_GRACE_S = 2.0  # workers/capture/backfill.py: a gap waits this long before its first REST request
 FAST_RATE = 100_000  # asked of the simulator while the worker is down (it makes what it can)
 
 # Goals (see the notes for why).
@@ -367,7 +367,7 @@ def measure_backfill(b: Bench) -> Dict[str, Any]:
             state["weight_max"] = max(state["weight_max"], weight)
             stored = _count_range(rig, db, ckpt + 1, upto, since_ns)
             if state["half_at"] is None and weight >= WEIGHT_LIMIT_1M // 2:
-                # Past half the limit the pacing's pauses matter (workers/rest.py pace_s: the
+                # Past half the limit the pacing's pauses matter (workers/exchange/rest.py pace_s: the
                 # headroom under 90 % of the limit is filled within 2 s): a phase of its own.
                 state["half_at"], state["half_stored"] = now, stored
             return stored >= gap

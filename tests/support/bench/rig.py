@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Tuple
 
 from tests.support.exchange.client import ExchangeSim
 from tests.support.procs import REPO_ROOT, ManagedProcess, wait_until
-from workers.stream_plan import plan_connections
-from workers.supervisor_rpc import connect
+from workers.exchange.stream_plan import plan_connections
+from workers.ops.supervisor_rpc import connect
 
 from .procstat import ZERO_MEMORY, CpuMeter, Memory, memory, total_memory
 from .report import Section, mb, pct, rate

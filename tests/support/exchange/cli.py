@@ -10,8 +10,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import orjson
 
 from . import control
-from .config import ConfigError, SimConfig, SymbolSpec, check_status, check_symbol, \
-    parse_symbol_spec
+from .config import (
+    ConfigError,
+    SimConfig,
+    SymbolSpec,
+    check_status,
+    check_symbol,
+    parse_symbol_spec,
+)
 from .replay import describe, load
 
 DESCRIPTION = """\

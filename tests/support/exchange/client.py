@@ -7,8 +7,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set
 
-from tests.support.procs import REPO_ROOT, ManagedProcess, free_port, http_ok, python_argv, \
-    wait_until
+from tests.support.procs import (
+    REPO_ROOT,
+    ManagedProcess,
+    free_port,
+    http_ok,
+    python_argv,
+    wait_until,
+)
 
 SCRIPT = REPO_ROOT / "scripts" / "exchange-sim"
 START_TIMEOUT_S = 20.0

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .config import ConfigError, SimConfig, SymbolSpec, check_symbol, check_status
+from .config import ConfigError, SimConfig, SymbolSpec, check_status, check_symbol
 from .frames import TradeEncoder
 from .generator import TradeGenerator
 from .history import BURST_FLAG, MAKER_FLAG, LedgerEntry, TradeHistory

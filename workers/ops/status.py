@@ -1,0 +1,418 @@
+"""`scripts/status`: one line per worker, from supervisord and the workers' status files.
+
+    WORKER  HEALTH  STATE  UPTIME  SYMBOLS  LAST TRADE  TRADES/S  LAG p50/p99  SPOOL  GAPS/FILLED
+        REJECTED  LAST ERROR
+
+Exit code: 0 every worker healthy, 1 at least one is not (or the reconciler is down),
+2 supervisord does not answer. `--json` prints the same as one JSON object.
+
+A worker is unhealthy when (and only when):
+  - supervisord does not have it RUNNING (STARTING counts as healthy: it lasts `startsecs`);
+  - it has run for 30 s and its status file (written every second) is older than 30 s or was
+    written by another process: the worker is hung;
+  - its spool holds data: InfluxDB writes have failed for over a minute (the data is safe on
+    disk, but not in the database yet);
+  - it is disconnected and has had no trade for 60 s (or has not connected once in its first
+    60 s: until then that is a warning with the cause, shown at once).
+Every problem line names the worker's log file. TRADES/S, LAG and LAST TRADE come only from a
+status file of the running process: a stopped worker shows them blank. LAST TRADE is the newest
+trade's age when the worker last wrote its status (at most FRESH_S ago).
+An error of the symbols file, a symbol unknown to the exchange included (the reconciler's
+finding: run/symbols-error.json), is shown in full, and the rows are the workers it last applied.
+A file with 'hosts:' (shards) gives the rows of this host's share (CAPTURE_HOST) only; the
+workers that run on other hosts only are named on one line below the table, not as missing.
+A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
+the worker asks the exchange's REST API whether trades happened before it calls a stream stale
+(and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
+warning: shown, but the exit code stays 0, since restarting cannot bring them back. So are a
+connection waiting for the host's connection budget or for a refused handshake's Retry-After
+(the exchange's 429/418: the wait and its end are shown), and
+lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they are kept in
+`data/<worker>/rejected.lp` and need a person, not a restart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from workers.errors import ConfigError
+from workers.ops.reconcile import config_error
+from workers.ops.supervisor_render import RenderSettings, parse_rendered, read_text
+from workers.ops.supervisor_rpc import RPC_ERRORS, connect, describe, exit_config_error
+from workers.settings import PROJECT_ROOT, load_env, load_settings
+from workers.symbols import load_file, this_host
+
+STALE_S = 30.0  # a status file older than this (6 missed writes) means a hung worker
+GRACE_S = 30.0  # a worker younger than this may not have written its first status yet
+DISCONNECTED_S = 60.0
+FRESH_S = 2.0  # a status file this young tells LAST TRADE as of its write (written every 1 s)
+EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_NO_SUPERVISORD = 0, 1, 2
+RECONCILER = "reconciler"
+
+
+@dataclass
+class Row:
+    worker: str
+    state: str
+    healthy: bool = True
+    problems: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    pid: Optional[int] = None
+    uptime_s: Optional[float] = None
+    symbols: List[str] = field(default_factory=list)
+    last_trade_age_s: Optional[float] = None
+    trades_per_s: Optional[float] = None
+    lag_p50_ms: Optional[float] = None
+    lag_p99_ms: Optional[float] = None
+    spool_backlog_bytes: Optional[int] = None
+    gaps: Optional[int] = None
+    backfilled: Optional[int] = None
+    given_up: Optional[int] = None
+    rejected_lines: Optional[int] = None  # lines InfluxDB refused, kept in rejected.lp
+    rejected_trades: Optional[int] = None  # of them, trades
+    reconnects: Optional[int] = None
+    connected: Optional[bool] = None
+    status_age_s: Optional[float] = None
+    last_error: str = ""
+    log: str = ""  # the worker's log file, relative to the project root when inside it
+
+
+def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
+           status: Optional[Dict[str, Any]], now: float, stale_s: float = STALE_S,
+           log: str = "") -> Row:
+    """One worker's row and health, from its supervisor info (None: unknown to supervisord).
+
+    `log` is the worker's log file, named in every problem line (default `logs/<name>.log`).
+    """
+    log = log or f"logs/{name}.log"
+    row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols,
+              log=log)
+    if info is None:
+        row.problems.append("not loaded in supervisord (the reconciler has not applied it: "
+                            "see logs/reconciler.log)")
+    elif info["statename"] not in ("RUNNING", "STARTING"):
+        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'}")
+    if info is not None and info["statename"] in ("RUNNING", "STARTING"):
+        row.pid = info["pid"]
+        row.uptime_s = max(0.0, now - info["start"])
+    # Only a file of the running process tells how it is now; an older one (a stopped worker,
+    # or a new process before its first write) keeps its counters but not its live figures.
+    live = status is not None and row.pid is not None and status.get("pid") == row.pid
+    fresh = live and status is not None and now - float(status.get("updated", 0)) <= stale_s
+    if status is not None:
+        _fill_from_status(row, status, now, live)
+    never = [c for c in (status or {}).get("connections") or []
+             if live and c.get("connected_once") is False and not c.get("connected")]
+    if never and not (row.uptime_s is not None and row.uptime_s > DISCONNECTED_S):
+        up = f"{row.uptime_s:.0f} s" if row.uptime_s is not None else "its start"
+        for conn in never:
+            why = conn.get("last_end") or "its first attempt is under way"
+            row.warnings.append(f"connection {conn.get('conn')} has not connected to the "
+                                f"exchange since the worker started ({up} ago): {why} "
+                                f"(log: {log})")
+    if row.uptime_s is not None and row.uptime_s > GRACE_S and row.state == "RUNNING":
+        if not fresh:
+            age = "no status file" if status is None else (
+                f"status file written {row.status_age_s:.0f} s ago"
+                + ("" if status.get("pid") == row.pid else " by another process"))
+            row.problems.append(f"hung? {age} (it is rewritten every second)")
+        elif row.connected is False and (row.last_trade_age_s is None
+                                         or row.last_trade_age_s > DISCONNECTED_S) \
+                and row.uptime_s > DISCONNECTED_S:
+            if never:
+                row.problems.append(f"has not connected to the exchange once in "
+                                    f"{row.uptime_s:.0f} s: {_why(never[0])} (it keeps "
+                                    f"retrying)")
+            else:
+                row.problems.append("disconnected from the exchange, no trade for over "
+                                    f"{DISCONNECTED_S:.0f} s (it keeps retrying)")
+        if fresh and (row.spool_backlog_bytes or 0) > 0:
+            row.problems.append(f"InfluxDB writes failing: {row.spool_backlog_bytes} bytes wait "
+                                f"in the spool (replayed once InfluxDB accepts them)")
+    if (row.given_up or 0) > 0:
+        row.warnings.append(f"{row.given_up} trade ids given up after the backfill cap "
+                            f"(see event=backfill_given_up in {log})")
+    if (row.rejected_lines or 0) > 0:
+        trades = row.rejected_trades or 0
+        row.warnings.append(f"InfluxDB refused {row.rejected_lines} lines ({trades} trades), kept "
+                            f"in data/{name}/rejected.lp: see event=lines_rejected in {log} "
+                            "for the reason and the fix")
+    if info is not None:  # (a worker supervisord lacks points to the reconciler's log)
+        row.problems = [_with_log(p, log) for p in row.problems]
+    row.healthy = not row.problems
+    return row
+
+
+def _with_log(text: str, log: str) -> str:
+    """`text (log: logs/x.log)`, or `text (detail; log: logs/x.log)` after a parenthesis."""
+    return f"{text[:-1]}; log: {log})" if text.endswith(")") else f"{text} (log: {log})"
+
+
+def _why(conn: Dict[str, Any]) -> str:
+    return str(conn.get("last_end") or "its first attempt is under way")
+
+
+def _fill_from_status(row: Row, status: Dict[str, Any], now: float, live: bool = True) -> None:
+    row.status_age_s = max(0.0, now - float(status.get("updated", 0)))
+    for key in ("spool_backlog_bytes", "gaps", "backfilled", "given_up", "rejected_lines",
+                "rejected_trades", "reconnects"):
+        setattr(row, key, status.get(key))
+    row.last_error = row.last_error or str(status.get("last_error") or "")
+    if not live:
+        return  # TRADES/S, LAG, LAST TRADE and the connections were those of another process
+    for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "connected"):
+        setattr(row, key, status.get(key))
+    row.last_trade_age_s = last_trade_age(status, now)
+    connections = status.get("connections") or []
+    for conn in connections:
+        label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
+        if not conn.get("connected") and conn.get("last_end"):
+            # While it is down, why it is down says more than any older error; the cause first
+            # (the column is narrow; the warning line below has the time).
+            cause = str(conn["last_end"]).split("Z ", 1)[-1]
+            row.last_error = cause if len(connections) == 1 else f"{conn.get('conn')}: {cause}"
+        if conn.get("refused"):
+            row.warnings.append(f"{label}: {conn['refused'].get('detail')}")
+        elif conn.get("waiting_budget_s"):
+            row.warnings.append(f"{label} waits for the host's connection budget "
+                                f"(WS_CONNECT_LIMIT): next attempt in about "
+                                f"{float(conn['waiting_budget_s']):.0f} s; its trades are "
+                                "backfilled when it connects")
+
+
+def last_trade_age(status: Dict[str, Any], now: float) -> Optional[float]:
+    """LAST TRADE: the newest trade's age when the worker last wrote its status file, if that
+    was within FRESH_S (it writes every second); from an older file, its age now.
+
+    Counting from now would add the file's age (up to a second) to a pair trading 200/s.
+    """
+    file_age = max(0.0, now - float(status.get("updated", 0)))
+    at_write = status.get("last_trade_age_s")
+    if at_write is not None and file_age <= FRESH_S:
+        return max(0.0, float(at_write))
+    last = [int(v) for v in (status.get("last_trade_ms") or {}).values()]
+    return max(0.0, now - max(last) / 1000.0) if last else None
+
+
+def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
+            now: Callable[[], float] = time.time) -> Dict[str, Any]:
+    """Everything the table shows, as one JSON-able dict."""
+    settings = RenderSettings.for_root(root)
+    report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running",
+                              "host": None, "elsewhere": []}
+    elsewhere: Dict[str, List[str]] = {}  # worker -> the hosts that run it, not this one
+    try:
+        file = load_file(settings.symbols_file, create=False)
+        report["host"] = host = this_host()
+        expected = {s.name: list(s.symbols) for s in file.share(host)}
+        elsewhere = {w.name: list(w.hosts) for w in file.elsewhere(host)}
+        report["elsewhere"] = [{"worker": w.name, "hosts": list(w.hosts),
+                                "symbols": list(w.symbols)} for w in file.elsewhere(host)]
+        refused = config_error(settings)  # e.g. a symbol the exchange does not know
+        if refused:
+            raise ConfigError(refused)
+    except ConfigError as exc:
+        # The reconciler applies no file with an error: the workers are those it last applied.
+        report["problems"].append(f"symbols file: {exc} (nothing changed: the running workers "
+                                  "go on)")
+        expected = {n: list(s) for n, s in
+                    parse_rendered(read_text(settings.include_path)).items()}
+    try:
+        run_dir = load_settings(load_env()).run_dir
+    except ConfigError:
+        run_dir = root / "run"
+    infos: Optional[List[Dict[str, Any]]] = None
+    try:
+        rpc = rpc or connect(settings.socket_url)
+        infos = rpc.supervisor.getAllProcessInfo()
+    except RPC_ERRORS as exc:
+        report["supervisord"] = f"not reachable at {settings.socket_url}: {describe(exc)}"
+    by_name = {i["name"]: i for i in infos or []}
+    names = list(expected) + sorted(n for n in by_name if n not in expected and n != RECONCILER)
+    t = now()
+    rows = []
+    for name in names:
+        info = by_name.get(name)
+        symbols = expected.get(name) or []
+        if infos is None:
+            row = Row(worker=name, state="UNKNOWN", healthy=False, symbols=symbols,
+                      problems=["supervisord not reachable"])
+        else:
+            row = assess(name, symbols, info, _read_status(run_dir, name), t,
+                         log=_log_path(name, info, settings))
+            if name in elsewhere:
+                row.warnings.append(f"not this host's share any more (it runs on "
+                                    f"{', '.join(elsewhere[name])}): being stopped here")
+            elif name not in expected:
+                row.warnings.append("not in the symbols file any more: being removed")
+            if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
+                row.last_error = exit_config_error(info, rpc) or info.get("spawnerr") or \
+                    row.last_error
+        rows.append(row)
+    if infos is not None:
+        rec = by_name.get(RECONCILER)
+        report["reconciler"] = rec["statename"] if rec else "MISSING"
+        if report["reconciler"] != "RUNNING":
+            report["problems"].append(f"the reconciler is {report['reconciler']}: edits of the "
+                                      "symbols file are not applied, FATAL workers not revived")
+    report["workers"] = [asdict(r) for r in rows]
+    report["healthy"] = infos is not None and not report["problems"] and \
+        all(r.healthy for r in rows)
+    return report
+
+
+def _log_path(name: str, info: Optional[Dict[str, Any]],
+              settings: RenderSettings) -> str:
+    """The worker's log, as supervisord has it (stdout_logfile), relative to the root."""
+    path = Path((info or {}).get("stdout_logfile") or settings.logfile(name))
+    try:
+        return str(path.relative_to(settings.root))
+    except ValueError:
+        return str(path)
+
+
+def _read_status(run_dir: Path, name: str) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads((run_dir / "status" / f"{name}.json").read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+# -- the table ---------------------------------------------------------------------------
+def _age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                      ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit}{(s % size) // sub_size:02d}{sub}"
+    return f"{s}s"
+
+
+def _bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    for unit in ("", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _num(v: Optional[float], fmt: str = "{:.0f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def _symbols(symbols: List[str]) -> str:
+    return ",".join(symbols) if len(symbols) <= 2 else f"{symbols[0]},+{len(symbols) - 1}"
+
+
+def table(report: Dict[str, Any]) -> str:
+    header = ("WORKER", "HEALTH", "STATE", "UPTIME", "SYMBOLS", "LAST TRADE", "TRADES/S",
+              "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "REJECTED", "LAST ERROR")
+    lines: List[Tuple[str, ...]] = [header]
+    for r in report["workers"]:
+        gaps = "-" if r["gaps"] is None else f"{r['gaps']}/{r['backfilled']}" + (
+            f" ({r['given_up']} lost)" if r["given_up"] else "")
+        lines.append((r["worker"], "ok" if r["healthy"] else "FAIL", r["state"],
+                      _age(r["uptime_s"]), _symbols(r["symbols"]),
+                      _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-",
+                      _num(r["trades_per_s"], "{:.1f}"),
+                      f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}",
+                      _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r),
+                      _short(r["last_error"], 60)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    for r in report["workers"]:
+        out += [f"{r['worker']}: {p}" for p in r["problems"]]
+        out += [f"{r['worker']}: warning: {w}" for w in r["warnings"]]
+    if report.get("elsewhere"):
+        others = ", ".join(f"{w['worker']} ({', '.join(w['hosts'])})"
+                           for w in report["elsewhere"])
+        out.append(f"on other hosts only (not this host's share, {report['host']}): {others}")
+    if report["supervisord"] != "running":
+        out.append(f"supervisord: {report['supervisord']}")
+    elif "reconciler" in report:
+        out.append(f"reconciler: {report['reconciler']}")
+    out += [f"problem: {p}" for p in report["problems"]]
+    if "stored" in report:
+        out += stored_lines(report["stored"])
+    out.append("healthy" if report["healthy"] else "UNHEALTHY")
+    return "\n".join(out)
+
+
+def _rejected(r: Dict[str, Any]) -> str:
+    """Trade lines refused, plus other (health) lines after a `+`: `12`, `12+3`, `0+3`."""
+    lines = r.get("rejected_lines")
+    if lines is None:
+        return "-"
+    trades = r.get("rejected_trades")
+    if trades is None:  # a status file of a worker from before rejected_trades existed
+        return str(lines)
+    return str(trades) if lines == trades else f"{trades}+{lines - trades}"
+
+
+def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
+    """The last trade stored per pair (any host), read from InfluxDB; never raises."""
+    from workers.storage.influx_query import (
+        InfluxQuery,  # only for --stored: the common case reads no database
+    )
+
+    try:
+        settings = load_settings(load_env())
+        if settings.influx is None:
+            return {"error": "no database configured (INFLUXDB_URL is unset)"}
+        found = InfluxQuery(settings.influx).last_trades(symbols or None,
+                                                         settings.resume_lookback_h, 10.0)
+    except Exception as exc:  # a status report must come out whatever the database does
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    now = time.time() if now is None else now
+    return {"lookback_h": settings.resume_lookback_h,
+            "symbols": {s: {"last_id": found[s][0],
+                            "age_s": max(0.0, now - found[s][1] / 1e9)} if s in found else None
+                        for s in symbols}}
+
+
+def stored_lines(report: Dict[str, Any]) -> List[str]:
+    if "error" in report:
+        return [f"stored: cannot tell: {report['error']}"]
+    return [f"stored: {s} last id {v['last_id']} ({_age(v['age_s'])} ago)" if v else
+            f"stored: {s} nothing in the last {report['lookback_h']:g} h"
+            for s, v in report["symbols"].items()]
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/status", description="Health of every worker (supervisord state and "
+        "the workers' status files). Exit 0 healthy, 1 unhealthy, 2 supervisord not answering.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--stored", action="store_true",
+                        help="also ask InfluxDB (the settings of .env.local) for the last trade "
+                             "stored per pair, by every host together, over RESUME_LOOKBACK_H")
+    args = parser.parse_args(argv)
+    report = collect()
+    if args.stored:
+        report["stored"] = stored(sorted({s for r in report["workers"] for s in r["symbols"]}))
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(table(report))
+    if not report["supervisord"] == "running":
+        return EXIT_NO_SUPERVISORD
+    return EXIT_HEALTHY if report["healthy"] else EXIT_UNHEALTHY
+
+
+if __name__ == "__main__":
+    sys.exit(main())
