@@ -1,4 +1,4 @@
-"""Binance's real limits, end to end (issue 9, Deliver 5): the simulator enforces them all by
+"""Binance's real limits, end to end: the simulator enforces them all by
 default and counts every refusal; the real workers write to the real InfluxDB; each spec ends
 with the stored trade ids equal to the simulator's ledger, every stored price/qty string, side
 and millisecond equal to what the exchange sent, and the simulator having refused nothing.

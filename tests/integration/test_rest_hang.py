@@ -1,4 +1,4 @@
-"""REST never blocks the connection (issue 10, Deliver 3): with the exchange's REST API hanging
+"""REST never blocks the connection: with the exchange's REST API hanging
 for 50 s while the stream connection drops twice, a quiet-ish pair's worker is connected and
 streaming again within seconds of each drop, and once REST answers every trade is stored once.
 
@@ -8,7 +8,7 @@ for the latest trade id. That request hangs: the REST client waits its 10 s read
 retries with backoff (up to 8 attempts), so the call only returns when the hang ends, some 40 s
 later. A keeper inside that call does not tick: it neither notices that its connection ended nor
 opens a new one, so the worker stays disconnected until REST answers, far beyond the 10 s this
-test allows (issue 10 measured over 30 s). With the probes on the prober thread
+test allows (measured at over 30 s). With the probes on the prober thread
 (workers/capture/prober.py) only the probe waits; the keeper reconnects within about a second.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Resume from the database (issue 12.2), with the real InfluxDB, simulator and workers.
+"""Resume from the database, with the real InfluxDB, simulator and workers.
 
 A worker with no local checkpoint (a new host, a lost disk) asks InfluxDB for the highest trade id
 stored per symbol and backfills from there; a token that cannot read, or an empty database, gives

@@ -1,4 +1,4 @@
-"""Two hosts capturing the same pair into one InfluxDB (issue 12): redundancy without a coordinator.
+"""Two hosts capturing the same pair into one InfluxDB: redundancy without a coordinator.
 
 Each host is its own project home (its own data/ and run/, CAPTURE_HOST a or b), both against
 one simulator and one InfluxDB. Host a is frozen while b captures, b is killed and comes back,

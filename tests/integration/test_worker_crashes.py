@@ -1,4 +1,4 @@
-"""No thread dies alone (issue 10, Deliver 2): an unexpected exception in any thread of a real
+"""No thread dies alone: an unexpected exception in any thread of a real
 worker is logged with its traceback, the worker flushes what it can and exits 1, and a restart
 from the same home (the checkpoint and the spool) stores every trade exactly once.
 

@@ -430,7 +430,7 @@ def test_symbols_applied_while_the_exchange_was_unreachable_are_checked_again(
     assert "btcustd" not in fake.state or fake.state["btcustd"] != "RUNNING"
 
 
-# -- shards: each host applies only its share of the file (issue 12.3) -----------------------
+# -- shards: each host applies only its share of the file -----------------------------------
 
 SHARDS = ("symbols: [BTCUSDT, ETHUSDT]\ngroups:\n  alts: [SOLUSDT, XRPUSDT]\n"
           "hosts:\n  a: [btcusdt, alts]\n  b: [btcusdt]\n")

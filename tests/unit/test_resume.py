@@ -1,4 +1,4 @@
-"""Resume from the database (issue 12.2) and the host on health points, status and logs (12.1).
+"""Resume from the database, and the host on health points, status and logs.
 
 The query is built and parsed here against canned InfluxDB answers from a small local HTTP
 server; tests/integration/test_resume_from_db.py runs it against a real InfluxDB.

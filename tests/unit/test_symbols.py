@@ -303,7 +303,7 @@ def test_find_worker_unknown_name_lists_the_known_ones():
     assert "btcusdt, ethusdt, alts" in message
 
 
-# -- your list is yours: created from the tracked example, never tracked itself (issue 14.8) --
+# -- your list is yours: created from the tracked example, never tracked itself --------------
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -358,7 +358,7 @@ def test_editing_your_symbols_file_leaves_a_clone_clean(tmp_path):
     assert status.stdout == ""
 
 
-# -- shards: 'hosts:' says which hosts (CAPTURE_HOST) run which workers (issue 12.3) -----------
+# -- shards: 'hosts:' says which hosts (CAPTURE_HOST) run which workers -----------------------
 
 SHARDED = """\
 symbols:

@@ -33,7 +33,7 @@ class InfluxSink:
     """Writes through influxdb-client's SYNCHRONOUS API, one pre-joined body per call.
 
     Not the library's batching mode: it drops a batch after its retries, queues without bound,
-    has a no-op flush() (influxdb-client's write_api.py, issue #697) and costs ~20 us of CPU
+    has a no-op flush() (write_api.py; influxdb-client-python issue #697) and costs ~20 us of CPU
     per point (measured: README, "Why these choices").
     """
 
