@@ -369,7 +369,7 @@ def test_a_config_error_is_not_restarted_in_a_loop_and_is_reported(
 def test_a_worker_that_failed_for_another_reason_is_revived(supervisor: Supervisor) -> None:
     sup = supervisor
     pids = sup.pids()
-    worker_py = sup.root / "workers" / "worker.py"
+    worker_py = sup.root / "workers" / "capture" / "worker.py"
     good = worker_py.read_text()
     # A crash at start that is not a config error (think: a disk briefly full).
     worker_py.write_text('raise RuntimeError("simulated failure at start")\n' + good)
