@@ -19,6 +19,7 @@ from workers.common.atomic import append_durable
 from workers.common.httputil import retry_after_s
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
+from workers.storage.influx_http import client_tls_options
 from workers.storage.lineproto import PRECISION
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class InfluxSink:
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
+        # The reads' TLS trust too (influx_http): verified against the system's CA directory.
         self.client = InfluxDBClient(url=settings.url, token=settings.token, org=settings.org,
                                      timeout=int(settings.timeout_s * 1000),
-                                     enable_gzip=settings.gzip)
+                                     enable_gzip=settings.gzip, **client_tls_options(settings))
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, body: str) -> None:
@@ -59,6 +61,9 @@ class InfluxSink:
             self.api.write(bucket=s.bucket, org=s.org, record=body,
                            write_precision=PRECISION)  # type: ignore[arg-type]
         except ApiException as exc:
+            if not exc.status:  # no answer: the library's form of a TLS failure (status 0)
+                raise RetryableWriteError(f"InfluxDB at {s.url} unreachable: "
+                                          f"{' '.join(str(exc.reason).split())[:300]}") from None
             raise classify_status(exc.status, str(exc.body or exc.reason or "")[:300],
                                   retry_after_s(exc.headers), s) from None
         except (Urllib3Error, OSError) as exc:
