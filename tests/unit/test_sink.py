@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 
 import pytest
 
@@ -240,5 +241,39 @@ def test_file_sink_leaves_other_workers_files_alone(tmp_path):
 
 def test_file_sink_without_writes_creates_no_file(tmp_path):
     FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600).close()
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_file_sink_write_is_retryable_and_keeps_nothing_of_that_batch(tmp_path,
+                                                                                monkeypatch):
+    sink = FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+    sink.write("m,symbol=A x=1 1")
+
+    def disk_full(_fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(RetryableWriteError, match="No space left"):
+        sink.write("m,symbol=A x=2 2")
+    monkeypatch.undo()
+    sink.write("m,symbol=A x=3 3")
+    sink.close()
+
+    (done,) = tmp_path.glob("btcusdt-*.lp.gz")
+    assert read_gz(done) == HEADER + "m,symbol=A x=1 1\nm,symbol=A x=3 3\n"
+
+
+def test_a_file_sink_whose_first_write_failed_closes_without_a_file(tmp_path, monkeypatch):
+    sink = FileSink(tmp_path, "btcusdt", "ticks", rotate_s=3600)
+
+    def disk_full(_fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(RetryableWriteError):
+        sink.write("m,symbol=A x=1 1")
+    monkeypatch.undo()
+    sink.close()
 
     assert list(tmp_path.iterdir()) == []

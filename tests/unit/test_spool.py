@@ -184,7 +184,7 @@ def test_a_failed_append_keeps_nothing_of_that_batch(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
         spool.append(body(3))
     monkeypatch.undo()
@@ -199,7 +199,7 @@ def test_a_failed_first_append_does_not_leave_a_segment_without_the_header(tmp_p
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
         spool.append(body(1))
     monkeypatch.undo()

@@ -1,7 +1,7 @@
-"""TLS trust without the bundle in every context: the REST client (https) and the stream (wss)
-verify servers against the system's hashed CA directory, read on demand (~0.8 MB of RSS less
-per TLS context than loading the ~140-certificate bundle), and only where that directory is the
-platform's own."""
+"""TLS trust without the bundle in every context: the REST client (https), the stream (wss) and
+the InfluxDB writes and reads (https, one context for both) verify servers against the system's
+hashed CA directory, read on demand (~0.8 MB of RSS less per TLS context than loading the
+~140-certificate bundle), and only where that directory is the platform's own."""
 from __future__ import annotations
 
 import base64
@@ -13,15 +13,19 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import pytest
 import websocket
 
 from workers.common import httputil
-from workers.errors import RestError
+from workers.errors import RestError, RetryableWriteError, SinkError
 from workers.exchange import connection, rest
 from workers.exchange.rest import RestClient
+from workers.settings import InfluxSettings
+from workers.storage import influx_http
+from workers.storage.influx_query import InfluxQuery
+from workers.storage.sink import InfluxSink
 
 
 def paths(cafile: Optional[str], capath: Optional[str], default_file: str,
@@ -237,3 +241,114 @@ def test_a_bundle_the_user_names_for_websocket_client_keeps_its_meaning(tmp_path
     monkeypatch.delenv("WEBSOCKET_CLIENT_CA_BUNDLE")
     monkeypatch.setattr(connection, "system_ca_dir", lambda: None)
     assert connection.tls_options() == {}
+
+
+# -- InfluxDB: writes and reads with one TLS trust -------------------------------------------
+
+def influx(url: str) -> InfluxSettings:
+    return InfluxSettings(url=url, token="tok", org="o", bucket="ticks", measurement="m",
+                          health_measurement="h", timeout_s=5.0, gzip=False)
+
+
+@pytest.fixture
+def trusting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Optional[Path]], None]]:
+    """Makes the system's CA directory `certs` (or none: the default store) for the process's
+    one verifying context, built again for each test."""
+    def trust(certs: Optional[Path]) -> None:
+        found = None if certs is None else str(certs)
+        monkeypatch.setattr(httputil, "system_ca_dir", lambda: found)
+        httputil.verifying_context.cache_clear()
+
+    yield trust
+    httputil.verifying_context.cache_clear()
+
+
+def test_the_verifying_context_reads_the_ca_directory_on_demand(trusting, tmp_path):
+    trusting(tmp_path)
+    context = httputil.verifying_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0  # nothing loaded up front
+    assert httputil.verifying_context() is context  # one per process
+
+
+def test_influx_writes_and_reads_of_https_share_the_one_verifying_context(trusting, tmp_path):
+    trusting(tmp_path)
+    settings = influx("https://influx.example:8086")
+    sink, query = InfluxSink(settings), InfluxQuery(settings)
+    try:
+        writes = sink.client.api_client.rest_client.pool_manager.connection_pool_kw
+        reads = query.pool.connection_pool_kw
+        assert writes["ssl_context"] is reads["ssl_context"] is httputil.verifying_context()
+        assert writes["cert_reqs"] == reads["cert_reqs"] == ssl.CERT_REQUIRED
+    finally:
+        sink.close()
+        query.close()
+
+
+def test_plain_http_to_influx_builds_no_tls_context(trusting, tmp_path):
+    trusting(tmp_path)
+    assert influx_http.tls_context(influx("http://127.0.0.1:8086")) is None
+    assert influx_http.client_tls_options(influx("http://127.0.0.1:8086")) == {
+        "verify_ssl": True, "ssl_context": None}
+    assert httputil.verifying_context.cache_info().currsize == 0
+
+
+@pytest.fixture
+def influx_https(server_cert) -> Iterator[str]:
+    """Answers an InfluxQL query (GET /query) and a write (POST /api/v2/write) over TLS."""
+    cert, key, _ = server_cert
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.answer(200, b'{"results": [{"statement_id": 0}]}')
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.answer(204, b"")
+
+        def answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with serving_tls(Handler, cert, key) as port:
+        yield f"https://127.0.0.1:{port}"
+
+
+def test_influx_writes_and_reads_verify_https_against_the_ca_directory(server_cert, influx_https,
+                                                                       trusting, tmp_path):
+    cert, _, subject_hash = server_cert
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / f"{subject_hash}.0").symlink_to(cert)
+    trusting(certs)
+    settings = influx(influx_https)
+    sink, query = InfluxSink(settings), InfluxQuery(settings)
+    try:
+        sink.write("m,symbol=A x=1 1")
+        assert query.query("SELECT 1") == []
+    finally:
+        sink.close()
+        query.close()
+
+
+def test_an_influx_whose_ca_is_not_in_the_directory_is_refused_by_writes_and_reads(
+        influx_https, trusting, tmp_path):
+    trusting(tmp_path)  # a CA directory without the server's CA
+    settings = influx(influx_https)
+    sink, query = InfluxSink(settings), InfluxQuery(settings)
+    try:
+        # Retried, then spooled: never taken for a refusal of the batch's content.
+        with pytest.raises(RetryableWriteError, match="unreachable: .*CERTIFICATE_VERIFY_FAILED"):
+            sink.write("m,symbol=A x=1 1")
+        with pytest.raises(SinkError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+            query.query("SELECT 1")
+        assert caught.value.status is None
+    finally:
+        sink.close()
+        query.close()

@@ -19,6 +19,7 @@ import pytest
 from tests.support.timing import poll as wait_for
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
+from workers.storage import refusals
 from workers.storage import writer as writer_module
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
@@ -611,13 +612,13 @@ def test_each_reason_is_logged_once_whatever_its_counts_and_values(make_rig, cap
      " tag=\"symbol\" value=\"BBB\" dropped=2"),
 ])
 def test_reasons_differing_only_in_counts_and_values_are_one_reason(a, b):
-    assert writer_module._reason_key(a) == writer_module._reason_key(b)
-    assert "dropped" not in writer_module._reason_key(a)
+    assert refusals.reason_key(a) == refusals.reason_key(b)
+    assert "dropped" not in refusals.reason_key(a)
 
 
 def test_field_type_conflicts_of_different_fields_are_different_reasons():
-    assert writer_module._reason_key(PRICE_CONFLICT) != writer_module._reason_key(HEALTH_CONFLICT)
-    fix = writer_module._fix(writer_module._reason_key(PRICE_CONFLICT), "data/w/rejected.lp")
+    assert refusals.reason_key(PRICE_CONFLICT) != refusals.reason_key(HEALTH_CONFLICT)
+    fix = refusals.fix_for(refusals.reason_key(PRICE_CONFLICT), "data/w/rejected.lp")
     assert "measurement price_ticks" in fix and "INFLUXDB_MEASUREMENT" in fix
     assert "influx -import" in fix
 

@@ -1,10 +1,10 @@
-"""Replace a file so that a reader (or a crash) never sees half of it."""
+"""Files a crash never leaves half-written: replaced atomically, or appended durably."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 
 def write_atomic(path: Path, data: Union[str, bytes], durable: bool = True,
@@ -30,3 +30,35 @@ def write_atomic(path: Path, data: Union[str, bytes], durable: bool = True,
         except FileNotFoundError:
             pass
         raise
+
+
+def append_durable(path: Path, data: bytes, header: bytes = b"") -> None:
+    """Append `data` to `path` and fsync it: once this returns, a crash cannot lose it.
+
+    `header` goes first when the file is new or empty (the import header of a line-protocol
+    file). All or nothing: on OSError (a full disk) the file is cut back to its length before
+    the call, a file this call began is removed, and the error is raised, so the caller can
+    append the same data again and never leaves half a line or a file without its header.
+    The caller serialises appends to one file (a lock, or one writer thread).
+    """
+    with open(path, "ab") as fh:
+        start = fh.tell()
+        try:
+            if start == 0 and header:
+                fh.write(header)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError:
+            _cut_back(fh, path, start)
+            raise
+
+
+def _cut_back(fh: BinaryIO, path: Path, start: int) -> None:
+    """Undo a failed append; a failure to undo leaves the append's own error to be raised."""
+    try:
+        fh.truncate(start)
+        if start == 0:
+            path.unlink()
+    except OSError:
+        pass

@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by the REST client (rest.py) and the InfluxDB sink (sink.py)."""
+"""Small HTTP helpers shared by the REST client (rest.py), the stream (connection.py) and the
+InfluxDB clients (storage): Retry-After and the TLS trust."""
 from __future__ import annotations
 
 import functools
@@ -78,3 +79,13 @@ def system_ca_dir() -> Optional[str]:
     except OSError:
         return None
     return capath if hashed else None
+
+
+@functools.lru_cache(maxsize=None)
+def verifying_context() -> ssl.SSLContext:
+    """One TLS client context per process that verifies servers (certificate and host name)
+    against the system's hashed CA directory (system_ca_dir), or the default trust store where
+    that directory cannot stand in for it. Shared by every connection that takes it, so even
+    the default store is loaded once, not per connection."""
+    ca_dir = system_ca_dir()
+    return ssl.create_default_context(capath=ca_dir) if ca_dir else ssl.create_default_context()

@@ -1,14 +1,15 @@
-"""Reading InfluxDB: InfluxQL over `/query`, the one read client of the service."""
+"""Reading InfluxDB: InfluxQL over `/query`, the one read client of the service, on the HTTP
+stack and TLS trust of the writes (influx_http)."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import urllib3
 
 from workers.errors import SinkError
 from workers.settings import InfluxSettings
+from workers.storage.influx_http import read_pool
 
 # Over this many symbols, the last-trade query asks for every symbol of the measurement and
 # keeps the wanted ones: a 1,000-symbol filter would make a URL of ~25 KB.
@@ -18,6 +19,7 @@ SYMBOL_FILTER_MAX = 50
 class InfluxQuery:
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
+        self.pool = read_pool(settings)  # the writes' HTTP stack and TLS trust (influx_http)
 
     def trade_ids(self, symbol: str, since_ns: int, until_ns: int, window_s: int) -> Iterator[int]:
         step = window_s * 1_000_000_000
@@ -48,30 +50,41 @@ class InfluxQuery:
             found = {k: v for k, v in found.items() if k in wanted}
         return found
 
-    def query(self, q: str, timeout_s: Optional[float] = None) -> list:
-        """The series of an InfluxQL query over /query (the token sent as on writes)."""
+    def query(self, q: str, timeout_s: Optional[float] = None) -> List[Dict[str, Any]]:
+        """The series of an InfluxQL query over /query (the token sent as on writes).
+
+        Raises SinkError: with the HTTP status when InfluxDB answered one (401/403: a token
+        that cannot read), without when it could not be reached (or its TLS certificate was
+        not trusted), and for an error in the answer.
+        """
         s = self.settings
         db, _, rp = s.bucket.partition("/")
         fields = {"db": db, "q": q, "epoch": "ns"}
         if rp:
             fields["rp"] = rp
-        params = urllib.parse.urlencode(fields)
-        request = urllib.request.Request(f"{s.url}/query?{params}",
-                                         headers={"Authorization": f"Token {s.token}"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s or s.timeout_s * 6) as resp:
-                data = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise SinkError(f"InfluxDB /query answered {exc.code}: "
-                            f"{exc.read()[:200]!r}", exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
+            resp = self.pool.request("GET", f"{s.url}/query", fields=fields,
+                                     timeout=timeout_s or s.timeout_s * 6)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise SinkError(f"InfluxDB at {s.url} unreachable: {exc}") from None
-        series = []
+        if resp.status >= 300:
+            raise SinkError(f"InfluxDB /query answered {resp.status}: {resp.data[:200]!r}",
+                            resp.status)
+        try:
+            data = json.loads(resp.data)
+        except ValueError:
+            raise SinkError(f"InfluxDB /query answered {resp.status} without JSON: "
+                            f"{resp.data[:200]!r}", resp.status) from None
+        series: List[Dict[str, Any]] = []
         for result in data.get("results", []):
             if "error" in result:
                 raise SinkError(f"InfluxDB query error: {result['error']}")
             series.extend(result.get("series", []))
         return series
+
+    def close(self) -> None:
+        """Close the kept-alive connection (it closes with the object too)."""
+        self.pool.clear()
 
 
 def _quote_string(text: str) -> str:
@@ -98,7 +111,7 @@ def last_trades_query(measurement: str, symbols: Optional[Sequence[str]],
     return f"SELECT max(trade_id) FROM {_quote_ident(measurement)} WHERE {where} GROUP BY symbol"
 
 
-def parse_last_trades(series: list) -> Dict[str, Tuple[int, int]]:
+def parse_last_trades(series: List[Dict[str, Any]]) -> Dict[str, Tuple[int, int]]:
     """{symbol: (max trade_id, time ns)} from the series of a last_trades_query answer."""
     out: Dict[str, Tuple[int, int]] = {}
     for one in series:

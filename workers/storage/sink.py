@@ -13,11 +13,13 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Optional, Protocol, TextIO
+from typing import Optional, Protocol
 
+from workers.common.atomic import append_durable
 from workers.common.httputil import retry_after_s
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
+from workers.storage.influx_http import client_tls_options
 from workers.storage.lineproto import PRECISION
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,10 @@ class InfluxSink:
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
+        # The reads' TLS trust too (influx_http): verified against the system's CA directory.
         self.client = InfluxDBClient(url=settings.url, token=settings.token, org=settings.org,
                                      timeout=int(settings.timeout_s * 1000),
-                                     enable_gzip=settings.gzip)
+                                     enable_gzip=settings.gzip, **client_tls_options(settings))
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, body: str) -> None:
@@ -58,6 +61,9 @@ class InfluxSink:
             self.api.write(bucket=s.bucket, org=s.org, record=body,
                            write_precision=PRECISION)  # type: ignore[arg-type]
         except ApiException as exc:
+            if not exc.status:  # no answer: the library's form of a TLS failure (status 0)
+                raise RetryableWriteError(f"InfluxDB at {s.url} unreachable: "
+                                          f"{' '.join(str(exc.reason).split())[:300]}") from None
             raise classify_status(exc.status, str(exc.body or exc.reason or "")[:300],
                                   retry_after_s(exc.headers), s) from None
         except (Urllib3Error, OSError) as exc:
@@ -198,8 +204,9 @@ def compress_file(path: Path) -> Path:
 class FileSink:
     """No database configured: line-protocol files under `directory`, rotated and gzipped.
 
-    The open file is plain text, appended and fsynced per batch, so a crash loses nothing and
-    leaves a readable file; it is gzipped when it rotates (or on the next start).
+    The open file is plain text, appended and fsynced per batch (atomic.append_durable), so a
+    crash loses nothing and leaves a readable file; it is gzipped when it rotates (or on the
+    next start).
     """
 
     def __init__(self, directory: Path, worker: str, database: str, rotate_s: float) -> None:
@@ -207,13 +214,13 @@ class FileSink:
         self.worker = worker
         self.database = database
         self.rotate_s = rotate_s
+        self._header = lp_header(database).encode()
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in sorted(self.directory.glob(f"{worker}-*.lp")):
             log.info("worker=%s event=compress_leftover file=%s", worker, leftover.name)
             compress_file(leftover)
-        self._file: Optional[Path] = None
+        self._file: Optional[Path] = None  # the open file: batches go there until it rotates
         self._opened = 0.0
-        self._fh: Optional[TextIO] = None
 
     def _open(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -222,32 +229,24 @@ class FileSink:
         while path.exists() or path.with_name(path.name + ".gz").exists():
             n += 1
             path = self.directory / f"{self.worker}-{stamp}-{n}.lp"
-        self._fh = open(path, "a", encoding="utf-8")
-        self._fh.write(lp_header(self.database))
         self._file = path
         self._opened = time.monotonic()
 
     def write(self, body: str) -> None:
         try:
-            if self._fh is None or time.monotonic() - self._opened >= self.rotate_s:
+            if self._file is None or time.monotonic() - self._opened >= self.rotate_s:
                 self.rotate()
                 self._open()
-            fh = self._fh
-            assert fh is not None
-            fh.write(body)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            assert self._file is not None
+            append_durable(self._file, body.encode("utf-8") + b"\n", self._header)
         except OSError as exc:
             raise RetryableWriteError(f"cannot write {self._file}: {exc}") from None
 
     def rotate(self) -> None:
-        """Close and gzip the open file, if any."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-            assert self._file is not None
-            done = compress_file(self._file)
+        """Gzip the open file, if any (a file whose first write failed does not exist)."""
+        path, self._file = self._file, None
+        if path is not None and path.exists():
+            done = compress_file(path)
             log.info("worker=%s event=file_rotated file=%s", self.worker, done.name)
 
     def close(self) -> None:

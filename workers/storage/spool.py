@@ -1,21 +1,21 @@
 """The disk spool: batches InfluxDB could not take yet, kept in order and replayed later.
 
 Segments are plain line-protocol files with the `# DML` header (so `influx -import` can load one
-by hand), appended and fsynced per batch. Its short form, without the `# DDL` section of the
-no-database files: the spool and rejected.lp belong to a database the worker already writes to,
-and the worker's replay must meet nothing but comments and points. A `position` file records how far replay got, so a
-restart neither loses nor re-sends more than the last batch.
+by hand), appended and fsynced per batch (atomic.append_durable). Its short form, without the
+`# DDL` section of the no-database files: the spool and rejected.lp belong to a database the
+worker already writes to, and the worker's replay must meet nothing but comments and points. A
+`position` file records how far replay got, so a restart neither loses nor re-sends more than
+the last batch.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from workers.common.atomic import write_atomic
+from workers.common.atomic import append_durable, write_atomic
 from workers.storage.sink import lp_header
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ class Spool:
         self.database = database
         self.worker = worker
         self.lock = threading.Lock()
+        self._header = lp_header(database, create=False).encode()
         directory.mkdir(parents=True, exist_ok=True)
         self._position_file = directory / "position"
         self._repair_tail()
@@ -53,7 +54,8 @@ class Spool:
                         self.worker, last.name, len(data) - keep)
 
     def append(self, body: str) -> None:
-        """Add a batch at the tail, durably. Raises OSError (e.g. disk full) and then keeps nothing."""
+        """Add a batch at the tail, durably. Raises OSError (e.g. disk full) and then keeps nothing
+        (nor a new segment without its import header: atomic.append_durable)."""
         data = body.encode("utf-8") + b"\n"
         with self.lock:
             segments = self._segments()
@@ -61,18 +63,7 @@ class Spool:
             if path is None or path.stat().st_size + len(data) > SEGMENT_BYTES:
                 number = int(path.stem) + 1 if path is not None else 1
                 path = self.directory / f"{number:08d}.lp"
-                data = lp_header(self.database, create=False).encode() + data
-            with open(path, "ab") as fh:
-                start = fh.tell()
-                try:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                except OSError:
-                    fh.truncate(start)  # never leave half a batch behind
-                    if start == 0:
-                        path.unlink()  # nor a segment without its import header
-                    raise
+            append_durable(path, data, self._header)
             self._unsent = True
 
     def reject(self, groups: Sequence[Tuple[str, Sequence[str]]]) -> Path:
@@ -90,17 +81,8 @@ class Spool:
             parts.append(f"# {stamp} {' '.join(reason.split())}\n")
             parts.extend(f"{line}\n" for line in lines)
         data = "".join(parts).encode("utf-8")
-        with self.lock, open(path, "ab") as fh:
-            start = fh.tell()
-            try:
-                if start == 0:
-                    fh.write(lp_header(self.database, create=False).encode())
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError:
-                fh.truncate(start)  # never half a group: the caller sets it aside again
-                raise
+        with self.lock:
+            append_durable(path, data, self._header)
         return path
 
     @property

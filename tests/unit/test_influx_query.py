@@ -1,0 +1,156 @@
+"""The InfluxDB read client: InfluxQL over GET /query, with the token of the writes, and every
+failure a SinkError (with the HTTP status when there was an answer).
+
+Against a small local HTTP server; tests/unit/test_resume.py specifies the last-trades query and
+tests/unit/test_tls_trust.py the TLS trust it shares with the writes.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, Iterator, List, Tuple
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from workers.errors import SinkError
+from workers.settings import InfluxSettings
+from workers.storage.influx_query import InfluxQuery
+
+
+class Answers:
+    """A /query endpoint: answers `status` and `body` (bytes or JSON), records each request's
+    parameters and headers; `hold` keeps answers back until set."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: object = {"results": [{"statement_id": 0}]}
+        self.requests: List[Tuple[str, Dict[str, List[str]], Dict[str, str]]] = []
+        self.connections = 0
+        self.hold = threading.Event()
+        self.hold.set()
+        answers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as InfluxDB
+
+            def setup(self) -> None:
+                answers.connections += 1
+                super().setup()
+
+            def do_GET(self) -> None:  # noqa: N802
+                parts = urlsplit(self.path)
+                answers.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
+                answers.hold.wait(10)
+                body = answers.body
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(answers.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def answers() -> Iterator[Answers]:
+    served = Answers()
+    yield served
+    served.hold.set()
+    served.server.shutdown()
+    served.server.server_close()
+
+
+def settings(url: str, bucket: str = "ticks") -> InfluxSettings:
+    return InfluxSettings(url=url, token="tok-123", org="o", bucket=bucket,
+                          measurement="price_ticks", health_measurement="h", timeout_s=5.0,
+                          gzip=False)
+
+
+def series(*ids: int) -> dict:
+    return {"results": [{"statement_id": 0, "series": [
+        {"name": "price_ticks", "columns": ["time", "trade_id"],
+         "values": [[i * 1000, i] for i in ids]}]}]}
+
+
+def test_a_query_is_one_get_of_query_with_the_token_the_database_and_ns_epoch(answers):
+    answers.body = series(7)
+    found = InfluxQuery(settings(answers.url)).query("SELECT trade_id FROM price_ticks")
+
+    assert found == series(7)["results"][0]["series"]
+    ((path, params, headers),) = answers.requests
+    assert path == "/query"
+    assert params == {"db": ["ticks"], "q": ["SELECT trade_id FROM price_ticks"],
+                      "epoch": ["ns"]}
+    assert headers["Authorization"] == "Token tok-123"
+
+
+def test_a_1_8_bucket_names_the_database_and_its_retention_policy(answers):
+    InfluxQuery(settings(answers.url, bucket="ticks/autogen")).query("SELECT 1")
+    ((_, params, _),) = answers.requests
+    assert params["db"] == ["ticks"] and params["rp"] == ["autogen"]
+
+
+def test_queries_of_one_client_share_a_kept_alive_connection(answers):
+    query = InfluxQuery(settings(answers.url))
+    query.query("SELECT 1")
+    query.query("SELECT 2")
+    query.close()
+    assert len(answers.requests) == 2 and answers.connections == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 500, 503])
+def test_an_http_error_raises_with_its_status_and_the_servers_words(answers, status):
+    answers.status = status
+    answers.body = {"code": "forbidden", "message": "no read"}
+    with pytest.raises(SinkError, match=f"/query answered {status}: .*no read") as caught:
+        InfluxQuery(settings(answers.url)).query("SELECT 1")
+    assert caught.value.status == status
+
+
+def test_an_error_in_the_answer_raises(answers):
+    answers.body = {"results": [{"statement_id": 0, "error": "database not found: ticks"}]}
+    with pytest.raises(SinkError, match="query error: database not found"):
+        InfluxQuery(settings(answers.url)).query("SELECT 1")
+
+
+def test_an_answer_that_is_not_json_raises_with_the_status(answers):
+    answers.body = b"<html>proxy error</html>"
+    with pytest.raises(SinkError, match="without JSON") as caught:
+        InfluxQuery(settings(answers.url)).query("SELECT 1")
+    assert caught.value.status == 200
+
+
+def test_an_unreachable_database_raises_without_a_status():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(SinkError, match="unreachable") as caught:
+        InfluxQuery(settings(f"http://127.0.0.1:{port}")).query("SELECT 1")
+    assert caught.value.status is None
+
+
+def test_a_database_slower_than_the_timeout_raises_as_unreachable(answers):
+    answers.hold.clear()
+    with pytest.raises(SinkError, match="unreachable") as caught:
+        InfluxQuery(settings(answers.url)).query("SELECT 1", timeout_s=0.2)
+    assert caught.value.status is None
+
+
+def test_trade_ids_asks_window_by_window_and_yields_every_id(answers):
+    answers.body = series(1, 2)
+    s = 1_000_000_000
+    ids = list(InfluxQuery(settings(answers.url)).trade_ids("BTCUSDT", 0, 25 * s, window_s=10))
+
+    assert ids == [1, 2] * 3
+    bounds = [params["q"][0].split("WHERE ")[1] for _, params, _ in answers.requests]
+    assert bounds == [f"symbol = 'BTCUSDT' AND time >= {a} AND time < {b}"
+                      for a, b in ((0, 10 * s), (10 * s, 20 * s), (20 * s, 25 * s))]
