@@ -492,7 +492,7 @@ def ask(ws: websocket.WebSocket, request: Any) -> Dict[str, Any]:
     for _ in range(10_000):
         msg = orjson.loads(ws.recv())
         if "id" in msg:
-            return msg  # type: ignore[no-any-return]
+            return msg
     raise AssertionError("no answer")
 
 

@@ -64,7 +64,7 @@ def test_a_ban_is_waited_out_whole_logged_once_with_its_end_and_shown_in_status(
                 "btcusdt", ["--symbol", "BTCUSDT:rate=100", "--max-connect-attempts", "3",
                             "--connect-window", "10", "--ban-seconds", "12"])
     # A worker without a checkpoint starts at the first trade it sees: let it see some first.
-    wait_until(lambda: cap.stored_ids("BTCUSDT"), 15, what="the first trades stored")
+    wait_until(lambda: bool(cap.stored_ids("BTCUSDT")), 15, what="the first trades stored")
     # Another program on the host spends the IP's budget and tries again at once: banned.
     statuses = [attempt(cap.sim) for _ in range(4)]
     assert statuses[-2:] == [429, 418], statuses

@@ -47,7 +47,7 @@ def v2_writer(front: InfluxFront, token: Optional[str] = None,
 
     `token` defaults to the front's own; "" sends no Authorization header at all.
     """
-    with InfluxDBClient(url=front.url, token=front.token if token is None else token, org=ORG,
+    with InfluxDBClient(url=front.url, token=(front.token or "") if token is None else token, org=ORG,
                         timeout=10_000, enable_gzip=gzip_bodies) as client:
         yield client.write_api(write_options=SYNCHRONOUS)
 
@@ -78,7 +78,7 @@ def test_ns_write_through_the_official_client_lands_at_the_exact_nanosecond(
         influx_front: InfluxFront, influx_db: InfluxDb) -> None:
     with v2_writer(influx_front) as api:
         api.write(bucket=influx_db.name, record=f"trade,symbol=BTCUSDT price=42.5 {T_NS}",
-                  write_precision=WritePrecision.NS)
+                  write_precision=WritePrecision.NS)  # type: ignore[arg-type]
 
     assert influx_db.query('SELECT "price", "symbol" FROM "trade"') == [
         {"time": T_NS, "price": 42.5, "symbol": "BTCUSDT"}]
@@ -95,7 +95,7 @@ def test_coarser_precisions_land_at_the_same_instant(
     # 1.6.7 would read a passed-through `us` as nanoseconds: this pins the mapping us -> u.
     with v2_writer(influx_front) as api:
         api.write(bucket=influx_db.name, record=f"trade,symbol=BTCUSDT price=1 {stamp}",
-                  write_precision=precision)
+                  write_precision=precision)  # type: ignore[arg-type]
 
     assert [row["time"] for row in influx_db.query('SELECT "price" FROM "trade"')] == [expected_ns]
 
@@ -120,7 +120,7 @@ def test_missing_precision_means_nanoseconds(influx_front: InfluxFront,
 def test_gzip_bodies_are_forwarded_compressed_and_stored(influx_front: InfluxFront,
                                                          influx_db: InfluxDb) -> None:
     with v2_writer(influx_front, gzip_bodies=True) as api:
-        api.write(bucket=influx_db.name, record=lines(50), write_precision=WritePrecision.NS)
+        api.write(bucket=influx_db.name, record=lines(50), write_precision=WritePrecision.NS)  # type: ignore[arg-type]
 
     stats = influx_front.stats()
     assert stats.gzip_bodies == 1 and stats.lines_forwarded == 50
@@ -317,7 +317,7 @@ def test_health_and_ping_look_like_2x(influx_front: InfluxFront) -> None:
         req = urllib.request.Request(f"{influx_front.url}/ping", method=method)
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 204
-    with InfluxDBClient(url=influx_front.url, token=influx_front.token, org=ORG) as client:
+    with InfluxDBClient(url=influx_front.url, token=influx_front.token or "", org=ORG) as client:
         assert client.ping() is True
 
     assert health["name"] == "influxdb" and health["status"] == "pass"

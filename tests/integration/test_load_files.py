@@ -38,7 +38,7 @@ def ids_in_files(directory: Path) -> Set[int]:
     ids: Set[int] = set()
     for path in directory.iterdir():
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt") as fh:  # type: ignore[operator]
+        with opener(path, "rt") as fh:
             ids.update(int(m.group(1)) for m in TRADE_ID.finditer(fh.read()))
     return ids
 

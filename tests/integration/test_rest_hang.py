@@ -67,7 +67,7 @@ def test_rest_hanging_50s_while_connections_drop_never_delays_a_reconnect(
     cap = Capture(sim, influx_db, influx_front, worker).start_worker()
     sim.fault("resume")
     time.sleep(3)  # trades stored, a checkpoint to resume from
-    wait_until(lambda: cap.stored_ids("BTCUSDT"), 10, what="the first trades stored")
+    wait_until(lambda: bool(cap.stored_ids("BTCUSDT")), 10, what="the first trades stored")
 
     # Every REST path the worker uses (trades, historicalTrades, exchangeInfo) hangs for 50 s.
     sim.fault("rest_hang", seconds=HANG_S)

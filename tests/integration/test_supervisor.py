@@ -154,13 +154,13 @@ def stored_ids(db: InfluxDb, symbol: str) -> Set[int]:
 
 
 def ranges(ids: Set[int]) -> str:
-    out: List[str] = []
+    out: List[List[int]] = []
     for i in sorted(ids):
         if out and out[-1][1] == i - 1:
-            out[-1][1] = i  # type: ignore[index]
+            out[-1][1] = i
         else:
-            out.append([i, i])  # type: ignore[arg-type]
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out[:20])  # type: ignore
+            out.append([i, i])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out[:20])
     return text + (" ..." if len(out) > 20 else "")
 
 

@@ -1,6 +1,7 @@
 """A capture under test: simulator + InfluxDB front + database + the real worker, and checks."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set
@@ -42,7 +43,7 @@ class Capture:
         for symbol in symbols:
             ids = self.sim.ledger_ids(symbol)
             assert ids, f"the simulator generated no {symbol} trades: the test proves nothing"
-            wait_for_exact_ids(ids, lambda s=symbol: self.stored_ids(s), timeout)
+            wait_for_exact_ids(ids, functools.partial(self.stored_ids, symbol), timeout)
             self.assert_values_exact(symbol)
             expected[symbol] = ids
         return expected

@@ -42,7 +42,11 @@ def disk_full(_fd: int) -> None:
 def test_appends_follow_one_another_and_are_fsynced(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
     target = tmp_path / "a.lp"
 
     append_durable(target, b"a 1\n")

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -94,7 +95,8 @@ def test_never_more_than_the_limit_in_any_window_over_a_long_random_run(tmp_path
 def test_after_waiting_the_returned_time_the_attempt_is_granted(tmp_path):
     rng = random.Random(5)
     budget = ConnectBudget(tmp_path / FILE_NAME, limit=10, window_s=20.0)
-    t, grants = 0.0, []
+    t = 0.0
+    grants: List[float] = []
     while len(grants) < 100:
         wait = budget.try_acquire(now=round(t, 6))
         if wait == 0.0:
@@ -253,7 +255,7 @@ def test_bad_limits_are_refused(tmp_path):
 
 def test_acquire_takes_a_free_token_at_once_without_calling_on_wait(tmp_path):
     budget = ConnectBudget(tmp_path / FILE_NAME, limit=1, window_s=60.0)
-    waits = []
+    waits: List[float] = []
 
     assert budget.acquire(threading.Event(), waits.append) is True
     assert waits == []
@@ -262,7 +264,7 @@ def test_acquire_takes_a_free_token_at_once_without_calling_on_wait(tmp_path):
 def test_acquire_reports_the_wait_then_takes_the_token_when_the_window_frees(tmp_path):
     budget = ConnectBudget(tmp_path / FILE_NAME, limit=1, window_s=0.3)
     budget.try_acquire()
-    waits = []
+    waits: List[float] = []
 
     started = time.monotonic()
     assert budget.acquire(threading.Event(), waits.append) is True

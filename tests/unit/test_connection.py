@@ -21,7 +21,8 @@ def parser_reading(sock: socket.socket) -> frame_buffer:
     def unused(size: int) -> bytes:
         raise AssertionError("the library's own recv must not be used once the reader is in")
     parser = frame_buffer(unused, True)
-    parser.recv_strict = BufferedReader(sock).recv_strict  # what plug_into sets on a WebSocket
+    # what plug_into sets on a WebSocket
+    parser.recv_strict = BufferedReader(sock).recv_strict  # type: ignore[method-assign,assignment]
     return parser
 
 

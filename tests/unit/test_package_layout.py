@@ -70,7 +70,7 @@ def imported_rooms(path: Path) -> Iterator[Tuple[int, str, str]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "workers" and len(parts) > 1:
-                yield node.lineno, parts[1], name
+                yield getattr(node, "lineno", 0), parts[1], name
 
 
 def modules() -> Iterator[Path]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import List, Tuple
 from types import SimpleNamespace
 
 import pytest
 
 from workers.capture import pipeline as pipeline_module
-from workers.capture.pipeline import Pipeline
+from workers.capture.pipeline import Gap, Pipeline
 from workers.storage.batch import Batch
 from workers.storage.lineproto import LineRenderer
 from workers.trade import Trade
@@ -27,8 +28,8 @@ def trade(trade_id: int, symbol: str = "BTCUSDT") -> Trade:
 
 class Recorder:
     def __init__(self) -> None:
-        self.gaps = []
-        self.batches = []
+        self.gaps: List[Tuple[str, Gap]] = []
+        self.batches: List[Batch] = []
         self.lock = threading.Lock()
 
     def on_gap(self, symbol, gap):

@@ -110,7 +110,7 @@ def test_unicode_symbol_is_matched_as_utf8(parser):
 
     trade = unicode_parser.parse(orjson.dumps(payload(s="这是测试币456")))
 
-    assert trade.symbol == "这是测试币456"
+    assert isinstance(trade, Trade) and trade.symbol == "这是测试币456"
 
 
 # -- malformed frames: each with its reason ------------------------------------------------------

@@ -42,7 +42,8 @@ def test_busy_or_failing_server_is_retryable_with_its_retry_after(status):
 
 
 def test_retryable_without_retry_after_has_none():
-    assert classify_status(503, "", None, SETTINGS).retry_after is None
+    error = classify_status(503, "", None, SETTINGS)
+    assert isinstance(error, RetryableWriteError) and error.retry_after is None
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import List, Tuple
 
 import pytest
 
@@ -18,8 +19,15 @@ def body(first: int, n: int = 2) -> str:
                      for i in range(first, first + n))
 
 
-def drain(spool: Spool, max_lines: int) -> list:
-    lines = []
+def peeked(spool: Spool, max_lines: int) -> Tuple[str, str, int]:
+    """spool.peek where the spec knows something waits."""
+    chunk = spool.peek(max_lines)
+    assert chunk is not None, "the spool has nothing to replay"
+    return chunk
+
+
+def drain(spool: Spool, max_lines: int) -> List[str]:
+    lines: List[str] = []
     while True:
         chunk = spool.peek(max_lines)
         if chunk is None:
@@ -82,7 +90,7 @@ def test_a_peek_without_commit_is_offered_again(tmp_path):
     spool = Spool(tmp_path, "ticks", "btcusdt")
     spool.append(body(1, 3))
 
-    first = spool.peek(2)
+    first = peeked(spool, 2)
 
     assert spool.peek(2) == first
     assert first[0] == body(1, 2)
@@ -92,7 +100,7 @@ def test_replay_position_survives_a_new_spool_instance(tmp_path, small_segments)
     spool = Spool(tmp_path, "ticks", "btcusdt")
     for first in range(1, 10, 3):
         spool.append(body(first, 3))
-    text, segment, end = spool.peek(2)
+    text, segment, end = peeked(spool, 2)
     spool.commit(segment, end)
 
     reopened = Spool(tmp_path, "ticks", "btcusdt")
@@ -144,7 +152,7 @@ def test_backlog_bytes_counts_unsent_data_and_reaches_zero_when_drained(tmp_path
     assert spool.backlog_bytes() > 0
 
     before = spool.backlog_bytes()
-    text, segment, end = spool.peek(1)
+    text, segment, end = peeked(spool, 1)
     spool.commit(segment, end)
     assert 0 < spool.backlog_bytes() < before
 
@@ -167,12 +175,12 @@ def test_backlog_counts_the_next_segment_after_a_drained_one_is_removed(tmp_path
     monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 60)
     spool = Spool(tmp_path, "ticks", "btcusdt")
     spool.append("m,symbol=A x=1 1")
-    text, segment, end = spool.peek(10)
+    text, segment, end = peeked(spool, 10)
     spool.commit(segment, end)  # first segment fully sent, but still the newest: kept
     spool.append("m,symbol=A x=2 2")  # does not fit: second segment
     unsent = (tmp_path / segments(tmp_path)[-1]).stat().st_size
 
-    assert spool.peek(10)[0] == "m,symbol=A x=2 2"  # replay starts; it may fail and wait
+    assert peeked(spool, 10)[0] == "m,symbol=A x=2 2"  # replay starts; it may fail and wait
 
     assert spool.backlog_bytes() == unsent
 

@@ -32,8 +32,9 @@ def paths(cafile: Optional[str], capath: Optional[str], default_file: str,
           default_dir: str) -> ssl.DefaultVerifyPaths:
     """What ssl.get_default_verify_paths() answers: the effective file and directory (None when
     missing), the platform's defaults and the variables that override them."""
-    return ssl.DefaultVerifyPaths(cafile, capath, "SSL_CERT_FILE", default_file,
-                                  "SSL_CERT_DIR", default_dir)
+    # typeshed says str; at run time a missing file or directory is None
+    return ssl.DefaultVerifyPaths(cafile, capath, "SSL_CERT_FILE",  # type: ignore[arg-type]
+                                  default_file, "SSL_CERT_DIR", default_dir)
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def ca_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tuple[P
 
 
 def use_paths(monkeypatch: pytest.MonkeyPatch, found: ssl.DefaultVerifyPaths) -> None:
-    monkeypatch.setattr(httputil.ssl, "get_default_verify_paths", lambda: found)
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: found)
     httputil.system_ca_dir.cache_clear()
 
 
@@ -220,7 +221,7 @@ def test_the_stream_verifies_wss_against_the_ca_directory(server_cert, wss_serve
     monkeypatch.setattr(connection, "system_ca_dir", lambda: str(certs))
     assert connection.tls_options() == {"ca_cert_path": str(certs)}
     ws = websocket.create_connection(wss_server, timeout=5, sslopt=connection.tls_options())
-    assert ws.connected
+    assert ws.connected and ws.sock is not None
     ws.sock.close()
 
 

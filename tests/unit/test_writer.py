@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from types import SimpleNamespace
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -120,8 +120,8 @@ def events(caplog, name: str) -> int:
 
 class Rig:
     def __init__(self, tmp_path, clock: FakeClock, use_spool: bool, **write) -> None:
-        values = dict(batch_size=100, flush_interval_s=1.0, retry_initial_s=1.0,
-                      retry_max_delay_s=4.0, retry_budget_s=10.0, queue_batches=4)
+        values: Dict[str, Any] = dict(batch_size=100, flush_interval_s=1.0, retry_initial_s=1.0,
+                                      retry_max_delay_s=4.0, retry_budget_s=10.0, queue_batches=4)
         values.update(write)
         self.settings = WriteSettings(**values)
         self.clock = clock

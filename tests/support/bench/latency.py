@@ -132,7 +132,7 @@ def _measure(rig: Rig, sim: ExchangeSim, offered: int, window: float) -> Dict[st
         poller.join(5)
         generated = (last - first + 1) if last is not None else 0
         stored = rig.count(db)
-        times = trade_times(sim, SYMBOL, first, last) if generated else {}
+        times = trade_times(sim, SYMBOL, first, last) if generated and last is not None else {}
         lat = _latencies(poller.events, times, first)
     finally:
         poller.stopping.set()

@@ -179,7 +179,8 @@ def _step(rig: Rig, sim: ExchangeSim, offered: int, window: float) -> Step:
         stored_at_stop = rig.count(db)
         drain = _wait_stored(rig, db, generated, t1, timeout=max(15.0, 1.5 * window))
         ids = rig.stored_ids(db, SYMBOL)
-        expected = set(range(first, last + 1)) if generated else set()
+        expected = set(range(first, last + 1)) \
+            if generated and first is not None and last is not None else set()
         got = set(ids)
         reconnects = int(worker.status().get("reconnects") or 0)
         return Step(offered, generated, t1 - t0, len(got & expected), drain,
