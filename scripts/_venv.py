@@ -1,37 +1,80 @@
-"""Run a Python entry point of scripts/ under the project's .venv, with the test extras.
+"""The one launcher of scripts/: every entry point there but run, test and setup-env uses it.
 
-The entry points (exchange-sim, influx-rig, bench) start under whatever `python3` the shell
-finds (`#!/usr/bin/env python3`, or `python3 scripts/NAME`), usually the system one, which has
-none of the project's dependencies. Each calls `use_repo_venv("NAME")` first, before importing
-anything of the project:
+Each of apply-symbols, bench, exchange-sim, gap-audit, influx-rig, load-files, plot, status and
+supervisorctl is the same thin shim: `#!/usr/bin/env python3`, a docstring that is its short
+usage, and one call, `launch("package.module:function", __doc__, ...)`. It starts under whatever
+`python3` the shell finds (`scripts/NAME` or `python3 scripts/NAME`, usually the system one,
+which has none of the project's dependencies). `launch`, standard library only, then:
 
-- not running in `<project>/.venv`: make sure it exists, then re-execute there with the same
-  arguments;
-- running there but the test extras (aiohttp, websockets) are missing: install them with
-  `scripts/setup-env test` (the set-up `scripts/test` uses: `pip install -e ".[test]"`, quiet
-  unless it fails), then re-execute once;
-- when that cannot be done: one line on stderr saying what to run, and exit 2.
+1. `-h`/`--help` while there is no `.venv/bin/python`: prints the shim's usage and how to get the
+   full help, exit 0, and sets nothing up;
+2. not running in `<project>/.venv`: re-executes the shim there, with the same arguments;
+3. when there is no working .venv (none, its python gone, not a venv) or it lacks a module the
+   project needs (the `extras` too):
+   - a tool (`sets_up=True`: bench, exchange-sim, gap-audit, influx-rig, load-files, plot) runs
+     `scripts/setup-env EXTRAS`, saying so in one line on stderr (setup-env's own lines are kept
+     for the failure line), then re-executes once;
+   - a command of the running service (`sets_up=False`: status, apply-symbols, supervisorctl;
+     scripts/run set their .venv up) changes nothing: a cron health check must read "not set up",
+     not "unhealthy", and never waits on pip;
+   either way, when it cannot be done: one line on stderr saying why and what to run, exit 2 (the
+   set-up/configuration code of the project's exit codes), never a traceback;
+4. calls the function with the shim's fixed arguments and the command line's, and exits with
+   what it returns. A module still missing then (a late import) is one line and exit 2 too.
 
-Standard library only: this runs under any Python 3.9+.
+stdout belongs to the tool (monitors parse scripts/status): every line of the launcher goes to
+stderr. Runs under any Python 3.9+.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
-from typing import Iterable, List, NoReturn
+from typing import Dict, List, NoReturn, Sequence, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV = REPO_ROOT / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
 SETUP_ENV = REPO_ROOT / "scripts" / "setup-env"
-TEST_EXTRAS = ("aiohttp", "websockets")
+# What .venv must hold, by import name: setup.cfg's install_requires, and what each extra adds
+# (type stubs aside: nothing imports them at run time). A spec checks both against setup.cfg.
+BASE_MODULES = ("websocket", "influxdb_client", "urllib3", "dotenv", "supervisor", "yaml",
+                "orjson", "wsaccel")
+EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
+    "": (),
+    "plot": ("matplotlib",),
+    "test": ("pytest", "aiohttp", "xdist", "websockets", "mypy", "matplotlib"),
+}
 # Set for the re-executed process, so that it never loops: MOVED after a plain re-exec into
 # .venv, SET_UP after scripts/setup-env ran (a second set-up would fail the same way).
 MARKER = "TICK_CAPTURE_VENV_REEXEC"
 MOVED, SET_UP = "moved", "set-up"
 EXIT_SETUP = 2
+HELP_FLAGS = ("-h", "--help")
+OUR_PACKAGES = ("workers", "tests")  # an ImportError of these is a bug, shown in full
+# setup-env's failure lines end so; the launcher names the exact command instead.
+SETUP_ENV_TAIL = ", then run this again"
+
+
+def _prog() -> str:
+    return Path(sys.argv[0]).name
+
+
+def _setup_command(extras: str) -> str:
+    return f"cd {REPO_ROOT} && scripts/setup-env{' ' + extras if extras else ''}"
+
+
+def _with_extras(extras: str) -> str:
+    return f" with the {extras} extras" if extras else ""
+
+
+def _fail(line: str) -> NoReturn:
+    print(f"{_prog()}: {line}", file=sys.stderr)
+    sys.exit(EXIT_SETUP)
 
 
 def _in_repo_venv() -> bool:
@@ -41,70 +84,150 @@ def _in_repo_venv() -> bool:
         return False
 
 
-def _missing(modules: Iterable[str]) -> List[str]:
-    missing = []
-    for name in modules:
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    return missing
+def _missing(extras: str) -> List[str]:
+    """The modules the project (with `extras`) needs that this interpreter cannot import.
+
+    find_spec only locates them: no module of the project's dependencies runs here.
+    """
+    wanted = BASE_MODULES + EXTRA_MODULES.get(extras, ())
+    return [name for name in dict.fromkeys(wanted) if importlib.util.find_spec(name) is None]
 
 
-def _give_up(prog: str, why: str) -> NoReturn:
-    print(f"{prog}: {why}: fix that, then run `cd {REPO_ROOT} && scripts/setup-env test`",
-          file=sys.stderr)
-    sys.exit(EXIT_SETUP)
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
-def _setup(prog: str, why: str, extras: str = "test") -> None:
-    """Run `scripts/setup-env EXTRAS`: creates .venv if needed and installs those extras."""
-    print(f"{prog}: {why}: setting up .venv with the {extras} extras (scripts/setup-env "
-          f"{extras}) ...", file=sys.stderr, flush=True)
-    try:  # the stamp says "installed", the imports say otherwise: let setup-env install again
-        (VENV / f".installed-{extras}").unlink()
-    except FileNotFoundError:
-        pass
+def _wants_help(args: Sequence[str]) -> bool:
+    before_dashes = args[:list(args).index("--")] if "--" in args else args
+    return any(arg in HELP_FLAGS for arg in before_dashes)
+
+
+def _print_usage(usage: str, sets_up: bool) -> NoReturn:
+    """The shim's own usage, before anything is set up: --help must never install."""
+    first = (f"scripts/{_prog()} sets .venv up on its first run" if sets_up
+             else "`scripts/setup-env` sets .venv up (`scripts/run` too, and starts the service)")
+    note = textwrap.fill(f".venv is not set up yet: {first}; then `scripts/{_prog()} --help` "
+                         "lists every option.", width=95)
+    text = f"{textwrap.dedent(usage).strip()}\n\n{note}\n"
     try:
-        code = subprocess.run(["bash", str(SETUP_ENV), extras], cwd=REPO_ROOT).returncode
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head -1`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+
+
+def _setup(why: str, extras: str) -> None:
+    """Run `scripts/setup-env EXTRAS` (creates or repairs .venv, installs the project), quietly.
+
+    One line says it runs; its output is shown only through the failure line.
+    """
+    print(f"{_prog()}: {why}: setting up .venv{_with_extras(extras)} (scripts/setup-env"
+          f"{' ' + extras if extras else ''}) ...", file=sys.stderr, flush=True)
+    try:  # the stamp says "installed", the imports say otherwise: let setup-env install again
+        (VENV / f".installed{'-' + extras if extras else ''}").unlink()
+    except OSError:
+        pass
+    argv = ["bash", str(SETUP_ENV)] + ([extras] if extras else [])
+    try:
+        done = subprocess.run(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     except OSError as exc:
-        _give_up(prog, f"cannot run scripts/setup-env ({exc})")
-    if code == EXIT_SETUP:
-        sys.exit(EXIT_SETUP)  # a missing Debian package: setup-env's one line said what to run
-    if code != 0 or not VENV_PYTHON.exists():
-        _give_up(prog, f"could not set up .venv with the {extras} extras (above)")
+        _fail(f"could not set up .venv{_with_extras(extras)}: cannot run scripts/setup-env "
+              f"({exc}), then run `{_setup_command(extras)}`")
+    if done.returncode != 0:
+        lines = done.stdout.strip().splitlines()
+        detail = lines[-1] if lines else f"scripts/setup-env exited {done.returncode}"
+        if detail.endswith(SETUP_ENV_TAIL):
+            detail = detail[:-len(SETUP_ENV_TAIL)]
+        _fail(f"could not set up .venv{_with_extras(extras)}: {detail}, then run "
+              f"`{_setup_command(extras)}`")
+
+
+def _not_set_up(why: str, extras: str) -> NoReturn:
+    """For the commands of the running service: say what to run, change nothing."""
+    _fail(f".venv is not set up ({why}): run `{_setup_command(extras)}` (scripts/run does it "
+          "too, and starts the service)")
 
 
 def _reexec(stage: str) -> NoReturn:
+    """Run this shim again under .venv's python (OSError when that python cannot start)."""
     os.environ[MARKER] = stage
     script = os.path.abspath(sys.argv[0])
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), script, *sys.argv[1:]])
+
+
+def _why_no_python() -> str:
+    if not os.path.lexists(VENV):
+        return "no .venv yet"
+    if VENV_PYTHON.is_symlink():  # what an upgrade of the Python it was made with leaves
+        return f"{VENV_PYTHON} does not run (it links to {os.readlink(VENV_PYTHON)}, gone)"
+    return f"{VENV_PYTHON} is missing"
+
+
+def _move_to_venv(stage: str, extras: str, sets_up: bool) -> NoReturn:
+    """From outside .venv: re-execute there, setting it up first when its python cannot run."""
+    if stage == SET_UP:  # setup-env succeeded, yet we are not in .venv: it cannot run as one
+        _fail(f"{VENV_PYTHON} does not run as the venv {VENV} after scripts/setup-env: remove "
+              f".venv, then run `{_setup_command(extras)}`")
+    if stage == MOVED:
+        why = f"{VENV_PYTHON} does not run as a venv (pyvenv.cfg missing?)"
+    elif not VENV_PYTHON.exists():
+        why = _why_no_python()
+    else:
+        try:
+            _reexec(MOVED)
+        except OSError as exc:  # a dangling link (its Python upgraded away), a wrong binary
+            why = f"{VENV_PYTHON} does not run ({exc.strerror})"
+    if not sets_up:
+        _not_set_up(why, extras)
+    _setup(why, extras)
     try:
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), script, *sys.argv[1:]])
+        _reexec(SET_UP)
     except OSError as exc:
-        print(f"cannot run {VENV_PYTHON}: {exc}", file=sys.stderr)
-        sys.exit(EXIT_SETUP)
+        _fail(f"{VENV_PYTHON} does not run after scripts/setup-env ({exc.strerror}): remove "
+              f".venv, then run `{_setup_command(extras)}`")
 
 
-def use_repo_venv(prog: str, modules: Iterable[str] = TEST_EXTRAS, extras: str = "test") -> None:
-    """Return when this process runs in the project's .venv with `modules` importable.
+def _run(target: str, args: Sequence[str], extras: str) -> NoReturn:
+    """Import `module:function` of this checkout and exit with what it returns."""
+    module_name, _, function = target.partition(":")
+    sys.path.insert(0, str(REPO_ROOT))  # this checkout, whichever one .venv installed
+    try:
+        main = getattr(importlib.import_module(module_name), function)
+        code = main(list(args))
+    except ImportError as exc:  # a dependency .venv lacks; our own import errors stay loud
+        if exc.name is None or exc.name.split(".")[0] in OUR_PACKAGES:
+            raise
+        _fail(f".venv lacks {exc.name} ({exc}): run `{_setup_command(extras)}`")
+    sys.exit(code)
 
-    Otherwise set the venv up (at most once per start) and re-execute this script there, or
-    print one line saying what to run and exit 2. `extras` names the setup.cfg extra that
-    brings `modules` (scripts/plot: "plot", for matplotlib).
+
+def launch(target: str, usage: str, *, extras: str = "", sets_up: bool = True,
+           args: Sequence[str] = ()) -> NoReturn:
+    """Run `target` ("package.module:function", called with the argument list) under .venv.
+
+    `usage` is the shim's docstring, printed for --help while nothing is set up; `extras` names
+    the setup.cfg extra the target needs ("test", "plot", or "" for the project alone);
+    `sets_up` says whether a missing or incomplete .venv is set up here (the tools) or only
+    named in one line, exit 2 (the commands of the running service); `args` go before the
+    command line's.
     """
-    stage = os.environ.pop(MARKER, "")  # popped: the children we start begin afresh
-    if _in_repo_venv():
-        missing = _missing(modules)
-        if not missing:
-            return
-        why = f"{', '.join(missing)} missing from .venv (the {extras} extras)"
+    stage = os.environ.pop(MARKER, "")  # popped: the children of the tool begin afresh
+    command_line = sys.argv[1:]
+    if not _in_repo_venv():
+        if not stage and _wants_help(command_line) and not VENV_PYTHON.exists():
+            _print_usage(usage, sets_up)
+        _move_to_venv(stage, extras, sets_up)
+    missing = _missing(extras)
+    if missing:
+        why = f"{_some(missing)} missing from .venv"
+        if not sets_up:
+            _not_set_up(why, extras)
         if stage == SET_UP:
-            _give_up(prog, why)
-        _setup(prog, why, extras)
+            _fail(f"{why} after scripts/setup-env: see {VENV}/pip-install.log, then run "
+                  f"`{_setup_command(extras)}`")
+        _setup(why, extras)
         _reexec(SET_UP)
-    if stage:
-        _give_up(prog, f"{VENV_PYTHON} does not run as the venv {VENV} (remove .venv)")
-    if not VENV_PYTHON.exists():
-        _setup(prog, "no .venv yet", extras)
-        _reexec(SET_UP)
-    _reexec(MOVED)
+    _run(target, [*args, *command_line], extras)

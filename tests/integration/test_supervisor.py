@@ -51,7 +51,7 @@ def make_project(root: Path, symbols_yaml: str) -> Path:
     shutil.copytree(REPO_ROOT / "workers", root / "workers",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (root / "scripts").mkdir()
-    for script in ("status", "apply-symbols"):
+    for script in ("status", "apply-symbols", "_venv.py"):  # _venv.py: their launcher
         shutil.copy2(REPO_ROOT / "scripts" / script, root / "scripts" / script)
     (root / ".venv").symlink_to(Path(sys.prefix))  # the venv running the tests
     (root / "config").mkdir()
