@@ -1,5 +1,5 @@
 """The commands of scripts/ as a newcomer types them: from the system python, with no venv on
-PATH, from the project root or elsewhere (issue 14, items 1 and 7).
+PATH, from the project root or elsewhere (every script from a fresh clone: test_launchers.py).
 
 - the Python entry points (exchange-sim, influx-rig, bench) re-run themselves under .venv
   (scripts/_venv.py) and print their help, whether started as `scripts/NAME` or
@@ -21,27 +21,14 @@ import pytest
 
 from tests.support.exchange.client import ExchangeSim
 from tests.support.exchange.fixtures import StartSim, exchange_sim  # noqa: F401
-from tests.support.procs import REPO_ROOT, ManagedProcess, wait_until
+from tests.support.procs import REPO_ROOT, SYSTEM_PYTHON, ManagedProcess, plain_env, wait_until
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-VENV_BIN = str(Path(sys.prefix) / "bin")
 ENTRY_POINTS = {  # script -> a line of its --help
     "exchange-sim": "usage: exchange-sim",
     "influx-rig": "usage: influx-rig",
     "bench": "usage: scripts/bench",
 }
 INCLUDE_WARNING = "No file matches via include"
-
-
-def plain_env(**extra: str) -> Dict[str, str]:
-    """A login shell's environment: no venv on PATH or activated, no supervisor variables."""
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-                           if p and Path(p).resolve() != Path(VENV_BIN).resolve()
-                           and ".venv" not in p)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
-           and not k.startswith(("SUPERVISOR_", "INFLUXDB_", "BINANCE_"))}
-    return {**env, "PATH": path or "/usr/bin:/bin", **extra}
 
 
 def run(argv: list, cwd: Path, env: Dict[str, str], timeout: float = 60

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Callable, Mapping, Optional, Sequence
+from typing import IO, Callable, Dict, Mapping, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ON_CI = bool(os.environ.get("CI"))
@@ -123,6 +123,21 @@ class ManagedProcess:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # what a newcomer's shell runs, with none of our packages
+
+
+def plain_env(**extra: str) -> Dict[str, str]:
+    """A login shell's environment: no venv on PATH or activated, no supervisor variables."""
+    venv_bin = Path(sys.prefix) / "bin"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+                           if p and Path(p).resolve() != venv_bin.resolve()
+                           and ".venv" not in p)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+           and not k.startswith(("SUPERVISOR_", "INFLUXDB_", "BINANCE_"))}
+    return {**env, "PATH": path or "/usr/bin:/bin", **extra}
 
 
 def python_argv(*args: str) -> list[str]:
