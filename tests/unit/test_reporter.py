@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -59,7 +59,8 @@ def clock() -> Clock:
     return Clock()
 
 
-def reporter(fakes: Fakes, clock: Clock, tmp_path: Path, stats: Stats = None) -> Reporter:
+def reporter(fakes: Fakes, clock: Clock, tmp_path: Path,
+             stats: Optional[Stats] = None) -> Reporter:
     return Reporter("btcusdt", "h", ["BTCUSDT"], stats or Stats(), fakes.sources(),
                     tmp_path / "status" / "btcusdt.json", KEY, fakes.lines.append, clock=clock)
 
