@@ -1,4 +1,11 @@
-"""Counters of one worker, the periodic summary line, and the status file `scripts/status` reads."""
+"""The worker's counters and the contract of its status file, shared by writer and reader.
+
+`Stats` holds the live counters (its fields are THE list of counters). `StatusFile` is the shape
+of `run/status/<worker>.json`: the worker's `Reporter` writes it every second, `scripts/status`
+(workers/ops/status.py) reads it back with `read_status`, which tolerates an older or partial
+file (a key it lacks, or holds with another type, is simply absent). `FIGURES` names which of
+the file's figures the summary line and the health point carry, and under which names.
+"""
 from __future__ import annotations
 
 import json
@@ -6,16 +13,32 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import (
+    Any,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    TypedDict,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from workers.common.atomic import write_atomic
+from workers.common.timefmt import iso_seconds
 
 
 @dataclass
 class Stats:
     received: int = 0  # frames that parsed as trades: the connections' own counts, summed on read
-    invalid: Counter = field(default_factory=Counter)  # reason -> count
+    invalid: Counter[str] = field(default_factory=Counter)  # reason -> count
     duplicates: int = 0
     written: int = 0  # trades in batches stored in InfluxDB (or data files)
     write_requests: int = 0
@@ -39,7 +62,7 @@ class Stats:
             setattr(self, counter, getattr(self, counter) + n)
 
     def error(self, text: str) -> None:
-        self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {text}"
+        self.last_error = f"{iso_seconds()} {text}"
 
     def record_lag(self, first_time_ms: int) -> None:
         lag = time.time() * 1000 - first_time_ms
@@ -53,6 +76,9 @@ class Stats:
         return sorted(lags)
 
 
+NOT_COUNTERS = ("lock", "lags_ms")  # Stats fields that are not in the status file
+
+
 def percentile(sorted_values: List[float], q: float) -> Optional[float]:
     if not sorted_values:
         return None
@@ -60,15 +86,156 @@ def percentile(sorted_values: List[float], q: float) -> Optional[float]:
     return sorted_values[index]
 
 
-def write_status(path: Path, status: dict) -> None:
+# -- the status file ---------------------------------------------------------------------------
+class Refusal(TypedDict):
+    """A handshake the exchange refused (429/418) whose Retry-After has not passed."""
+    status: int
+    until: float  # epoch seconds
+    detail: str
+
+
+class ConnectionState(TypedDict, total=False):
+    """One connection of the worker (StreamKeeper.state(), plus connected_once)."""
+    conn: str  # its label: s1, s2, ...
+    streams: int
+    connected: bool
+    subscribed: int
+    waiting_budget_s: float  # waiting for the host's connection budget, about this long
+    refused: Optional[Refusal]
+    last_end: str  # `<iso time> <why the last connection ended>`, "" if none has
+    connected_once: bool  # has been open since the worker started
+
+
+class StatusFile(TypedDict, total=False):
+    """`run/status/<worker>.json`. total=False: a reader must expect any key to be missing
+    (a file of an older worker); the writer writes all of them (a unit test holds it to that)."""
+    worker: str
+    host: str
+    symbols: List[str]
+    pid: int
+    started: float  # epoch seconds
+    updated: float  # epoch seconds of this write
+    trades_per_s: float  # over the last RATE_WINDOW_S
+    last_trade_age_s: Optional[float]  # the newest trade's age at this write
+    lag_p50_ms: Optional[float]  # trade time -> stored, of the last non-empty period
+    lag_p99_ms: Optional[float]
+    spool_backlog_bytes: int
+    queue_batches: int
+    checkpoint: Dict[str, int]  # symbol -> last stored trade id
+    connected: bool  # every connection is
+    connections: List[ConnectionState]
+    # The counters: Stats' fields but lock and lags_ms (counters() copies them).
+    received: int
+    invalid: Dict[str, int]  # reason -> count
+    duplicates: int
+    written: int
+    write_requests: int
+    retries: int
+    spooled: int
+    replayed: int
+    rejected_lines: int
+    rejected_trades: int
+    reconnects: int
+    gaps: int
+    backfilled: int
+    given_up: int
+    last_trade_ms: Dict[str, int]  # symbol -> the newest trade's time
+    last_error: str
+
+
+def counters(stats: Stats) -> StatusFile:
+    """The counters as the status file holds them (plain JSON-able values)."""
+    data: Dict[str, Any] = {f.name: getattr(stats, f.name) for f in fields(stats)
+                            if f.name not in NOT_COUNTERS}
+    data["invalid"] = dict(stats.invalid)
+    data["last_trade_ms"] = dict(stats.last_trade_ms)
+    return cast(StatusFile, data)
+
+
+def write_status(path: Path, status: StatusFile) -> None:
     """Replace the status file atomically, so a reader never sees half of it."""
     write_atomic(path, json.dumps(status, sort_keys=True), durable=False)
 
 
-def counters(stats: Stats) -> dict:
-    """The counters as plain JSON-able values."""
-    data = {f.name: getattr(stats, f.name) for f in fields(stats)
-            if f.name not in ("lock", "lags_ms")}
-    data["invalid"] = dict(stats.invalid)
-    data["last_trade_ms"] = dict(stats.last_trade_ms)
-    return data
+def read_status(path: Path) -> Optional[StatusFile]:
+    """The status file at `path`; None if there is none or it is not a JSON object."""
+    try:
+        return as_status(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def as_status(data: object) -> Optional[StatusFile]:
+    """`data` (parsed JSON) as a StatusFile: None unless an object. A key of another type than
+    StatusFile declares is left out, as an unknown key is: readers see it as missing."""
+    if not isinstance(data, dict):
+        return None
+    hints = _status_hints()
+    return cast(StatusFile, {k: v for k, v in data.items()
+                             if k in hints and _fits(v, hints[k])})
+
+
+@lru_cache(maxsize=None)
+def _status_hints() -> Dict[str, Any]:
+    return get_type_hints(StatusFile)
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Is `value` (parsed JSON) of type `hint`? Lists and maps item by item; a nested
+    TypedDict only as a map (its readers use .get)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return any(_fits(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values())
+    if hint is float:  # JSON writes 2.0 as 2.0 but a reader may meet 2
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, dict if issubclass(hint, dict) else hint)
+
+
+# -- the summary line and the health point ------------------------------------------------------
+Kind = Literal["count", "total", "flag", "rate", "ms"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the status file, as the summary line and the health point show it."""
+    key: str  # its key in the status file
+    summary: str = ""  # its name in the summary line ("": not there)
+    point: str = ""  # its field in the health point ("": not there); dashboards read these
+    # count: an int; total: a reason -> count map, summed; flag: a bool, as 0/1; rate: per
+    # second; ms: a latency, None while unknown (the point then leaves the field out)
+    kind: Kind = "count"
+
+
+def _both(key: str, name: str = "", kind: Kind = "count") -> Figure:
+    return Figure(key, name or key, name or key, kind)
+
+
+# In the summary line's order (operators' greps and tests/support/bench read it).
+FIGURES: Tuple[Figure, ...] = (
+    Figure("trades_per_s", summary="trades_per_s", kind="rate"),
+    _both("received"), _both("written"), _both("duplicates"), _both("invalid", kind="total"),
+    _both("retries"), _both("spooled"),
+    Figure("spool_backlog_bytes", summary="spool_backlog_bytes", point="spool_bytes"),
+    _both("rejected_lines", "rejected"), _both("reconnects"), _both("gaps"),
+    _both("backfilled"), _both("given_up"),
+    Figure("connected", point="connected", kind="flag"),
+    _both("lag_p50_ms", kind="ms"), _both("lag_p99_ms", kind="ms"),
+)
+
+
+def figure_value(status: Mapping[str, object], figure: Figure) -> Union[int, float, None]:
+    """The figure's value in `status`: an int for counts, totals and flags."""
+    value = status.get(figure.key)
+    if figure.kind == "total":
+        return sum(cast(Mapping[str, int], value or {}).values())
+    if figure.kind == "flag":
+        return int(bool(value))
+    return cast(Union[int, float, None], value)

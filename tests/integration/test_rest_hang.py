@@ -29,7 +29,7 @@ WITHHELD = 5  # trades lost at each drop, for the backfill once REST answers
 
 def drop_and_wait_for_reconnect(cap: Capture, abrupt: bool) -> Tuple[float, float]:
     """Drop the stream connection; wait until the simulator accepted a new one and the worker's
-    status file (rewritten every 5 s) says connected. Returns both delays in seconds."""
+    status file (rewritten every second) says connected. Returns both delays in seconds."""
     accepted = cap.sim.stats()["accepted"]
     dropped_wall, dropped = time.time(), time.monotonic()
     assert cap.sim.fault("close", code=1001, abrupt=abrupt)["connections"] == 1

@@ -67,7 +67,7 @@ def test_a_resent_span_creates_no_duplicate_point(tmp_path, exchange_sim, influx
     cap.assert_exactly_once(["BTCUSDT"])
     count = influx_db.query("SELECT COUNT(trade_id) FROM price_ticks WHERE symbol='BTCUSDT'")
     assert count[0]["count"] == len(cap.sim.ledger_ids("BTCUSDT"))
-    time.sleep(5.5)  # one status period, so the counter is on disk
+    time.sleep(5.5)  # past a status write (every second), so the counter is on disk
     assert cap.worker.status()["duplicates"] >= 200
 
 

@@ -254,7 +254,7 @@ def test_worker_whose_token_cannot_read_starts_from_the_live_stream(fake_influx,
 
 def test_health_point_is_tagged_with_host_and_worker_and_trades_are_not(fake_influx, tmp_path):
     worker = make_worker(influx_settings(fake_influx.url, tmp_path, CAPTURE_HOST="cap-a"))
-    worker._health_point()
+    worker.reporter.health_point()
     batch = worker.pipeline.flush()
     assert batch is not None
     (line,) = batch.lines
@@ -268,7 +268,7 @@ def test_status_file_names_the_host(tmp_path):
     settings = load_settings({"DATA_DIR": str(tmp_path / "d"), "RUN_DIR": str(tmp_path / "r"),
                               "CAPTURE_HOST": "cap-b"})
     worker = make_worker(settings)
-    worker._status()
+    worker.reporter.write_status()
     status = json.loads((tmp_path / "r" / "status" / "btcusdt.json").read_text())
     assert status["host"] == "cap-b"
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from workers.health import as_status, read_status
 from workers.ops import status as st
 from workers.ops.status import assess, collect, table
 
@@ -421,3 +422,129 @@ def test_a_host_the_sharded_file_does_not_name_is_a_problem_with_the_fix(
     assert not report["healthy"]
     assert "symbols.yaml:4: this host (CAPTURE_HOST=c) is not under 'hosts:'" in \
         report["problems"][0]
+
+
+# -- one rule at a time (issue 18: one small predicate per health rule) ----------------------
+
+def facts(inf: Optional[Dict[str, Any]] = None,
+          stat: Optional[Dict[str, Any]] = None) -> st.Facts:
+    return st.gather("btcusdt", ["BTCUSDT"], inf, as_status(stat), NOW, log="logs/b.log")
+
+
+def test_every_rule_is_applied_once():
+    rules = list(st.PROBLEMS) + list(st.WARNINGS)
+    assert len(set(rules)) == len(rules) == 9
+
+
+def test_rule_not_loaded():
+    assert st.not_loaded(facts(None)) == [
+        "not loaded in supervisord (the reconciler has not applied it: see logs/reconciler.log)"]
+    assert st.not_loaded(facts(info(state="FATAL", pid=0))) == []
+
+
+def test_rule_not_running():
+    assert st.not_running(facts(info(state="FATAL", pid=0, description="Exited too quickly"))) \
+        == ["FATAL: Exited too quickly"]
+    assert st.not_running(facts(info(state="STARTING", up_s=1))) == []
+    assert st.not_running(facts(info())) == []
+    assert st.not_running(facts(None)) == []  # not_loaded's case
+
+
+def test_rule_hung():
+    assert st.hung(facts(info(), status(age_s=45))) == [
+        "hung? status file written 45 s ago (it is rewritten every second)"]
+    assert st.hung(facts(info(), status(pid=41))) == [
+        "hung? status file written 2 s ago by another process (it is rewritten every second)"]
+    assert st.hung(facts(info(), None)) == [
+        "hung? no status file (it is rewritten every second)"]
+    assert st.hung(facts(info(), status())) == []
+    assert st.hung(facts(info(up_s=10), None)) == []  # within GRACE_S
+    assert st.hung(facts(info(state="STARTING"), None)) == []  # only RUNNING can hang
+
+
+def test_rule_disconnected():
+    old_trade = {"BTCUSDT": int((NOW - 120) * 1000)}
+    assert st.disconnected(facts(info(), status(connected=False, last_trade_ms=old_trade))) \
+        == ["disconnected from the exchange, no trade for over 60 s (it keeps retrying)"]
+    assert st.disconnected(facts(info(), status(connected=False))) == []  # traded 1.5 s ago
+    assert st.disconnected(facts(info(up_s=45), status(connected=False,
+                                                       last_trade_ms=old_trade))) == []
+    assert st.disconnected(facts(info(), status(age_s=45, connected=False,
+                                                last_trade_ms=old_trade))) == []  # hung's case
+    assert st.disconnected(facts(info(up_s=75), never_connected())) == [
+        "has not connected to the exchange once in 75 s: 2026-11-30T04:12:03Z connect failed: "
+        "WebSocketAddressException: [Errno -2] Name or service not known (it keeps retrying)"]
+
+
+def test_rule_spool_backlog():
+    assert st.spool_backlog(facts(info(), status(spool_backlog_bytes=10))) == [
+        "InfluxDB writes failing: 10 bytes wait in the spool (replayed once InfluxDB accepts "
+        "them)"]
+    assert st.spool_backlog(facts(info(), status())) == []
+    assert st.spool_backlog(facts(info(), status(age_s=45, spool_backlog_bytes=10))) == []
+
+
+def test_rule_connection_waits():
+    conns = [{"conn": "s1", "streams": 3, "connected": False, "waiting_budget_s": 41.6,
+              "refused": None},
+             {"conn": "s2", "streams": 2, "connected": False, "waiting_budget_s": 0.0,
+              "refused": {"status": 429, "until": NOW + 9, "detail": "too many attempts"}}]
+    assert st.connection_waits(facts(info(), status(connections=conns))) == [
+        "connection s1 (3 streams) waits for the host's connection budget (WS_CONNECT_LIMIT): "
+        "next attempt in about 42 s; its trades are backfilled when it connects",
+        "connection s2 (2 streams): too many attempts"]
+    # another process's file tells nothing of the connections now
+    assert st.connection_waits(facts(info(pid=43), status(connections=conns))) == []
+
+
+def test_rule_not_connected_yet():
+    (line,) = st.not_connected_yet(facts(info(up_s=4), never_connected()))
+    assert line.startswith("connection s1 has not connected to the exchange since the worker "
+                           "started (4 s ago): 2026-11-30T04:12:03Z connect failed")
+    assert line.endswith("(log: logs/b.log)")
+    assert st.not_connected_yet(facts(info(up_s=75), never_connected())) == []  # a problem now
+    assert st.not_connected_yet(facts(info(up_s=4), status())) == []
+
+
+def test_rule_given_up_names_the_event_the_backfiller_logs():
+    (line,) = st.given_up(facts(info(), status(given_up=7)))
+    assert line == ("7 trade ids given up after the backfill cap (see event=gap_given_up in "
+                    "logs/b.log)")
+    backfill = (Path(st.__file__).parent.parent / "capture" / "backfill.py").read_text()
+    assert "event=gap_given_up" in backfill
+    assert st.given_up(facts(info(), status())) == []
+
+
+def test_rule_rejected():
+    assert st.rejected(facts(info(), status(rejected_lines=4))) == [
+        "InfluxDB refused 4 lines (0 trades), kept in data/btcusdt/rejected.lp: see "
+        "event=lines_rejected in logs/b.log for the reason and the fix"]
+    assert st.rejected(facts(info(), status(rejected_lines=0, rejected_trades=0))) == []
+
+
+# -- the status file as read back (workers/health.py: StatusFile) ----------------------------
+
+def test_an_older_status_file_without_most_keys_reads_as_figures_unknown():
+    row = assess("btcusdt", ["BTCUSDT"], info(), {"pid": 42, "updated": NOW - 1}, NOW)
+    assert row.healthy and row.problems == []
+    assert (row.gaps, row.trades_per_s, row.connected, row.last_trade_age_s) == \
+        (None, None, None, None)
+
+
+def test_a_figure_of_the_wrong_type_reads_as_missing():
+    row = assess("btcusdt", ["BTCUSDT"], info(),
+                 status(gaps="many", spool_backlog_bytes=None, connections="s1"), NOW)
+    assert row.healthy and (row.gaps, row.spool_backlog_bytes) == (None, None)
+    assert as_status(status(gaps="many")) == {k: v for k, v in status().items() if k != "gaps"}
+    assert as_status(status()) == status()
+
+
+def test_a_status_file_that_is_not_an_object_is_no_status_file(tmp_path: Path):
+    path = tmp_path / "btcusdt.json"
+    assert read_status(path) is None  # none yet
+    path.write_text("[1, 2]")
+    assert read_status(path) is None
+    path.write_text("{half a file")
+    assert read_status(path) is None
+    path.write_text(json.dumps(status()))
+    assert read_status(path) == status()

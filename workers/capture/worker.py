@@ -16,21 +16,22 @@ import os
 import signal
 import threading
 import time
-from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from workers.capture.backfill import Backfiller
 from workers.capture.pipeline import Gap, Pipeline
 from workers.capture.prober import Prober
+from workers.capture.reporter import Reporter, Sources
 from workers.common import threads
-from workers.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, SinkError
+from workers.common.timefmt import iso_millis
+from workers.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, RestError, SinkError
 from workers.exchange.connect_budget import ConnectBudget, budget_path
 from workers.exchange.connection import OP_TEXT, Connection
 from workers.exchange.protocol import ControlReply, InvalidMessage, MessageParser, ServerShutdown
-from workers.exchange.rest import RestClient, RestError
+from workers.exchange.rest import RestClient
 from workers.exchange.stream import StreamKeeper
 from workers.exchange.stream_plan import plan_connections
-from workers.health import Stats, counters, percentile, write_status
+from workers.health import ConnectionState, Stats
 from workers.settings import Settings
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.influx_query import InfluxQuery
@@ -44,9 +45,8 @@ from workers.trade import Trade
 log = logging.getLogger(__name__)
 # The status file every second, so scripts/status's LAST TRADE is at most 1 s behind: a
 # 1,000-symbol group's file (69 KB: checkpoint and last_trade_ms maps) costs ~1 ms of CPU to
-# write (measured), 0.1 % of a core. TRADES/S and LAG still cover RATE_WINDOW_S.
+# write (measured), 0.1 % of a core. TRADES/S and LAG still cover reporter.RATE_WINDOW_S.
 STATUS_EVERY_S = 1.0
-RATE_WINDOW_S = 5.0
 HEALTH_EVERY_S = 10.0
 INVALID_LOG_EVERY_S = 60.0
 STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
@@ -67,18 +67,10 @@ class Worker:
         self.stats = Stats()
         self.stop_requested = threading.Event()
         self.crashed = ""  # the thread that met an unexpected exception, if one did
-        self.started_at = time.time()
         data = settings.data_dir / spec.name
         influx = settings.influx
         self.database = influx.bucket if influx else settings.file_database
         self.renderer = LineRenderer(influx.measurement if influx else "price_ticks")
-        self.health_measurement = escape_key(influx.health_measurement if influx
-                                             else "streamer_health")
-        # Tags in key order (as InfluxDB sorts them); `host` keeps each host's health apart when
-        # several hosts capture the same pairs. Trade points carry no host: two hosts writing
-        # one trade must write the identical point.
-        self.health_tags = (f"host={escape_key(settings.capture_host)},"
-                            f"worker={escape_key(spec.name)}")
         sink: Sink
         if influx is not None:
             sink = InfluxSink(influx)
@@ -110,12 +102,24 @@ class Worker:
                                      self.prober.check, budget, settings.ws_url)
                         for plan in plans]
         self._invalid_logged: Dict[str, float] = {}
-        self._last_lags: List[float] = []  # trade time -> stored, last non-empty period
-        # (time, received) of the status writes of the last RATE_WINDOW_S, for TRADES/S
-        self._rate_samples: Deque[Tuple[float, int]] = deque([(self.started_at, 0)])
-        self._lags_at = self.started_at
-        self._connected_once: Set[str] = set()  # connections that have been open since start
-        self._last_status: Optional[dict] = None
+        self.reporter = self._reporter()
+
+    def _reporter(self) -> Reporter:
+        influx, spool = self.settings.influx, self.spool
+        measurement = influx.health_measurement if influx else "streamer_health"
+        # Tags in key order (as InfluxDB sorts them); `host` keeps each host's health apart when
+        # several hosts capture the same pairs. Trade points carry no host: two hosts writing
+        # one trade must write the identical point.
+        point_key = (f"{escape_key(measurement)},host={escape_key(self.settings.capture_host)},"
+                     f"worker={escape_key(self.name)}")
+        sources = Sources(
+            received=self._received,
+            connections=lambda: [cast(ConnectionState, k.state()) for k in self.keepers],
+            spool_bytes=spool.backlog_bytes if spool else lambda: 0,
+            queue_batches=self.writer.queue.qsize, checkpoint=self.checkpoint.snapshot)
+        return Reporter(self.name, self.settings.capture_host, self.spec.symbols, self.stats,
+                        sources, self.settings.run_dir / "status" / f"{self.name}.json",
+                        point_key, self.pipeline.add_line)
 
     # -- hot path: runs on a reader thread for every frame ------------------------------
     def on_frame(self, data: bytes, opcode: int, conn: Connection) -> None:
@@ -241,13 +245,13 @@ class Worker:
             now = time.monotonic()
             if now >= next_health:
                 next_health = now + HEALTH_EVERY_S
-                self._health_point()
+                self.reporter.health_point()
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
-                self._status()
+                self.reporter.write_status()
             if now >= next_summary:
                 next_summary = now + self.settings.summary_interval_s
-                self._summary()
+                self.reporter.summary()
 
     def _shutdown(self) -> int:
         started = time.monotonic()
@@ -260,7 +264,8 @@ class Worker:
                  f" cause='thread {self.crashed} crashed'" if self.crashed else "")
         steps: List[Callable[[], object]] = [
             *(keeper.stop for keeper in self.keepers), self.pipeline.flush,
-            lambda: self.writer.stop(STOP_FLUSH_S), self._status, self._summary]
+            lambda: self.writer.stop(STOP_FLUSH_S), self.reporter.write_status,
+            self.reporter.summary]
         for step in steps:
             try:  # each step on its own: a failing one (a full disk) must not skip the rest
                 step()
@@ -283,81 +288,6 @@ class Worker:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-
-    # -- reporting ----------------------------------------------------------------------
-    def _snapshot(self) -> dict:
-        now = time.time()
-        if now - self._lags_at >= RATE_WINDOW_S or not self._last_lags:
-            lags = self.stats.take_lags()
-            self._lags_at = now
-            if lags:  # keep the last figures through a quiet period
-                self._last_lags = lags
-        received = self.stats.received = self._received()
-        samples = self._rate_samples
-        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW_S:
-            samples.popleft()  # keep one sample at least RATE_WINDOW_S old
-        rate = (received - samples[0][1]) / max(1e-6, now - samples[0][0])
-        samples.append((now, received))
-        connections = [keeper.state() for keeper in self.keepers]
-        for conn in connections:
-            if conn["connected"]:
-                self._connected_once.add(conn["conn"])
-            conn["connected_once"] = conn["conn"] in self._connected_once
-        counts = counters(self.stats)
-        last = max(counts["last_trade_ms"].values(), default=None)
-        return {
-            "worker": self.name, "host": self.settings.capture_host,
-            "symbols": list(self.spec.symbols), "pid": os.getpid(),
-            "started": self.started_at, "updated": now, "trades_per_s": round(rate, 2),
-            # the newest trade's age when this file was written (LAST TRADE in scripts/status)
-            "last_trade_age_s": None if last is None else round(max(0.0, now - last / 1000), 3),
-            "lag_p50_ms": percentile(self._last_lags, 0.5),
-            "lag_p99_ms": percentile(self._last_lags, 0.99),
-            "spool_backlog_bytes": self.spool.backlog_bytes() if self.spool else 0,
-            "queue_batches": self.writer.queue.qsize(),
-            "checkpoint": self.checkpoint.snapshot(),
-            "connected": all(c["connected"] for c in connections),
-            "connections": connections,
-            **counts,
-        }
-
-    def _status(self) -> None:
-        self._last_status = self._snapshot()
-        try:
-            write_status(self.settings.run_dir / "status" / f"{self.name}.json",
-                         self._last_status)
-        except OSError as exc:
-            log.warning("worker=%s event=status_write_failed error=%s", self.name, exc)
-
-    def _summary(self) -> None:
-        s = self._last_status or self._snapshot()
-        log.info("worker=%s event=summary trades_per_s=%.1f received=%d written=%d "
-                 "duplicates=%d invalid=%d retries=%d spooled=%d spool_backlog_bytes=%d "
-                 "rejected=%d reconnects=%d gaps=%d backfilled=%d given_up=%d lag_p50_ms=%s "
-                 "lag_p99_ms=%s",
-                 self.name, s["trades_per_s"], s["received"], s["written"], s["duplicates"],
-                 sum(s["invalid"].values()), s["retries"], s["spooled"],
-                 s["spool_backlog_bytes"], s["rejected_lines"], s["reconnects"], s["gaps"],
-                 s["backfilled"], s["given_up"], _ms(s["lag_p50_ms"]), _ms(s["lag_p99_ms"]))
-
-    def _health_point(self) -> None:
-        """A small self-metrics point, written with the trades (issue: self-metrics)."""
-        s = self.stats
-        s.received = self._received()
-        lags = self._last_lags
-        fields = (f"received={s.received}i,written={s.written}i,"
-                  f"invalid={sum(s.invalid.values())}i,duplicates={s.duplicates}i,"
-                  f"reconnects={s.reconnects}i,gaps={s.gaps}i,backfilled={s.backfilled}i,"
-                  f"spooled={s.spooled}i,retries={s.retries}i,rejected={s.rejected_lines}i,"
-                  f"given_up={s.given_up}i,"
-                  f"connected={int(all(k.state()['connected'] for k in self.keepers))}i,"
-                  f"spool_bytes={self.spool.backlog_bytes() if self.spool else 0}i")
-        for name, q in (("lag_p50_ms", 0.5), ("lag_p99_ms", 0.99)):
-            value = percentile(lags, q)
-            if value is not None:
-                fields += f",{name}={value:.1f}"
-        self.pipeline.add_line(f"{self.health_measurement},{self.health_tags} "
-                               f"{fields} {time.time_ns()}")
 
 
 def resume_from_db(worker: str, missing: Sequence[str],
@@ -387,7 +317,7 @@ def resume_from_db(worker: str, missing: Sequence[str],
             last, when_ns = found[symbol]
             log.info("worker=%s symbol=%s event=resumed_from_db last_id=%d stored_at=%s "
                      "note='no local checkpoint: backfilling from the next id'", worker, symbol,
-                     last, _iso(when_ns))
+                     last, iso_millis(when_ns))
     rest = [s for s in missing if s not in found]
     if rest:
         if not reason:
@@ -397,19 +327,10 @@ def resume_from_db(worker: str, missing: Sequence[str],
     return {s: v[0] for s, v in found.items()}
 
 
-def _iso(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + \
-        f".{ns // 1_000_000 % 1000:03d}Z"
-
-
 def _brief(items: Sequence[str], shown: int = 10) -> str:
     """A list for one log line: a 1,000-symbol group names ten and counts the rest."""
     more = len(items) - shown
     return ",".join(items[:shown]) + (f",+{more} more" if more > 0 else "") if items else "-"
-
-
-def _ms(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def _exit_now(worker: str) -> None:
@@ -457,4 +378,4 @@ def inject_fault(worker: Worker, where: str) -> None:
     elif where == "prober":
         worker.prober.probe = boom  # type: ignore[method-assign,assignment]
     elif where == "main":
-        worker._health_point = boom  # type: ignore[method-assign]
+        worker.reporter.health_point = boom  # type: ignore[method-assign]

@@ -1,8 +1,34 @@
-"""Times as people type and read them."""
+"""Times as people type and read them: one formatter for every log line, status file and name.
+
+All times are UTC. `iso_seconds` is the form of log lines, status files and error texts
+(`2026-11-30T04:12:03Z`); `iso_millis` adds milliseconds, for a stored trade's time;
+`file_stamp` is the compact form in file names (`20261130T041203Z`).
+"""
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Optional
+
+_ISO = "%Y-%m-%dT%H:%M:%S"
+NS_PER_S = 1_000_000_000
+
+
+def iso_seconds(epoch_s: Optional[float] = None) -> str:
+    """`2026-11-30T04:12:03Z`: the given epoch seconds (fraction dropped), or now."""
+    return time.strftime(_ISO + "Z", time.gmtime(epoch_s))
+
+
+def iso_millis(epoch_ns: int) -> str:
+    """`2026-11-30T04:12:03.042Z` from epoch nanoseconds (integer maths: no float rounding
+    can carry .9999999 s into the next second)."""
+    seconds, ns = divmod(epoch_ns, NS_PER_S)
+    return time.strftime(_ISO, time.gmtime(seconds)) + f".{ns // 1_000_000:03d}Z"
+
+
+def file_stamp(epoch_s: Optional[float] = None) -> str:
+    """`20261130T041203Z`: the given epoch seconds, or now, for a file name."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch_s))
 
 
 def parse_time(text: str) -> int:

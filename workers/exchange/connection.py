@@ -24,6 +24,7 @@ import orjson
 import websocket
 
 from workers.common.httputil import retry_after_s, system_ca_dir
+from workers.common.timefmt import iso_seconds
 from workers.exchange.protocol import ControlReply
 from workers.exchange.stream_plan import ConnectionPlan
 
@@ -133,7 +134,7 @@ class Refusal:
         return self.at + self.retry_after
 
     def describe(self) -> str:
-        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.until))
+        until = iso_seconds(self.until)
         cause = {
             429: f"too many connection attempts from this IP: waiting {self.retry_after:.0f}s "
                  f"(Retry-After)",

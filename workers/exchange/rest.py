@@ -31,13 +31,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import urllib3
 
 from workers.common.backoff import Backoff
 from workers.common.httputil import retry_after_s, system_ca_dir
+from workers.common.timefmt import iso_seconds
 from workers.errors import RestError, RestShapeError, RestStopped
 from workers.exchange.protocol import InvalidMessage, trade_from_rest
 from workers.trade import Trade
@@ -201,7 +201,7 @@ class RestClient:
             log.error("worker=%s event=rest_ip_banned path=%s status=418 until=%s "
                       "retry_after_s=%.0f msg=%r note='no REST request from this worker until "
                       "then; bans grow for repeat offenders'", self.worker, path,
-                      _iso(until), retry_after, msg[:200])
+                      iso_seconds(until), retry_after, msg[:200])
         return wait
 
     def _hold(self, wait: float) -> None:
@@ -332,6 +332,3 @@ def _error_body(data: bytes) -> Dict[str, Any]:
         return {}
     return body if isinstance(body, dict) else {}
 
-
-def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from workers.common.backoff import Backoff
+from workers.common.timefmt import iso_seconds
 from workers.exchange.connection import Budget, Connection, Refusal
 from workers.exchange.stream_plan import PER_MESSAGE, ConnectionPlan, plan_one
 
@@ -102,7 +103,7 @@ class StreamKeeper:
             self._check(cur, now)
 
     def _ended(self, cur: Connection, now: float) -> None:
-        self.last_end = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {cur.end_reason}"
+        self.last_end = f"{iso_seconds()} {cur.end_reason}"
         if cur.refusal is not None:
             self._refused(cur.refusal)
         else:

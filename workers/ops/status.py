@@ -6,7 +6,7 @@
 Exit code: 0 every worker healthy, 1 at least one is not (or the reconciler is down),
 2 supervisord does not answer. `--json` prints the same as one JSON object.
 
-A worker is unhealthy when (and only when):
+A worker is unhealthy when (and only when), each a rule of PROBLEMS below:
   - supervisord does not have it RUNNING (STARTING counts as healthy: it lasts `startsecs`);
   - it has run for 30 s and its status file (written every second) is older than 30 s or was
     written by another process: the worker is hung;
@@ -24,11 +24,11 @@ workers that run on other hosts only are named on one line below the table, not 
 A long time without a trade is NOT unhealthy by itself: quiet pairs go minutes without one, and
 the worker asks the exchange's REST API whether trades happened before it calls a stream stale
 (and then reconnects and backfills on its own). Trade ids given up after the backfill cap are a
-warning: shown, but the exit code stays 0, since restarting cannot bring them back. So are a
-connection waiting for the host's connection budget or for a refused handshake's Retry-After
-(the exchange's 429/418: the wait and its end are shown), and
-lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they are kept in
-`data/<worker>/rejected.lp` and need a person, not a restart.
+warning (each warning is a rule of WARNINGS below): shown, but the exit code stays 0, since
+restarting cannot bring them back. So are a connection waiting for the host's connection budget
+or for a refused handshake's Retry-After (the exchange's 429/418: the wait and its end are
+shown), and lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they
+are kept in `data/<worker>/rejected.lp` and need a person, not a restart.
 """
 from __future__ import annotations
 
@@ -38,16 +38,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from workers.errors import ConfigError
+from workers.health import ConnectionState, StatusFile, as_status, read_status
 from workers.ops.reconcile import config_error
 from workers.ops.supervisor_render import RenderSettings, parse_rendered, read_text
 from workers.ops.supervisor_rpc import RPC_ERRORS, connect, describe, exit_config_error
 from workers.settings import PROJECT_ROOT, load_env, load_settings
 from workers.symbols import load_file, this_host
 
-STALE_S = 30.0  # a status file older than this (6 missed writes) means a hung worker
+STALE_S = 30.0  # a status file older than this (30 missed writes) means a hung worker
 GRACE_S = 30.0  # a worker younger than this may not have written its first status yet
 DISCONNECTED_S = 60.0
 FRESH_S = 2.0  # a status file this young tells LAST TRADE as of its write (written every 1 s)
@@ -82,70 +83,171 @@ class Row:
     log: str = ""  # the worker's log file, relative to the project root when inside it
 
 
+UP = ("RUNNING", "STARTING")  # supervisord states of a process that is (being) up
+
+
+@dataclass
+class Facts:
+    """What the health rules look at: one worker's supervisor info and status file at `now`,
+    and its row as filled from both."""
+    row: Row
+    info: Optional[Dict[str, Any]]  # supervisord's process info; None: not loaded in it
+    status: Optional[StatusFile]
+    live: bool  # the status file is the running process's own
+    fresh: bool  # ... and was written within stale_s
+    never: List[ConnectionState]  # the live process's connections never open since its start
+
+    @property
+    def past_grace(self) -> bool:
+        """RUNNING for longer than a first status file may take."""
+        return self.row.state == "RUNNING" and (self.row.uptime_s or 0.0) > GRACE_S
+
+
 def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
-           status: Optional[Dict[str, Any]], now: float, stale_s: float = STALE_S,
+           status: Optional[Mapping[str, Any]], now: float, stale_s: float = STALE_S,
            log: str = "") -> Row:
-    """One worker's row and health, from its supervisor info (None: unknown to supervisord).
+    """One worker's row and health, from its supervisor info (None: unknown to supervisord)
+    and its status file (parsed JSON, None: none).
 
     `log` is the worker's log file, named in every problem line (default `logs/<name>.log`).
     """
     log = log or f"logs/{name}.log"
+    facts = gather(name, symbols, info, as_status(status), now, stale_s, log)
+    row = facts.row
+    row.problems = [text for rule in PROBLEMS for text in rule(facts)]
+    row.warnings = [text for rule in WARNINGS for text in rule(facts)]
+    if info is not None:  # (a worker supervisord lacks points to the reconciler's log)
+        row.problems = [_with_log(p, log) for p in row.problems]
+    row.healthy = not row.problems
+    return row
+
+
+def gather(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
+           status: Optional[StatusFile], now: float, stale_s: float = STALE_S,
+           log: str = "") -> Facts:
+    """The facts the rules read: the row filled from supervisord and the status file."""
     row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols,
               log=log)
-    if info is None:
-        row.problems.append("not loaded in supervisord (the reconciler has not applied it: "
-                            "see logs/reconciler.log)")
-    elif info["statename"] not in ("RUNNING", "STARTING"):
-        row.problems.append(f"{info['statename']}: {info.get('description') or 'not running'}")
-    if info is not None and info["statename"] in ("RUNNING", "STARTING"):
+    if info is not None and info["statename"] in UP:
         row.pid = info["pid"]
         row.uptime_s = max(0.0, now - info["start"])
     # Only a file of the running process tells how it is now; an older one (a stopped worker,
     # or a new process before its first write) keeps its counters but not its live figures.
     live = status is not None and row.pid is not None and status.get("pid") == row.pid
-    fresh = live and status is not None and now - float(status.get("updated", 0)) <= stale_s
+    fresh = live and status is not None and now - status.get("updated", 0.0) <= stale_s
+    never: List[ConnectionState] = []
     if status is not None:
-        _fill_from_status(row, status, now, live)
-    never = [c for c in (status or {}).get("connections") or []
-             if live and c.get("connected_once") is False and not c.get("connected")]
-    if never and not (row.uptime_s is not None and row.uptime_s > DISCONNECTED_S):
-        up = f"{row.uptime_s:.0f} s" if row.uptime_s is not None else "its start"
-        for conn in never:
-            why = conn.get("last_end") or "its first attempt is under way"
-            row.warnings.append(f"connection {conn.get('conn')} has not connected to the "
-                                f"exchange since the worker started ({up} ago): {why} "
-                                f"(log: {log})")
-    if row.uptime_s is not None and row.uptime_s > GRACE_S and row.state == "RUNNING":
-        if not fresh:
-            age = "no status file" if status is None else (
-                f"status file written {row.status_age_s:.0f} s ago"
-                + ("" if status.get("pid") == row.pid else " by another process"))
-            row.problems.append(f"hung? {age} (it is rewritten every second)")
-        elif row.connected is False and (row.last_trade_age_s is None
-                                         or row.last_trade_age_s > DISCONNECTED_S) \
-                and row.uptime_s > DISCONNECTED_S:
-            if never:
-                row.problems.append(f"has not connected to the exchange once in "
-                                    f"{row.uptime_s:.0f} s: {_why(never[0])} (it keeps "
-                                    f"retrying)")
-            else:
-                row.problems.append("disconnected from the exchange, no trade for over "
-                                    f"{DISCONNECTED_S:.0f} s (it keeps retrying)")
-        if fresh and (row.spool_backlog_bytes or 0) > 0:
-            row.problems.append(f"InfluxDB writes failing: {row.spool_backlog_bytes} bytes wait "
-                                f"in the spool (replayed once InfluxDB accepts them)")
-    if (row.given_up or 0) > 0:
-        row.warnings.append(f"{row.given_up} trade ids given up after the backfill cap "
-                            f"(see event=backfill_given_up in {log})")
-    if (row.rejected_lines or 0) > 0:
-        trades = row.rejected_trades or 0
-        row.warnings.append(f"InfluxDB refused {row.rejected_lines} lines ({trades} trades), kept "
-                            f"in data/{name}/rejected.lp: see event=lines_rejected in {log} "
-                            "for the reason and the fix")
-    if info is not None:  # (a worker supervisord lacks points to the reconciler's log)
-        row.problems = [_with_log(p, log) for p in row.problems]
-    row.healthy = not row.problems
-    return row
+        _fill_counters(row, status, now)
+        if live:
+            _fill_live(row, status, now)
+            never = [c for c in status.get("connections") or []
+                     if c.get("connected_once") is False and not c.get("connected")]
+    return Facts(row, info, status, live, fresh, never)
+
+
+# -- the health rules: each returns its problem or warning lines (none: the rule holds) ----------
+def not_loaded(f: Facts) -> List[str]:
+    """supervisord does not have the worker: the reconciler has not applied it."""
+    if f.info is not None:
+        return []
+    return ["not loaded in supervisord (the reconciler has not applied it: see "
+            "logs/reconciler.log)"]
+
+
+def not_running(f: Facts) -> List[str]:
+    """supervisord has it, but not RUNNING (STARTING counts: it lasts `startsecs`)."""
+    if f.info is None or f.info["statename"] in UP:
+        return []
+    return [f"{f.info['statename']}: {f.info.get('description') or 'not running'}"]
+
+
+def hung(f: Facts) -> List[str]:
+    """Past its grace period, its status file is stale or another process's."""
+    if not f.past_grace or f.fresh:
+        return []
+    if f.status is None:
+        age = "no status file"
+    else:
+        age = f"status file written {f.row.status_age_s or 0.0:.0f} s ago" + (
+            "" if f.status.get("pid") == f.row.pid else " by another process")
+    return [f"hung? {age} (it is rewritten every second)"]
+
+
+def disconnected(f: Facts) -> List[str]:
+    """Disconnected with no trade for DISCONNECTED_S, once it has run that long."""
+    row = f.row
+    if not (f.past_grace and f.fresh and row.connected is False
+            and (row.uptime_s or 0.0) > DISCONNECTED_S):
+        return []
+    if row.last_trade_age_s is not None and row.last_trade_age_s <= DISCONNECTED_S:
+        return []  # a reconnect caught in the act
+    if f.never:
+        return [f"has not connected to the exchange once in {row.uptime_s or 0.0:.0f} s: "
+                f"{_why(f.never[0])} (it keeps retrying)"]
+    return [f"disconnected from the exchange, no trade for over {DISCONNECTED_S:.0f} s "
+            "(it keeps retrying)"]
+
+
+def spool_backlog(f: Facts) -> List[str]:
+    """Data waits in the spool: InfluxDB writes have failed for over a minute."""
+    backlog = f.row.spool_backlog_bytes or 0
+    if not (f.past_grace and f.fresh and backlog > 0):
+        return []
+    return [f"InfluxDB writes failing: {backlog} bytes wait in the spool (replayed once "
+            "InfluxDB accepts them)"]
+
+
+def connection_waits(f: Facts) -> List[str]:
+    """A live connection refused by the exchange (429/418) or waiting for the host's budget."""
+    if not f.live or f.status is None:
+        return []
+    warnings = []
+    for conn in f.status.get("connections") or []:
+        label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
+        refused = conn.get("refused")
+        if refused:
+            warnings.append(f"{label}: {refused.get('detail')}")
+        elif conn.get("waiting_budget_s"):
+            warnings.append(f"{label} waits for the host's connection budget "
+                            f"(WS_CONNECT_LIMIT): next attempt in about "
+                            f"{conn.get('waiting_budget_s', 0.0):.0f} s; its trades are "
+                            "backfilled when it connects")
+    return warnings
+
+
+def not_connected_yet(f: Facts) -> List[str]:
+    """In its first DISCONNECTED_S, a connection that has not opened once: the cause, at once
+    (after that, `disconnected` makes it a problem)."""
+    uptime = f.row.uptime_s
+    if uptime is not None and uptime > DISCONNECTED_S:
+        return []
+    up = f"{uptime:.0f} s" if uptime is not None else "its start"
+    return [f"connection {conn.get('conn')} has not connected to the exchange since the "
+            f"worker started ({up} ago): {_why(conn)} (log: {f.row.log})" for conn in f.never]
+
+
+def given_up(f: Facts) -> List[str]:
+    """Trade ids given up after the backfill cap: a restart cannot bring them back."""
+    if (f.row.given_up or 0) <= 0:
+        return []
+    return [f"{f.row.given_up} trade ids given up after the backfill cap "
+            f"(see event=gap_given_up in {f.row.log})"]
+
+
+def rejected(f: Facts) -> List[str]:
+    """Lines InfluxDB refused, kept in rejected.lp: they need a person, not a restart."""
+    row = f.row
+    if (row.rejected_lines or 0) <= 0:
+        return []
+    return [f"InfluxDB refused {row.rejected_lines} lines ({row.rejected_trades or 0} trades), "
+            f"kept in data/{row.worker}/rejected.lp: see event=lines_rejected in {row.log} "
+            "for the reason and the fix"]
+
+
+PROBLEMS: Tuple[Callable[[Facts], List[str]], ...] = (
+    not_loaded, not_running, hung, disconnected, spool_backlog)
+WARNINGS: Tuple[Callable[[Facts], List[str]], ...] = (
+    connection_waits, not_connected_yet, given_up, rejected)
 
 
 def _with_log(text: str, log: str) -> str:
@@ -153,50 +255,52 @@ def _with_log(text: str, log: str) -> str:
     return f"{text[:-1]}; log: {log})" if text.endswith(")") else f"{text} (log: {log})"
 
 
-def _why(conn: Dict[str, Any]) -> str:
-    return str(conn.get("last_end") or "its first attempt is under way")
+def _why(conn: ConnectionState) -> str:
+    return conn.get("last_end") or "its first attempt is under way"
 
 
-def _fill_from_status(row: Row, status: Dict[str, Any], now: float, live: bool = True) -> None:
-    row.status_age_s = max(0.0, now - float(status.get("updated", 0)))
-    for key in ("spool_backlog_bytes", "gaps", "backfilled", "given_up", "rejected_lines",
-                "rejected_trades", "reconnects"):
-        setattr(row, key, status.get(key))
-    row.last_error = row.last_error or str(status.get("last_error") or "")
-    if not live:
-        return  # TRADES/S, LAG, LAST TRADE and the connections were those of another process
-    for key in ("trades_per_s", "lag_p50_ms", "lag_p99_ms", "connected"):
-        setattr(row, key, status.get(key))
+def _fill_counters(row: Row, status: StatusFile, now: float) -> None:
+    """What happened, from any status file of the worker (a stopped one's included)."""
+    row.status_age_s = max(0.0, now - status.get("updated", 0.0))
+    row.spool_backlog_bytes = status.get("spool_backlog_bytes")
+    row.gaps = status.get("gaps")
+    row.backfilled = status.get("backfilled")
+    row.given_up = status.get("given_up")
+    row.rejected_lines = status.get("rejected_lines")
+    row.rejected_trades = status.get("rejected_trades")
+    row.reconnects = status.get("reconnects")
+    row.last_error = status.get("last_error") or ""
+
+
+def _fill_live(row: Row, status: StatusFile, now: float) -> None:
+    """How it is now: TRADES/S, LAG, LAST TRADE and the connections, from the running
+    process's own file only."""
+    row.trades_per_s = status.get("trades_per_s")
+    row.lag_p50_ms = status.get("lag_p50_ms")
+    row.lag_p99_ms = status.get("lag_p99_ms")
+    row.connected = status.get("connected")
     row.last_trade_age_s = last_trade_age(status, now)
     connections = status.get("connections") or []
     for conn in connections:
-        label = f"connection {conn.get('conn')} ({conn.get('streams')} streams)"
         if not conn.get("connected") and conn.get("last_end"):
             # While it is down, why it is down says more than any older error; the cause first
             # (the column is narrow; the warning line below has the time).
-            cause = str(conn["last_end"]).split("Z ", 1)[-1]
+            cause = conn.get("last_end", "").split("Z ", 1)[-1]
             row.last_error = cause if len(connections) == 1 else f"{conn.get('conn')}: {cause}"
-        if conn.get("refused"):
-            row.warnings.append(f"{label}: {conn['refused'].get('detail')}")
-        elif conn.get("waiting_budget_s"):
-            row.warnings.append(f"{label} waits for the host's connection budget "
-                                f"(WS_CONNECT_LIMIT): next attempt in about "
-                                f"{float(conn['waiting_budget_s']):.0f} s; its trades are "
-                                "backfilled when it connects")
 
 
-def last_trade_age(status: Dict[str, Any], now: float) -> Optional[float]:
+def last_trade_age(status: StatusFile, now: float) -> Optional[float]:
     """LAST TRADE: the newest trade's age when the worker last wrote its status file, if that
     was within FRESH_S (it writes every second); from an older file, its age now.
 
     Counting from now would add the file's age (up to a second) to a pair trading 200/s.
     """
-    file_age = max(0.0, now - float(status.get("updated", 0)))
+    file_age = max(0.0, now - status.get("updated", 0.0))
     at_write = status.get("last_trade_age_s")
     if at_write is not None and file_age <= FRESH_S:
-        return max(0.0, float(at_write))
-    last = [int(v) for v in (status.get("last_trade_ms") or {}).values()]
-    return max(0.0, now - max(last) / 1000.0) if last else None
+        return max(0.0, at_write)
+    last = status.get("last_trade_ms") or {}
+    return max(0.0, now - max(last.values()) / 1000.0) if last else None
 
 
 def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
@@ -205,23 +309,7 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     settings = RenderSettings.for_root(root)
     report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running",
                               "host": None, "elsewhere": []}
-    elsewhere: Dict[str, List[str]] = {}  # worker -> the hosts that run it, not this one
-    try:
-        file = load_file(settings.symbols_file, create=False)
-        report["host"] = host = this_host()
-        expected = {s.name: list(s.symbols) for s in file.share(host)}
-        elsewhere = {w.name: list(w.hosts) for w in file.elsewhere(host)}
-        report["elsewhere"] = [{"worker": w.name, "hosts": list(w.hosts),
-                                "symbols": list(w.symbols)} for w in file.elsewhere(host)]
-        refused = config_error(settings)  # e.g. a symbol the exchange does not know
-        if refused:
-            raise ConfigError(refused)
-    except ConfigError as exc:
-        # The reconciler applies no file with an error: the workers are those it last applied.
-        report["problems"].append(f"symbols file: {exc} (nothing changed: the running workers "
-                                  "go on)")
-        expected = {n: list(s) for n, s in
-                    parse_rendered(read_text(settings.include_path)).items()}
+    expected, elsewhere = _expected(settings, report)
     try:
         run_dir = load_settings(load_env()).run_dir
     except ConfigError:
@@ -237,23 +325,15 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     t = now()
     rows = []
     for name in names:
-        info = by_name.get(name)
         symbols = expected.get(name) or []
         if infos is None:
-            row = Row(worker=name, state="UNKNOWN", healthy=False, symbols=symbols,
-                      problems=["supervisord not reachable"])
-        else:
-            row = assess(name, symbols, info, _read_status(run_dir, name), t,
-                         log=_log_path(name, info, settings))
-            if name in elsewhere:
-                row.warnings.append(f"not this host's share any more (it runs on "
-                                    f"{', '.join(elsewhere[name])}): being stopped here")
-            elif name not in expected:
-                row.warnings.append("not in the symbols file any more: being removed")
-            if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
-                row.last_error = exit_config_error(info, rpc) or info.get("spawnerr") or \
-                    row.last_error
-        rows.append(row)
+            rows.append(Row(worker=name, state="UNKNOWN", healthy=False, symbols=symbols,
+                            problems=["supervisord not reachable"]))
+            continue
+        info = by_name.get(name)
+        row = assess(name, symbols, info, _read_status(run_dir, name), t,
+                     log=_log_path(name, info, settings))
+        rows.append(_placed(row, expected, elsewhere, info, rpc))
     if infos is not None:
         rec = by_name.get(RECONCILER)
         report["reconciler"] = rec["statename"] if rec else "MISSING"
@@ -266,6 +346,43 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     return report
 
 
+def _expected(settings: RenderSettings,
+              report: Dict[str, Any]) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+    """This host's workers ({name: symbols}) and those that run on other hosts only ({name:
+    hosts}), from the symbols file; sets the report's host and elsewhere. A file with an error
+    is a problem of the report, and the workers are those the reconciler last applied."""
+    elsewhere: Dict[str, List[str]] = {}
+    try:
+        file = load_file(settings.symbols_file, create=False)
+        report["host"] = host = this_host()
+        expected = {s.name: list(s.symbols) for s in file.share(host)}
+        elsewhere = {w.name: list(w.hosts) for w in file.elsewhere(host)}
+        report["elsewhere"] = [{"worker": w.name, "hosts": list(w.hosts),
+                                "symbols": list(w.symbols)} for w in file.elsewhere(host)]
+        refused = config_error(settings)  # e.g. a symbol the exchange does not know
+        if refused:
+            raise ConfigError(refused)
+    except ConfigError as exc:
+        report["problems"].append(f"symbols file: {exc} (nothing changed: the running workers "
+                                  "go on)")
+        applied = parse_rendered(read_text(settings.include_path))
+        expected = {n: list(s) for n, s in applied.items()}
+    return expected, elsewhere
+
+
+def _placed(row: Row, expected: Dict[str, List[str]], elsewhere: Dict[str, List[str]],
+            info: Optional[Dict[str, Any]], rpc: Any) -> Row:
+    """The row, with why a worker that should not run here still does, and why it exited."""
+    if row.worker in elsewhere:
+        row.warnings.append(f"not this host's share any more (it runs on "
+                            f"{', '.join(elsewhere[row.worker])}): being stopped here")
+    elif row.worker not in expected:
+        row.warnings.append("not in the symbols file any more: being removed")
+    if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
+        row.last_error = exit_config_error(info, rpc) or info.get("spawnerr") or row.last_error
+    return row
+
+
 def _log_path(name: str, info: Optional[Dict[str, Any]],
               settings: RenderSettings) -> str:
     """The worker's log, as supervisord has it (stdout_logfile), relative to the root."""
@@ -276,12 +393,8 @@ def _log_path(name: str, info: Optional[Dict[str, Any]],
         return str(path)
 
 
-def _read_status(run_dir: Path, name: str) -> Optional[Dict[str, Any]]:
-    try:
-        data = json.loads((run_dir / "status" / f"{name}.json").read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
+def _read_status(run_dir: Path, name: str) -> Optional[StatusFile]:
+    return read_status(run_dir / "status" / f"{name}.json")
 
 
 # -- the table ---------------------------------------------------------------------------

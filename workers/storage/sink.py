@@ -17,6 +17,7 @@ from typing import Optional, Protocol
 
 from workers.common.atomic import append_durable
 from workers.common.httputil import retry_after_s
+from workers.common.timefmt import file_stamp
 from workers.errors import PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
 from workers.storage.influx_http import client_tls_options
@@ -223,7 +224,7 @@ class FileSink:
         self._opened = 0.0
 
     def _open(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stamp = file_stamp()
         path = self.directory / f"{self.worker}-{stamp}.lp"
         n = 1
         while path.exists() or path.with_name(path.name + ".gz").exists():

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from workers.common.atomic import append_durable, write_atomic
+from workers.common.timefmt import iso_seconds
 from workers.storage.sink import lp_header
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Spool:
         nothing of this call, so the caller can try again with the same lines.
         """
         path = self.rejected_path
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = iso_seconds()
         parts: List[str] = []
         for reason, lines in groups:
             parts.append(f"# {stamp} {' '.join(reason.split())}\n")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from workers.common.timefmt import parse_time
+from workers.common.timefmt import iso_seconds, parse_time
 from workers.errors import ConfigError, SinkError
 from workers.settings import load_env, load_settings
 from workers.storage.influx_query import InfluxQuery
@@ -360,7 +360,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    span = f"between {_iso(since)} and {_iso(until)}"
+    span = f"between {iso_seconds(since // NS)} and {iso_seconds(until // NS)}"
     try:
         if args.lp_dir is not None:
             if not args.lp_dir.is_dir():
@@ -400,9 +400,6 @@ def _require(markets: Dict[str, Market], symbols: Sequence[str], where: str) -> 
     if missing:
         raise NoData(f"no trades of {', '.join(missing)} {where}")
 
-
-def _iso(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def run(rig: Rig, profile: Profile, facts: Dict[str, Any]) -> Section:
         "Worker: product defaults (WRITE_FLUSH_INTERVAL_MS=1000, batches of 5,000), writes "
         f"through the front. Target: p99 ≤ flush interval + 100 ms = {TARGET_MS:,.0f} ms at "
         "1,000 trades/s.",
-        "Worker's own lag (status file, rewritten every 5 s): per batch, time the batch's "
+        "Worker's own lag (status file, figures of each 5 s period): per batch, time the batch's "
         "write returned minus the trade time of its *oldest* trade; shown is the median of the "
         "periods' p50 and the largest period p99 in the window. Its p50 is therefore close to "
         "the flush interval, while ours is per trade (a trade waits on average half the flush "
