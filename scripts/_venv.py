@@ -53,6 +53,8 @@ EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
 # .venv, SET_UP after scripts/setup-env ran (a second set-up would fail the same way).
 MARKER = "TICK_CAPTURE_VENV_REEXEC"
 MOVED, SET_UP = "moved", "set-up"
+# EXIT_CONFIG of workers/errors.py (a set-up a person must do). Not imported: this file runs
+# under any python3 before .venv exists; a unit spec keeps the two equal.
 EXIT_SETUP = 2
 HELP_FLAGS = ("-h", "--help")
 OUR_PACKAGES = ("workers", "tests")  # an ImportError of these is a bug, shown in full

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from workers.common.lean_imports import keep_unused_imports_out
-from workers.errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError
+from workers.errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError, exit_codes_help
 from workers.settings import DEFAULT_ENV_FILE, load_env, load_settings
 from workers.symbols import DEFAULT_SYMBOLS_FILE, find_worker, load_symbols
 
@@ -24,8 +24,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         description="Stream every trade of one worker's Binance pairs into InfluxDB (or into "
                     "line-protocol files when INFLUXDB_URL is unset). Settings come from the "
                     "environment and .env.local; see .env.example.",
-        epilog="Exit codes: 0 stopped cleanly, 1 unexpected error, 2 configuration error "
-               "(restarting cannot help: fix the named setting or line).")
+        epilog=exit_codes_help(ok="stopped cleanly (SIGTERM or Ctrl-C)",
+                               config="restarting cannot help: fix the named setting or line"))
     parser.add_argument("name", help="the worker: a symbol in lowercase (btcusdt) or a group "
                                      "name from the symbols file")
     parser.add_argument("--config", type=Path, default=DEFAULT_SYMBOLS_FILE,

@@ -60,6 +60,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.support.procs import ManagedProcess, free_port, python_argv
+from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 
 log = logging.getLogger("influx_front")
 
@@ -577,13 +578,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         faults = [parse_fault(parse_fault_arg(text), time.monotonic()) for text in args.fault]
     except (ValueError, TypeError) as exc:
         print(f"influx-front: bad --fault: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         asyncio.run(serve(args.influx_url, args.host, args.port, args.token, faults))
     except OSError as exc:  # typically the port is taken
         print(f"influx-front: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_RUNTIME
+    return EXIT_OK
 
 
 # --- the controller used by tests ----------------------------------------------------------

@@ -18,10 +18,10 @@ from typing import Optional
 
 from tests.support.influx_front import InfluxFront, parse_fault_arg
 from tests.support.influx_server import InfluxdNotFound, InfluxServer, find_influxd
+from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_codes_help
 
-EXIT_OK = 0
-EXIT_START_FAILED = 1  # influxd or the front did not come up, or one of them died
-EXIT_NO_INFLUXD = 3  # nothing to run: install influxdb or set INFLUXD
+EXIT_START_FAILED = EXIT_RUNTIME  # influxd or the front did not come up, or one of them died
+EXIT_NO_INFLUXD = EXIT_CONFIG  # nothing to run: install influxdb or set INFLUXD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="influx-rig",
         description="Start influxd 1.6.7 in a temp dir (or --data-dir), create a database and "
                     "serve the InfluxDB 2.x write API in front of it on 127.0.0.1. Runs until "
-                    "Ctrl-C or SIGTERM, then stops both.")
+                    "Ctrl-C or SIGTERM, then stops both.",
+        epilog=exit_codes_help(ok="stopped by Ctrl-C or SIGTERM",
+                               config="an argument, or no influxd: install influxdb or set "
+                                      "INFLUXD",
+                               runtime="influxd or the front did not start, or one died"))
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep influxd's config, data and logs here (reused on the next "
                              "run); default: a temp dir removed on exit")
@@ -65,7 +69,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_NO_INFLUXD
     except ValueError as exc:
         print(f"influx-rig: bad --fault: {exc}", file=sys.stderr)
-        return EXIT_START_FAILED
+        return EXIT_CONFIG
 
     temp_root: Optional[Path] = None
     if args.data_dir is None:

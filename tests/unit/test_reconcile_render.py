@@ -5,6 +5,7 @@ import configparser
 import os
 from pathlib import Path
 
+from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_UNEXPECTED, NOT_RESTARTED
 from workers.ops.supervisor_render import (
     RenderSettings,
     parse_rendered,
@@ -158,3 +159,20 @@ def test_socket_and_include_paths_match_supervisor_conf() -> None:
     assert "files = run/workers.conf" in conf
     assert SETTINGS.socket_url == "unix:///srv/tick/run/supervisor.sock"
     assert SETTINGS.include_path == Path("/srv/tick/run/workers.conf")
+
+
+def test_exitcodes_are_the_exits_the_table_says_not_to_restart() -> None:
+    """supervisord, with autorestart=unexpected, restarts a RUNNING worker on any exit code not
+    listed: a crash (1) and a runtime failure (3) are restarted, a stop (0) and a configuration
+    error (2) are not."""
+    parser = configparser.RawConfigParser()
+    parser.read_string(render(SPECS, SETTINGS))
+    for spec in SPECS:
+        listed = {int(c) for c in parser[f"program:{spec.name}"]["exitcodes"].split(",")}
+
+        assert listed == set(NOT_RESTARTED) == {EXIT_OK, EXIT_CONFIG}
+        assert EXIT_UNEXPECTED not in listed and EXIT_RUNTIME not in listed
+        assert parser[f"program:{spec.name}"]["autorestart"] == "unexpected"
+    header = render([], SETTINGS)
+    assert f"exitcodes={EXIT_OK},{EXIT_CONFIG} with autorestart=unexpected: {EXIT_OK} is a " \
+           f"requested stop (SIGTERM), {EXIT_CONFIG} a config error" in header

@@ -187,10 +187,11 @@ def test_exit_codes(root: Path, monkeypatch: pytest.MonkeyPatch,
     assert st.main([]) == 1
 
 
-def test_no_supervisord_exits_2(root: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture) -> None:
+def test_no_supervisord_is_a_runtime_failure_exit_3(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Exit 3 (EXIT_RUNTIME), not 2 as before the one table: 2 is a configuration error."""
     monkeypatch.setattr(st, "collect", lambda: collect(root, now=lambda: NOW))
-    assert st.main([]) == 2
+    assert st.main([]) == 3
     out = capsys.readouterr().out
     assert "supervisord: not reachable" in out and "run/supervisor.sock" in out
 

@@ -283,7 +283,7 @@ class Worker:
         def handler(signum: int, frame: object) -> None:
             if self.stop_requested.is_set():
                 log.error("worker=%s event=forced_exit signal=%d", self.name, signum)
-                os._exit(1)
+                os._exit(EXIT_UNEXPECTED)  # the flush was cut short: not a clean stop
             self.stop_requested.set()
 
         signal.signal(signal.SIGTERM, handler)

@@ -1,7 +1,7 @@
 """The Binance spot trade protocol: stream URLs, and checking every message before it is trusted.
 
-A message that fails a check raises InvalidMessage with a short reason; the caller counts it
-and goes on. Facts: Binance's spot API documentation (binance-spot-api-docs: "Web Socket
+A message that fails a check raises InvalidMessage (errors.py) with a short reason; the caller
+counts it and goes on. Facts: Binance's spot API documentation (binance-spot-api-docs: "Web Socket
 Streams" for the URL forms and the trade payload, "REST API" for historicalTrades rows).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import orjson
 
+from workers.errors import InvalidMessage
 from workers.trade import Trade
 
 # 2017-07-01, before Binance's first trade: an earlier trade time is a corrupt message.
@@ -37,15 +38,6 @@ _POSITIVE = r"(?=[0.]*[1-9])[0-9]{1,20}(?:\.[0-9]{1,20})?"
 
 
 _PRICE_SPACE_QTY = re.compile(f"{_POSITIVE} {_POSITIVE}").fullmatch
-
-
-class InvalidMessage(Exception):
-    """A message that is not a valid trade of a subscribed symbol; `reason` is a short category."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from workers.common.atomic import write_atomic
-from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNEXPECTED, ConfigError
+from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, exit_codes_help
 from workers.ops.supervisor_render import (
     RenderSettings,
     parse_rendered,
@@ -320,8 +320,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m workers.ops.reconcile",
         description="Apply config/symbols.yaml to the running supervisord: render "
                     "run/workers.conf and add, restart or remove only the workers that changed.",
-        epilog="Exit codes (--once): 0 applied or nothing to do, 1 supervisord refused or failed "
-               "part of it, 2 the symbols file is wrong (nothing was changed).")
+        epilog="--once: " + exit_codes_help(
+            ok="applied, nothing to do, or supervisord not running (applied when it starts)",
+            config="the symbols file or a setting is wrong: nothing was changed",
+            runtime="supervisord refused or failed part of it"))
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--watch", action="store_true", help="poll the file and apply each change "
                       "(run by supervisord as [program:reconciler])")
@@ -376,7 +378,7 @@ def _once(rec: Reconciler, url: str) -> int:
                   f"applies when it starts (.venv/bin/supervisord -c supervisor.conf)")
             return EXIT_OK
         print(f"error: supervisord refused the change: {describe(exc)}", file=sys.stderr)
-        return EXIT_UNEXPECTED
+        return EXIT_RUNTIME
     print(result.summary())
     file = rec.file
     if file is not None and file.sharded:
@@ -387,7 +389,7 @@ def _once(rec: Reconciler, url: str) -> int:
         print(f"left alone (not from the symbols file): {', '.join(result.ignored)}")
     for error in result.errors:
         print(f"error: {error} (run this again, or let the reconciler retry)", file=sys.stderr)
-    return EXIT_UNEXPECTED if result.errors else EXIT_OK
+    return EXIT_RUNTIME if result.errors else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     WORKER  HEALTH  STATE  UPTIME  SYMBOLS  LAST TRADE  TRADES/S  LAG p50/p99  SPOOL  GAPS/FILLED
         REJECTED  LAST ERROR
 
-Exit code: 0 every worker healthy, 1 at least one is not (or the reconciler is down),
-2 supervisord does not answer. `--json` prints the same as one JSON object.
+Exit code (the table of workers/errors.py): 0 every worker healthy, 1 at least one is not (or
+the reconciler is down, or the symbols file has an error), 3 supervisord does not answer (a
+runtime failure, as with every command). `--json` prints the same as one JSON object.
 
 A worker is unhealthy when (and only when), each a rule of PROBLEMS below:
   - supervisord does not have it RUNNING (STARTING counts as healthy: it lasts `startsecs`);
@@ -40,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from workers.errors import ConfigError
+from workers.errors import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, ConfigError, exit_codes_help
 from workers.health import ConnectionState, StatusFile, as_status, read_status
 from workers.ops.reconcile import config_error
 from workers.ops.supervisor_render import RenderSettings, parse_rendered, read_text
@@ -52,7 +53,7 @@ STALE_S = 30.0  # a status file older than this (30 missed writes) means a hung 
 GRACE_S = 30.0  # a worker younger than this may not have written its first status yet
 DISCONNECTED_S = 60.0
 FRESH_S = 2.0  # a status file this young tells LAST TRADE as of its write (written every 1 s)
-EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_NO_SUPERVISORD = 0, 1, 2
+EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_NO_SUPERVISORD = EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME
 RECONCILER = "reconciler"
 
 
@@ -509,7 +510,11 @@ def _short(text: str, width: int) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/status", description="Health of every worker (supervisord state and "
-        "the workers' status files). Exit 0 healthy, 1 unhealthy, 2 supervisord not answering.")
+        "the workers' status files).",
+        epilog=exit_codes_help(ok="every worker healthy",
+                               problem="a worker unhealthy, the reconciler down or the symbols "
+                                       "file wrong",
+                               config="an argument", runtime="supervisord not answering"))
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--stored", action="store_true",
                         help="also ask InfluxDB (the settings of .env.local) for the last trade "

@@ -1,7 +1,7 @@
 """Where batches go: InfluxDB (one HTTP request per batch) or, with no database, local files.
 
 Both raise RetryableWriteError or PermanentWriteError (ContentRefused and PartialWrite for what the
-server refuses in a batch); the retry policy lives in writer.py.
+server refuses in a batch; all defined in errors.py); the retry policy lives in writer.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ from typing import Optional, Protocol
 from workers.common.atomic import append_durable
 from workers.common.httputil import retry_after_s
 from workers.common.timefmt import file_stamp
-from workers.errors import PermanentWriteError, RetryableWriteError
+from workers.errors import (
+    ContentRefused,
+    PartialWrite,
+    PermanentWriteError,
+    RetryableWriteError,
+)
 from workers.settings import InfluxSettings
 from workers.storage.influx_http import client_tls_options
 from workers.storage.lineproto import PRECISION
@@ -99,30 +104,6 @@ def classify_status(status: int, body: str, retry_after: Optional[float],
                             f"{body[:300]}", status, reason[:1000], dropped_count(body))
     return ContentRefused(f"InfluxDB rejected the batch ({status}): {body[:300]}", status,
                           reason[:1000])
-
-
-class ContentRefused(PermanentWriteError):
-    """The server refused (part of) a batch for what it contains: sending it again cannot help.
-
-    `reason` is the server's own message (the `message`/`error` of its JSON answer).
-    """
-
-    def __init__(self, message: str, status: Optional[int], reason: str) -> None:
-        super().__init__(message, status)
-        self.reason = " ".join(reason.split()) or message
-
-
-class PartialWrite(ContentRefused):
-    """The server stored the valid lines of a batch and rejected the others (1.x/3.x 400, 2.x 422).
-
-    `dropped` is the server's `dropped=N` (None when it gives none). It never says WHICH lines:
-    the writer finds them by writing the batch again in parts (writer.py).
-    """
-
-    def __init__(self, message: str, status: Optional[int], reason: str,
-                 dropped: Optional[int]) -> None:
-        super().__init__(message, status, reason)
-        self.dropped = dropped
 
 
 _MESSAGE_FIELD = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)')

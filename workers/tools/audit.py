@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from workers.common.timefmt import parse_time
-from workers.errors import EXIT_CONFIG, EXIT_RUNTIME, ConfigError, SinkError
+from workers.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    ConfigError,
+    SinkError,
+    exit_codes_help,
+)
 from workers.exchange.rest import PAGE, RestClient, RestError
 from workers.settings import load_env, load_settings
 from workers.storage.influx_query import (
@@ -62,9 +70,10 @@ def repair(symbol: str, gaps: List[Range], rest: RestClient, sink: InfluxSink,
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/gap-audit", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit codes: 0 no gap (or all repaired), 1 gaps remain, "
-                                            "2 configuration error (a setting or an argument), "
-                                            "3 InfluxDB or the exchange failed (try again later)")
+                                     epilog=exit_codes_help(
+                                         ok="no gap (or all repaired)", problem="gaps remain",
+                                         config="a setting or an argument",
+                                         runtime="InfluxDB or the exchange failed"))
     parser.add_argument("symbol", help="e.g. BTCUSDT")
     parser.add_argument("--since", required=True,
                         help="ISO time (2026-11-24T00:00:00Z) or a span back from now: 24h, 90m, 7d")
@@ -112,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"repaired {report['repaired']} trades; unrecoverable: "
                   f"{report['unrecoverable'] or 'none'}")
     unresolved = report.get("unrecoverable", gaps) if args.repair else gaps
-    return 1 if unresolved else 0
+    return EXIT_PROBLEM if unresolved else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -23,20 +23,18 @@ from workers.common.backoff import Backoff
 from workers.errors import (
     EXIT_CONFIG,
     EXIT_OK,
+    EXIT_PROBLEM,
     EXIT_RUNTIME,
-    EXIT_UNEXPECTED,
     ConfigError,
+    ContentRefused,
+    LoadFailed,
     PermanentWriteError,
     RetryableWriteError,
+    exit_codes_help,
 )
 from workers.settings import InfluxSettings, WriteSettings, load_env, load_settings
 from workers.storage.lp_files import lp_files, point_batches
-from workers.storage.sink import ContentRefused, InfluxSink, Sink
-
-
-class LoadFailed(Exception):
-    """InfluxDB cannot take more now (unreachable past the retry budget, token or bucket
-    refused): stop, nothing more can be loaded."""
+from workers.storage.sink import InfluxSink, Sink
 
 
 @dataclass
@@ -101,9 +99,11 @@ def shown(path: Path) -> Path:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/load-files", description=__doc__.split("\n\n")[0],
-        epilog="exit codes: 0 every file loaded, 1 a file could not be read, 2 configuration "
-               "error (a setting or an argument), 3 InfluxDB failed or refused points (the "
-               "line says why; loading again is harmless)")
+        epilog=exit_codes_help(
+            ok="every file loaded", problem="a file could not be read",
+            config="a setting or an argument",
+            runtime="InfluxDB failed or refused points, as the line says: loading again "
+                    "is harmless"))
     parser.add_argument("--lp-dir", type=Path, default=None,
                         help="the no-database mode's directory (default: DATA_DIR/lp, data/lp)")
     parser.add_argument("--worker", default=None, help="only this worker's files (btcusdt)")
@@ -152,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if failed:
         code = EXIT_RUNTIME
     elif unreadable:
-        code = EXIT_UNEXPECTED
+        code = EXIT_PROBLEM
     done = "would load" if sink is None else "loaded"
     print(f"total: {len(files)} file(s), {total} points {done} into {target}"
           + (f"; {failed} file(s) refused in part" if failed else "")

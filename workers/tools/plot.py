@@ -22,22 +22,26 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from workers.common.timefmt import iso_seconds, parse_time
-from workers.errors import ConfigError, SinkError
+from workers.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    ConfigError,
+    NoData,
+    SinkError,
+    exit_codes_help,
+)
 from workers.settings import load_env, load_settings
 from workers.storage.influx_query import InfluxQuery
 from workers.storage.lp_files import lp_files, point_batches
 
-EXIT_OK, EXIT_NO_DATA, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
 NS = 1_000_000_000
 STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
            43200, 86400)
 HEALTH_FIELDS = ("received", "written", "lag_p50_ms", "lag_p99_ms", "spool_bytes", "reconnects",
                  "gaps", "backfilled", "invalid", "rejected")
 COUNTERS = ("reconnects", "gaps", "invalid", "rejected")  # backfilled: an axis of its own
-
-
-class NoData(Exception):
-    """Nothing to draw for the range or the symbol (exit 1)."""
 
 
 def bucket_seconds(since_ns: int, until_ns: int, buckets: int = 120) -> int:
@@ -323,8 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/plot", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 chart written, 1 no data for the range or the symbol, "
-               "2 bad setting or argument, 3 InfluxDB failed")
+        epilog=exit_codes_help(ok="chart written", problem="no data for the range or the symbol",
+                               config="a setting or an argument", runtime="InfluxDB failed"))
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL", help="e.g. BTCUSDT ETHUSDT")
     parser.add_argument("--health", action="store_true",
                         help="the capture-health chart (streamer_health) instead")
@@ -387,7 +391,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 draw_market(markets, step_s, args.out, "InfluxDB", (since, until))
     except NoData as exc:
         print(f"plot: {exc}", file=sys.stderr)
-        return EXIT_NO_DATA
+        return EXIT_PROBLEM
     except SinkError as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tests.support.influx_server import InfluxdNotFound, find_influxd
 from tests.support.procs import REPO_ROOT
+from workers.errors import EXIT_CONFIG, EXIT_OK, exit_codes_help
 
 from . import (
     ceilings,
@@ -53,6 +54,9 @@ SECTIONS: List[Tuple[str, str, SectionRun]] = [
 ]
 DISTURBED_CORES = 0.5  # other processes using this much CPU on average: the section re-runs
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "latest.md"
+# Outside the table of workers/errors.py on purpose: the shell's code for a run ended by Ctrl-C
+# (128 + SIGINT), so a caller never takes a partial report for a finished one.
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -62,7 +66,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         description="Benchmark the capture service on this box: simulator, InfluxDB (through "
                     "the test front) and real worker processes on 127.0.0.1. Prints a markdown "
                     "report and saves it (default bench-results/latest.md).",
-        epilog=f"Sections: {', '.join(names)}. Full run ~18 min (at most 30), --quick ~4 min.")
+        epilog=f"Sections: {', '.join(names)}. Full run ~18 min (at most 30), --quick ~4 min. "
+               + exit_codes_help(ok="report written",
+                                 config="an argument, or no influxd: install influxdb or set "
+                                        "INFLUXD")
+               + f" {EXIT_INTERRUPTED}: interrupted (the partial report is saved apart).")
     parser.add_argument("--quick", action="store_true", help="short windows, fewer steps")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="where to save the report (a .json of the raw facts goes next "
@@ -172,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         influxd = find_influxd()
     except InfluxdNotFound as exc:
         print(f"bench: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_CONFIG
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
     started, began = time.time(), time.monotonic()
@@ -223,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             profile.name, machine.describe(influxd, REPO_ROOT), targets.evaluate(facts),
             started, time.monotonic() - began, command.strip())))
         log(f"updated the benchmark table of {readme}")
-    return 130 if interrupted else 0
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import orjson
 
+from workers.errors import EXIT_CONFIG, EXIT_OK, exit_codes_help
+
 from . import control
 from .config import (
     ConfigError,
@@ -53,7 +55,9 @@ each refusal is counted in GET /_sim/stats "refusals" (kind -> count):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "control API (POST /_sim/fault, and --fault):\n" + (control.__doc__ or "")
+    epilog = ("control API (POST /_sim/fault, and --fault):\n" + (control.__doc__ or "") + "\n"
+              + exit_codes_help(ok="stopped by Ctrl-C or SIGTERM",
+                                config="an argument, or a --replay file that cannot be read"))
     parser = argparse.ArgumentParser(prog="exchange-sim", description=DESCRIPTION, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -212,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sim = Simulator(config, replay)
     except (ConfigError, OSError) as exc:
         print(f"exchange-sim: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     log = logging.getLogger("exchange_sim")
     for spec in config.symbols:
         log.info("symbol %s: %s, %.6g trades/s", spec.name, spec.status, spec.rate)
@@ -223,4 +227,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     web.run_app(sim.make_app(), host=config.host, port=config.port, shutdown_timeout=2.0,
                 access_log=None, print=lambda text: log.info("%s", text.strip()),
                 max_line_size=65536, max_field_size=65536)
-    return 0
+    return EXIT_OK
