@@ -2,6 +2,10 @@
 
 Every setting is listed, with its default and a one-line comment, in `.env.example`.
 A missing or invalid value raises ConfigError with one line that names the variable and the fix.
+
+The only module that reads the environment (a spec greps workers/ for it): the others take a
+Settings, or call one of the functions at the end for the few variables that only the process
+environment carries (supervisord's, a library's, the crash specs' test seam).
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class WriteSettings:
 class Settings:
     influx: Optional[InfluxSettings]  # None: no database, write line-protocol files
     file_database: str  # the database named in the header of those files
+    measurement: str  # of the trades: InfluxDB's (influx.measurement) and the files' readers'
     ws_url: str  # base URL, e.g. wss://stream.binance.com:9443
     rest_url: str
     write: WriteSettings
@@ -192,6 +197,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     return Settings(
         influx=influx,
         file_database=env.get("INFLUXDB_BUCKET", "").strip() or "ticks",
+        measurement=measurement,
         ws_url=_get(env, "BINANCE_WS_URL", "wss://stream.binance.com:9443", stream_base_url,
                     "a ws:// or wss:// URL such as wss://stream.binance.com:9443"),
         rest_url=_get(env, "BINANCE_REST_URL", "https://api.binance.com", _http_url,
@@ -247,3 +253,41 @@ def _log_level(raw: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(raw)
     return level
+
+
+REVIVE_AFTER_S = 30.0
+
+
+def revive_after_s(env: Mapping[str, str]) -> float:
+    """RECONCILER_REVIVE_AFTER_S: how long a FATAL worker stays down before the reconciler
+    starts it again (not one that failed on a configuration error)."""
+    return _get(env, "RECONCILER_REVIVE_AFTER_S", REVIVE_AFTER_S, _positive(float),
+                "seconds > 0, e.g. 30")
+
+
+# ---- the process environment only --------------------------------------------------------------
+# Never from .env.local: supervisord sets these for its children, or a library reads them from
+# the environment itself (a value only in .env.local would say one thing and do another).
+
+def supervisor_server_url() -> Optional[str]:
+    """SUPERVISOR_SERVER_URL: supervisord sets it for its children, so the reconciler talks to
+    the supervisord that started it. None outside supervisord."""
+    return os.environ.get("SUPERVISOR_SERVER_URL") or None
+
+
+def supervisor_process_name(default: str) -> str:
+    """SUPERVISOR_PROCESS_NAME: the program name supervisord runs this process under."""
+    return os.environ.get("SUPERVISOR_PROCESS_NAME") or default
+
+
+def websocket_ca_bundle_set() -> bool:
+    """Whether websocket-client's own WEBSOCKET_CLIENT_CA_BUNDLE is set: the library reads it at
+    each connect, and a bundle the user chose keeps its meaning (exchange/connection.py)."""
+    return bool(os.environ.get("WEBSOCKET_CLIENT_CA_BUNDLE"))
+
+
+def injected_fault() -> str:
+    """WORKER_INJECT_FAULT=<thread>: the crash specs' test seam (capture/worker.py inject_fault
+    names the threads; an unknown one is logged and ignored). Never set in production, hence
+    not in .env.example, and read from the process environment only: no .env.local arms it."""
+    return os.environ.get("WORKER_INJECT_FAULT", "").strip()

@@ -1,14 +1,27 @@
 """Settings from the environment and .env.local: defaults, one clear error per bad value."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
 
-from workers.errors import ConfigError
+from workers.errors import EXIT_CONFIG, ConfigError
 from workers.exchange.stream_plan import plan_connections
-from workers.settings import PROJECT_ROOT, default_host, load_env, load_settings, stream_base_url
+from workers.settings import (
+    PROJECT_ROOT,
+    REVIVE_AFTER_S,
+    default_host,
+    injected_fault,
+    load_env,
+    load_settings,
+    revive_after_s,
+    stream_base_url,
+    supervisor_process_name,
+    supervisor_server_url,
+    websocket_ca_bundle_set,
+)
 
 INFLUX = {
     "INFLUXDB_URL": "http://localhost:8086",
@@ -330,3 +343,64 @@ def test_resume_lookback_defaults_to_24_hours_and_must_be_positive():
     for bad in ("0", "-1", "a day"):
         with pytest.raises(ConfigError, match="RESUME_LOOKBACK_H"):
             load_settings({"RESUME_LOOKBACK_H": bad})
+
+
+# -- read only here --------------------------------------------------------------------------------
+
+def test_no_module_but_settings_reads_the_environment():
+    """Every setting goes through settings.py, where a bad value is a ConfigError naming it."""
+    readers = re.compile(r"\bos\.environ\b|\bgetenv\b|\benviron\.get\b")
+    package = PROJECT_ROOT / "workers"
+    found = [f"{path.relative_to(PROJECT_ROOT)}:{n}" for path in sorted(package.rglob("*.py"))
+             if path.name != "settings.py" or path.parent != package
+             for n, line in enumerate(path.read_text().splitlines(), 1) if readers.search(line)]
+
+    assert found == []
+
+
+def test_the_measurement_is_read_with_or_without_a_database():
+    assert load_settings({}).measurement == "price_ticks"
+    assert load_settings({"INFLUXDB_MEASUREMENT": "trades"}).measurement == "trades"
+    assert load_settings({**INFLUX, "INFLUXDB_MEASUREMENT": "trades"}).influx.measurement == \
+        "trades"
+    with pytest.raises(ConfigError, match="INFLUXDB_MEASUREMENT"):
+        load_settings({"INFLUXDB_MEASUREMENT": "_reserved"})
+
+
+def test_revive_after_defaults_to_env_examples_30_s_and_a_bad_value_names_the_variable():
+    example = {k: v or "" for k, v in dotenv_values(PROJECT_ROOT / ".env.example").items()}
+
+    assert revive_after_s({}) == revive_after_s(example) == REVIVE_AFTER_S == 30.0
+    assert revive_after_s({"RECONCILER_REVIVE_AFTER_S": "2"}) == 2.0
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match="RECONCILER_REVIVE_AFTER_S=.*seconds > 0"):
+            revive_after_s({"RECONCILER_REVIVE_AFTER_S": bad})
+
+
+def test_a_bad_revive_after_is_a_configuration_error_of_the_reconciler(monkeypatch, capsys):
+    from workers.ops import reconcile
+
+    monkeypatch.setattr("workers.settings.DEFAULT_ENV_FILE", PROJECT_ROOT / "absent.env")
+    monkeypatch.setenv("RECONCILER_REVIVE_AFTER_S", "soon")
+
+    assert reconcile.main(["--once", "--no-symbol-check"]) == EXIT_CONFIG
+    assert "RECONCILER_REVIVE_AFTER_S='soon' is invalid" in capsys.readouterr().err
+
+
+def test_process_only_variables_come_from_the_process_not_the_env_file(tmp_path, monkeypatch):
+    """supervisord's variables, websocket-client's and the crash specs' seam: a value only in
+    .env.local would say one thing while the process does another."""
+    names = ("SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME", "WEBSOCKET_CLIENT_CA_BUNDLE",
+             "WORKER_INJECT_FAULT")
+    env_file = tmp_path / ".env.local"
+    env_file.write_text("".join(f"{n}=from-file\n" for n in names))
+    monkeypatch.setattr("workers.settings.DEFAULT_ENV_FILE", env_file)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+
+    assert (supervisor_server_url(), supervisor_process_name("reconciler"),
+            websocket_ca_bundle_set(), injected_fault()) == (None, "reconciler", False, "")
+    for name in names:
+        monkeypatch.setenv(name, "set")
+    assert (supervisor_server_url(), supervisor_process_name("reconciler"),
+            websocket_ca_bundle_set(), injected_fault()) == ("set", "set", True, "set")

@@ -32,7 +32,7 @@ from workers.exchange.rest import RestClient
 from workers.exchange.stream import StreamKeeper
 from workers.exchange.stream_plan import plan_connections
 from workers.health import ConnectionState, Stats
-from workers.settings import Settings
+from workers.settings import Settings, injected_fault
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.influx_query import InfluxQuery
 from workers.storage.lineproto import LineRenderer, escape_key
@@ -51,7 +51,6 @@ HEALTH_EVERY_S = 10.0
 INVALID_LOG_EVERY_S = 60.0
 STOP_FLUSH_S = 8.0  # keep well under supervisor's stopwaitsecs
 CRASH_EXIT_S = 15.0  # after a crash, exit by then even if the flush hangs (stopwaitsecs is 20)
-INJECT_FAULT_ENV = "WORKER_INJECT_FAULT"  # tests of the crash path: see inject_fault()
 # Resume from the database: the one query a start may wait for. A busy pair's max(trade_id)
 # over 24 h scans a few million points, seconds; a server that takes longer is given up on.
 RESUME_QUERY_TIMEOUT_S = 10.0
@@ -220,7 +219,7 @@ class Worker:
                  _brief(self.spec.symbols), "influxdb" if self.settings.influx else "files",
                  _brief([f"{k}:{v}" for k, v in self.pipeline.resume_from.items()]))
         threads.install(self.name, self._crashed)
-        inject_fault(self, os.environ.get(INJECT_FAULT_ENV, ""))
+        inject_fault(self, injected_fault())
         self.writer.start()
         self.backfiller.start()
         self.prober.start()

@@ -11,7 +11,6 @@ replace and close connections.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import threading
@@ -27,6 +26,7 @@ from workers.common.httputil import retry_after_s, system_ca_dir
 from workers.common.timefmt import iso_seconds
 from workers.exchange.protocol import ControlReply
 from workers.exchange.stream_plan import ConnectionPlan
+from workers.settings import websocket_ca_bundle_set
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def tls_options() -> Dict[str, str]:
     RSS instead of 1.6 MB, measured; httputil.system_ca_dir says when the directory is used). A
     WEBSOCKET_CLIENT_CA_BUNDLE the user set keeps its meaning. Plain ws ignores the options."""
     ca_dir = system_ca_dir()
-    if ca_dir is None or os.environ.get("WEBSOCKET_CLIENT_CA_BUNDLE"):
+    if ca_dir is None or websocket_ca_bundle_set():
         return {}
     return {"ca_cert_path": ca_dir}
 

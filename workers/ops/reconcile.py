@@ -49,14 +49,20 @@ from workers.ops.supervisor_rpc import (
     revive_fatal,
 )
 from workers.ops.symbol_check import SymbolCheck, exchange_check, unknown_symbols_error
-from workers.settings import PROJECT_ROOT, load_env
+from workers.settings import (
+    PROJECT_ROOT,
+    REVIVE_AFTER_S,
+    load_env,
+    revive_after_s,
+    supervisor_process_name,
+    supervisor_server_url,
+)
 from workers.symbols import SymbolsFile, WorkerSpec, load_file, this_host
 
 log = logging.getLogger("workers.ops.reconcile")
 SELF_NAME = "reconciler"  # never touched, whatever reloadConfig says about it
 POLL_S = 2.0
 SETTLE_S = 1.0  # a file younger than this may still be being written by an editor
-REVIVE_AFTER_S = 30.0
 RECHECK_S = 60.0  # symbols applied unchecked (exchange unreachable) are checked this often
 FileSig = Optional[Tuple[int, int, int]]
 # The error of the symbols file the reconciler refused, for scripts/status: an unknown symbol
@@ -71,7 +77,7 @@ class Reconciler:
         self.host = host  # None: CAPTURE_HOST (.env.local, the environment) at each pass
         self.rpc_factory = rpc_factory
         self.check = check
-        self.self_name = os.environ.get("SUPERVISOR_PROCESS_NAME", SELF_NAME)
+        self.self_name = supervisor_process_name(SELF_NAME)
         # Every name rendered by this process or found in the include file: ours to manage.
         self.known: Set[str] = set(parse_rendered(read_text(settings.include_path)))
         self._said: Dict[str, str] = {}  # topic -> last message logged, to log a state once
@@ -333,18 +339,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-symbol-check", action="store_true",
                         help="do not ask the exchange whether new symbols exist")
     parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between polls")
-    parser.add_argument("--revive-after", type=float,
-                        default=float(os.environ.get("RECONCILER_REVIVE_AFTER_S", REVIVE_AFTER_S)),
+    parser.add_argument("--revive-after", type=float, default=None,
                         help="seconds a worker stays FATAL before it is started again "
-                             "(default: $RECONCILER_REVIVE_AFTER_S or %(default)s)")
+                             f"(default: $RECONCILER_REVIVE_AFTER_S or {REVIVE_AFTER_S:g})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.Formatter.converter = time.gmtime
 
     settings = RenderSettings.for_root(PROJECT_ROOT)
-    check = None if args.no_symbol_check or args.render else exchange_check(load_env())
-    url = os.environ.get("SUPERVISOR_SERVER_URL") or settings.socket_url
+    try:
+        env = load_env()
+        if args.revive_after is None:
+            args.revive_after = revive_after_s(env)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    check = None if args.no_symbol_check or args.render else exchange_check(env)
+    url = supervisor_server_url() or settings.socket_url
     rec = Reconciler(settings, lambda: connect(url), check)
     if args.render:
         try:

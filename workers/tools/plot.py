@@ -355,9 +355,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if until <= since:
             raise ConfigError("--since must be before --until")
         step_s = args.interval or bucket_seconds(since, until)
-        env = load_env(args.env_file)
-        settings = load_settings(env)
-        measurement = env.get("INFLUXDB_MEASUREMENT", "").strip() or "price_ticks"
+        settings = load_settings(load_env(args.env_file))
+        measurement = settings.measurement
         if args.lp_dir is None and settings.influx is None:
             raise ConfigError("INFLUXDB_URL is not set: set it in .env.local, or read the "
                               "files with --lp-dir data/lp")
