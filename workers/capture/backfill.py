@@ -13,7 +13,8 @@ import time
 from typing import List, Optional, Tuple
 
 from workers.capture.pipeline import Gap, Pipeline
-from workers.exchange.rest import PAGE, RestClient, RestError, RestStopped
+from workers.errors import RestError, RestStopped
+from workers.exchange.rest import PAGE, RestClient
 from workers.health import Stats
 
 log = logging.getLogger(__name__)

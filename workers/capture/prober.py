@@ -19,8 +19,9 @@ import time
 from typing import Dict, List, Set, Tuple
 
 from workers.capture.pipeline import Pipeline
+from workers.errors import RestError, RestStopped
 from workers.exchange.connection import Connection
-from workers.exchange.rest import RestClient, RestError, RestStopped
+from workers.exchange.rest import RestClient
 from workers.health import Stats
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,17 @@ from workers.capture.prober import Prober
 from workers.capture.reporter import Reporter, Sources
 from workers.common import threads
 from workers.common.timefmt import iso_millis
-from workers.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, RestError, SinkError
+from workers.errors import (
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    ConfigError,
+    InvalidMessage,
+    RestError,
+    SinkError,
+)
 from workers.exchange.connect_budget import ConnectBudget, budget_path
 from workers.exchange.connection import OP_TEXT, Connection
-from workers.exchange.protocol import ControlReply, InvalidMessage, MessageParser, ServerShutdown
+from workers.exchange.protocol import ControlReply, MessageParser, ServerShutdown
 from workers.exchange.rest import RestClient
 from workers.exchange.stream import StreamKeeper
 from workers.exchange.stream_plan import plan_connections

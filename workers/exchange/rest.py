@@ -38,8 +38,8 @@ import urllib3
 from workers.common.backoff import Backoff
 from workers.common.httputil import retry_after_s, system_ca_dir
 from workers.common.timefmt import iso_seconds
-from workers.errors import RestError, RestShapeError, RestStopped
-from workers.exchange.protocol import InvalidMessage, trade_from_rest
+from workers.errors import InvalidMessage, RestError, RestShapeError, RestStopped
+from workers.exchange.protocol import trade_from_rest
 from workers.trade import Trade
 
 log = logging.getLogger(__name__)

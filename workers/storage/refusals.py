@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
+from workers.errors import ContentRefused, PartialWrite
 from workers.health import Stats
-from workers.storage.sink import ContentRefused, PartialWrite
 from workers.storage.spool import Spool
 
 log = logging.getLogger(__name__)

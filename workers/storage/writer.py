@@ -25,13 +25,13 @@ import time
 from typing import Callable, Optional
 
 from workers.common.backoff import Backoff
-from workers.errors import PermanentWriteError, RetryableWriteError
+from workers.errors import ContentRefused, PartialWrite, PermanentWriteError, RetryableWriteError
 from workers.health import Stats
 from workers.settings import WriteSettings
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.refusals import Outcome, Refusals
-from workers.storage.sink import ContentRefused, PartialWrite, Sink
+from workers.storage.sink import Sink
 from workers.storage.spool import Spool
 
 log = logging.getLogger(__name__)

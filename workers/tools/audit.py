@@ -23,10 +23,11 @@ from workers.errors import (
     EXIT_PROBLEM,
     EXIT_RUNTIME,
     ConfigError,
+    RestError,
     SinkError,
     exit_codes_help,
 )
-from workers.exchange.rest import PAGE, RestClient, RestError
+from workers.exchange.rest import PAGE, RestClient
 from workers.settings import load_env, load_settings
 from workers.storage.influx_query import (
     InfluxQuery,
