@@ -26,13 +26,12 @@ def help_of(main: Callable[[List[str]], object]) -> str:
 
 
 def commands(monkeypatch: pytest.MonkeyPatch) -> Dict[str, Callable[[List[str]], object]]:
+    from tests.support import influx_rig
     from tests.support.bench import cli as bench
     from tests.support.exchange import cli as exchange_sim
     from workers import __main__ as worker
     from workers.ops import reconcile, status
     from workers.tools import audit, load_files, plot
-
-    from tests.support import influx_rig
 
     return {"python -m workers": worker.main, "apply-symbols": reconcile.main,
             "status": status.main, "gap-audit": audit.main, "load-files": load_files.main,
