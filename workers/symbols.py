@@ -101,7 +101,7 @@ def _err(path: Path, node: Optional[yaml.Node], message: str) -> ConfigError:
 def _symbol(path: Path, node: yaml.Node) -> str:
     if not isinstance(node, yaml.ScalarNode) or node.value.strip() == "":
         raise _err(path, node, "expected a symbol such as BTCUSDT here")
-    raw = node.value.strip()
+    raw: str = node.value.strip()
     symbol = raw.upper() if raw.isascii() else raw
     if not _SYMBOL.match(symbol):
         raise _err(path, node, f"{raw!r} is not a Binance spot symbol: use letters and digits "

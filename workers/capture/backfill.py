@@ -105,7 +105,7 @@ class Backfiller:
                           f"{type(exc).__name__}: {exc}"[:300])
                 raise
 
-    def _still_missing(self, symbol: str, lo: int, hi: int) -> list:
+    def _still_missing(self, symbol: str, lo: int, hi: int) -> List[Gap]:
         gaps = self.pipeline.open_gaps().get(symbol, [])
         return [(max(a, lo), min(b, hi)) for a, b in gaps if a <= hi and b >= lo]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Union
 from urllib.parse import quote
 
 import orjson
@@ -53,7 +53,7 @@ class ControlReply:
 
     request_id: Any
     result: Any
-    error: Optional[dict]
+    error: Optional[Dict[str, Any]]
 
 
 Message = Union[Trade, ServerShutdown, ControlReply]
@@ -145,7 +145,7 @@ class MessageParser:
             return ServerShutdown(when if type(when) is int else 0)
         raise InvalidMessage("unknown_event", repr(event)[:40])
 
-    def _trade(self, p: dict) -> Trade:
+    def _trade(self, p: Dict[str, Any]) -> Trade:
         try:
             symbol, tid, price, qty, t, m = p["s"], p["t"], p["p"], p["q"], p["T"], p["m"]
         except KeyError as missing:

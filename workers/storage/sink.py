@@ -77,8 +77,8 @@ class InfluxSink:
                                       f"{type(exc).__name__}") from None
 
     def close(self) -> None:
-        self.api.close()
-        self.client.close()
+        self.api.close()  # type: ignore[no-untyped-call]  # influxdb-client leaves it untyped
+        self.client.close()  # type: ignore[no-untyped-call]
 
 
 def classify_status(status: int, body: str, retry_after: Optional[float],

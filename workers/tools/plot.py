@@ -146,7 +146,8 @@ def file_trades(lp_dir: Path, measurement: str, symbols: Sequence[str]
 
 
 # ------------------------------------------------------------------ InfluxDB
-def _series_rows(series: Iterable[dict]) -> Iterator[Tuple[Dict[str, str], Dict[str, Any]]]:
+def _series_rows(series: Iterable[Dict[str, Any]]
+                 ) -> Iterator[Tuple[Dict[str, str], Dict[str, Any]]]:
     for s in series:
         columns = s["columns"]
         for values in s.get("values", []):
