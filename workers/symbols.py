@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import yaml
 
@@ -119,12 +119,37 @@ def _symbol_list(path: Path, node: yaml.Node, what: str) -> list[tuple[str, yaml
 
 
 def parse_symbols(text: str, path: Path) -> list[WorkerSpec]:
-    """Parse the text of a symbols file into worker specs, checking everything a file can get wrong."""
+    """The worker specs of a symbols file, checking everything a file can get wrong."""
     return parse_file(text, path).workers
 
 
 def parse_file(text: str, path: Path) -> SymbolsFile:
     """The whole file: its workers, and the hosts that run them when it has 'hosts:'."""
+    root = _compose(text, path)
+    sections = _sections(path, root)
+    found = _Workers(path)
+    if "symbols" in sections:
+        _add_bare_symbols(found, sections["symbols"][1])
+    if "groups" in sections:
+        _add_groups(found, sections["groups"][1])
+    if not found.workers:
+        raise _err(path, root, "no symbols configured: list pairs under 'symbols:' or 'groups:'")
+    if "hosts" not in sections:
+        return SymbolsFile(path, found.workers)
+    key_node, hosts_node = sections["hosts"]
+    hosts = _hosts(path, hosts_node, found.workers)
+    by_worker: Dict[str, list[str]] = {}
+    for host, (_, names) in hosts.items():
+        for name in names:
+            by_worker.setdefault(name, []).append(host)
+    workers = [WorkerSpec(w.name, w.symbols, w.line, w.is_group, tuple(by_worker.get(w.name, ())))
+               for w in found.workers]
+    return SymbolsFile(path, workers, {h: line for h, (line, _) in hosts.items()},
+                       key_node.start_mark.line + 1)
+
+
+def _compose(text: str, path: Path) -> yaml.MappingNode:
+    """The file's YAML node tree; a ConfigError naming the line when it is not a mapping."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -139,28 +164,12 @@ def parse_file(text: str, path: Path) -> SymbolsFile:
     if not isinstance(root, yaml.MappingNode):
         raise _err(path, root, "expected 'symbols:' and/or 'groups:' (and optionally "
                                "'hosts:') at the top level")
+    return root
 
-    workers: list[WorkerSpec] = []
-    seen_symbols: dict[str, int] = {}
-    seen_names: dict[str, int] = {}
 
-    def add(name: str, name_node: yaml.Node, symbols: list[tuple[str, yaml.Node]],
-            is_group: bool) -> None:
-        line = name_node.start_mark.line + 1
-        for symbol, node in symbols:
-            if symbol in seen_symbols:
-                raise _err(path, node, f"{symbol} is listed twice (first on line "
-                                       f"{seen_symbols[symbol]}): keep it in one place only")
-            seen_symbols[symbol] = node.start_mark.line + 1
-        if name in seen_names:
-            raise _err(path, name_node, f"worker name {name!r} is already used on line "
-                                        f"{seen_names[name]}: rename the group")
-        if name in RESERVED_NAMES:
-            raise _err(path, name_node, f"{name!r} is a reserved name: rename the group")
-        seen_names[name] = line
-        workers.append(WorkerSpec(name, tuple(s for s, _ in symbols), line, is_group))
-
-    sections = {}
+def _sections(path: Path, root: yaml.MappingNode) -> Dict[str, Tuple[yaml.Node, yaml.Node]]:
+    """The top-level keys, each known and each once: key -> (key node, value node)."""
+    sections: Dict[str, Tuple[yaml.Node, yaml.Node]] = {}
     for key_node, value_node in root.value:
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
         if key not in KNOWN_KEYS:
@@ -170,43 +179,64 @@ def parse_file(text: str, path: Path) -> SymbolsFile:
         if key in sections:
             raise _err(path, key_node, f"{key!r} appears twice: merge the two lists")
         sections[key] = (key_node, value_node)
+    return sections
 
-    if "symbols" in sections:
-        for symbol, node in _symbol_list(path, sections["symbols"][1], "'symbols'"):
-            if not symbol.isascii():
-                raise _err(path, node, f"{symbol} has non-ASCII letters, so it cannot name a "
-                                       "worker: put it in a named group under 'groups:'")
-            add(symbol.lower(), node, [(symbol, node)], False)
-    groups = sections["groups"][1] if "groups" in sections else None
-    if groups is not None and not (isinstance(groups, yaml.ScalarNode) and groups.value == ""):
-        if not isinstance(groups, yaml.MappingNode):
-            raise _err(path, groups, "'groups' must map a group name to a list of symbols, "
-                                     "e.g. 'alts: [SOLUSDT, XRPUSDT]'")
-        for name_node, list_node in groups.value:
-            name = str(name_node.value)
-            if not isinstance(name_node, yaml.ScalarNode) or not _WORKER_NAME.match(name):
-                raise _err(path, name_node, f"group name {name!r} is not usable: use lowercase "
-                                            "letters, digits, '-' or '_' (it becomes the "
-                                            "supervisor program name)")
-            members = _symbol_list(path, list_node, f"group {name!r}")
-            if not members:
-                raise _err(path, list_node, f"group {name!r} has no symbols: add some or "
-                                            "remove the group")
-            add(name, name_node, members, True)
-    if not workers:
-        raise _err(path, root, "no symbols configured: list pairs under 'symbols:' or 'groups:'")
-    if "hosts" not in sections:
-        return SymbolsFile(path, workers)
-    key_node, hosts_node = sections["hosts"]
-    hosts = _hosts(path, hosts_node, workers)
-    by_worker: Dict[str, list[str]] = {}
-    for host, (_, names) in hosts.items():
-        for name in names:
-            by_worker.setdefault(name, []).append(host)
-    workers = [WorkerSpec(w.name, w.symbols, w.line, w.is_group, tuple(by_worker.get(w.name, ())))
-               for w in workers]
-    return SymbolsFile(path, workers, {h: line for h, (line, _) in hosts.items()},
-                       key_node.start_mark.line + 1)
+
+class _Workers:
+    """The workers found so far, refusing a symbol listed twice and a name used twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.workers: list[WorkerSpec] = []
+        self._symbol_lines: Dict[str, int] = {}
+        self._name_lines: Dict[str, int] = {}
+
+    def add(self, name: str, name_node: yaml.Node, symbols: list[tuple[str, yaml.Node]],
+            is_group: bool) -> None:
+        path, line = self.path, name_node.start_mark.line + 1
+        for symbol, node in symbols:
+            if symbol in self._symbol_lines:
+                raise _err(path, node, f"{symbol} is listed twice (first on line "
+                                       f"{self._symbol_lines[symbol]}): keep it in one place "
+                                       "only")
+            self._symbol_lines[symbol] = node.start_mark.line + 1
+        if name in self._name_lines:
+            raise _err(path, name_node, f"worker name {name!r} is already used on line "
+                                        f"{self._name_lines[name]}: rename the group")
+        if name in RESERVED_NAMES:
+            raise _err(path, name_node, f"{name!r} is a reserved name: rename the group")
+        self._name_lines[name] = line
+        self.workers.append(WorkerSpec(name, tuple(s for s, _ in symbols), line, is_group))
+
+
+def _add_bare_symbols(found: _Workers, node: yaml.Node) -> None:
+    """'symbols:': each pair its own worker, named in lowercase."""
+    for symbol, item in _symbol_list(found.path, node, "'symbols'"):
+        if not symbol.isascii():
+            raise _err(found.path, item, f"{symbol} has non-ASCII letters, so it cannot name a "
+                                         "worker: put it in a named group under 'groups:'")
+        found.add(symbol.lower(), item, [(symbol, item)], False)
+
+
+def _add_groups(found: _Workers, groups: yaml.Node) -> None:
+    """'groups:': each named group one worker for its pairs."""
+    path = found.path
+    if isinstance(groups, yaml.ScalarNode) and groups.value == "":  # 'groups:' and nothing
+        return
+    if not isinstance(groups, yaml.MappingNode):
+        raise _err(path, groups, "'groups' must map a group name to a list of symbols, "
+                                 "e.g. 'alts: [SOLUSDT, XRPUSDT]'")
+    for name_node, list_node in groups.value:
+        name = str(name_node.value)
+        if not isinstance(name_node, yaml.ScalarNode) or not _WORKER_NAME.match(name):
+            raise _err(path, name_node, f"group name {name!r} is not usable: use lowercase "
+                                        "letters, digits, '-' or '_' (it becomes the "
+                                        "supervisor program name)")
+        members = _symbol_list(path, list_node, f"group {name!r}")
+        if not members:
+            raise _err(path, list_node, f"group {name!r} has no symbols: add some or "
+                                        "remove the group")
+        found.add(name, name_node, members, True)
 
 
 def _hosts(path: Path, node: yaml.Node,
