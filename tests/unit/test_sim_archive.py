@@ -8,6 +8,7 @@ import hashlib
 import io
 import subprocess
 import sys
+import time
 import zipfile
 from datetime import date
 from decimal import Decimal
@@ -313,6 +314,11 @@ def test_defects_are_armed_per_file_and_checked() -> None:
                 {"defect": "missing", "date": "2025-1"}):
         with pytest.raises(ConfigError):
             archive.arm({"symbol": "BTCUSDT", "date": "2025-01-01", **bad})
+    archive.arm({"symbol": "BTCUSDT", "date": "2025-01-02", "defect": "unpublished",
+                 "seconds": 30})  # published 30 s late
+    late = archive.defects[("BTCUSDT", "2025-01-02")]
+    assert late.in_force(time.monotonic()) == ["unpublished"]
+    assert late.in_force(time.monotonic() + 31) == []
     archive.clear()
     assert archive.defects == {}
 
