@@ -1,7 +1,8 @@
 """A local Binance spot exchange for tests: trade streams, REST history and fault injection.
 
 One aiohttp server on 127.0.0.1 serves the WebSocket streams (`/ws/...`, `/stream?streams=...`),
-the REST endpoints the collector uses (`/api/v3/...`) and a control API (`/_sim/...`) with which a
+the REST endpoints the collector uses (`/api/v3/...`), the public archive's daily and monthly
+trade files of its own ledger (`/data/spot/...`) and a control API (`/_sim/...`) with which a
 test injects faults and reads the ledger of every trade id generated.  The module docstring of
 `control.py` lists the fault actions; `scripts/exchange-sim --help` lists the command line.
 
@@ -20,6 +21,7 @@ Modules, by role:
     control     /_sim endpoints: faults, ledger, stats, run-time limits
     stats       counters of /_sim/stats, refusals by kind
     replay      playing a recorded JSONL capture instead of generating
+    archive     the data.binance.vision files of the ledger (/data/spot/...) and their defects
     server      the aiohttp app and its background loops
     cli         argument parsing and `main()`
     client      test-side `ExchangeSim` (runs the CLI as a subprocess)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -18,7 +19,9 @@ from .config import (
     SymbolSpec,
     check_status,
     check_symbol,
+    parse_day,
     parse_symbol_spec,
+    parse_utc_us,
 )
 from .replay import describe, load
 
@@ -29,6 +32,11 @@ A local Binance spot exchange for tests.  One port on 127.0.0.1 serves:
   REST       /api/v3/ping, /time, /exchangeInfo, /trades, /historicalTrades
              (weights 1/1/20/25/25, X-MBX-USED-WEIGHT-1M, 429 + Retry-After past the limit)
   control    /_sim/fault, /_sim/ledger, /_sim/stats, /_sim/trades (see below)
+  archive    /data/spot/daily/trades/SYM/SYM-trades-YYYY-MM-DD.zip[.CHECKSUM] and
+             /data/spot/monthly/trades/SYM/SYM-trades-YYYY-MM.zip[.CHECKSUM]: the ledger's
+             trades of each UTC day or month that is over on the simulator's clock, in
+             data.binance.vision's format (ms times before 2025, µs from 2025-01-01);
+             defects with the control action "archive_defect"
 
 Without --symbol and --replay one symbol runs: BTCUSDT at --rate trades/s.
 
@@ -85,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "CANCEL_ONLY); non-TRADING symbols generate nothing")
     g.add_argument("--quiet-symbols", type=int, default=0, metavar="N",
                    help="add N listed TRADING symbols without trades, Q0001USDT.. (scale tests)")
+    g = parser.add_argument_group("clock, past days and archive")
+    g.add_argument("--clock", metavar="UTC", default=None,
+                   help="start the simulator's clock at this UTC time (YYYY-MM-DD or "
+                        "YYYY-MM-DDTHH:MM:SS[Z]); it then runs at wall-clock speed. Trade "
+                        "times, serverTime and the days the archive publishes follow it "
+                        "(default: the wall clock)")
+    g.add_argument("--past-days", action="append", default=[], metavar="SPEC",
+                   help="generate past days at start, repeatable: SYMBOL:from=YYYY-MM-DD"
+                        "[:to=YYYY-MM-DD][:per_day=N] (default per_day 1000): N trades "
+                        "spread over each UTC day, served by REST and the archive, sent on "
+                        "no stream (the control action past_days does the same at run time)")
+    g.add_argument("--archive-dir", type=Path, default=None, metavar="DIR",
+                   help="where archive zips are built (default: a temp dir removed at exit)")
     g = connections = parser.add_argument_group("connections")
     g.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
                    help="server ping every S seconds (default 20)")
@@ -174,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if not isinstance(fault, dict) or fault.get("action") not in control.ACTIONS:
             raise ConfigError(f"--fault {text!r}: needs a known \"action\"")
         faults.append(fault)
+    past_days = [parse_past_days(text) for text in args.past_days]
+    offset = 0 if args.clock is None else parse_utc_us(args.clock) - time.time_ns() // 1000
     for name, value in (("--ping-interval", args.ping_interval),
                         ("--pong-timeout", args.pong_timeout), ("--history", args.history),
                         ("--max-incoming-per-sec", args.max_incoming_per_sec),
@@ -199,7 +222,30 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                      weight_limit=args.weight_limit, strict_limit=args.strict_limit,
                      replay=args.replay, replay_timing=args.replay_timing,
                      replay_speed=args.replay_speed, replay_wait=args.replay_wait_for_client,
-                     faults=faults, exit_with_parent=args.exit_with_parent)
+                     faults=faults, exit_with_parent=args.exit_with_parent,
+                     clock_offset_us=offset, past_days=past_days, archive_dir=args.archive_dir)
+
+
+def parse_past_days(text: str) -> Dict[str, Any]:
+    """`BTCUSDT:from=2024-12-30:to=2025-01-01:per_day=1000` -> past_days action params."""
+    name, *options = text.split(":")
+    params: Dict[str, Any] = {"symbol": check_symbol(name)}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in ("from", "to", "per_day"):
+            raise ConfigError(f"--past-days {text!r}: use from=, to= and per_day=")
+        params[key] = value
+    if "from" not in params:
+        raise ConfigError(f"--past-days {text!r}: from= is required")
+    for key in ("from", "to"):
+        if key in params:
+            parse_day(params[key], key)
+    if "per_day" in params:
+        try:
+            params["per_day"] = int(params["per_day"])
+        except ValueError:
+            raise ConfigError(f"--past-days {text!r}: per_day must be an integer") from None
+    return params
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

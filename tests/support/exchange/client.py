@@ -32,6 +32,7 @@ class ExchangeSim:
         self.port = port
         self.ws_url = f"ws://127.0.0.1:{port}"
         self.rest_url = f"http://127.0.0.1:{port}"
+        self.archive_url = self.rest_url  # + /data/spot/daily/trades/...: BINANCE_ARCHIVE_URL
 
     @classmethod
     def start(cls, tmp_path: Path, *args: str, port: Optional[int] = None) -> "ExchangeSim":
@@ -40,7 +41,9 @@ class ExchangeSim:
         log_path = Path(tmp_path) / f"exchange-sim-{port}.log"
         process = ManagedProcess(f"exchange-sim:{port}",
                                  python_argv(str(SCRIPT), "--port", str(port),
-                                             "--exit-with-parent", *args), log_path)
+                                             "--exit-with-parent", "--archive-dir",
+                                             str(Path(tmp_path) / f"archive-{port}"), *args),
+                                 log_path)
         sim = cls(process.start(), port)
         try:
             # Poll the weightless stats first, so that the start costs exactly one ping (weight
@@ -83,10 +86,12 @@ class ExchangeSim:
             return set()
         return set(range(entry["first"], entry["last"] + 1))
 
-    def trades(self, symbol: str, from_id: int, limit: int = 1000) -> List[Dict[str, Any]]:
-        """Stored trades (stream field names) without spending request weight."""
+    def trades(self, symbol: str, from_id: int, limit: int = 1000, micro: bool = False
+               ) -> List[Dict[str, Any]]:
+        """Stored trades (stream field names, T and E in ms or µs) without request weight."""
+        unit = "&time_unit=MICROSECOND" if micro else ""
         rows: List[Dict[str, Any]] = self._request(
-            "GET", f"/_sim/trades?symbol={symbol.upper()}&from_id={from_id}&limit={limit}")
+            "GET", f"/_sim/trades?symbol={symbol.upper()}&from_id={from_id}&limit={limit}{unit}")
         return rows
 
     def stats(self) -> Dict[str, Any]:

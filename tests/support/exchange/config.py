@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -28,6 +30,34 @@ class ConfigError(ValueError):
     """A command-line value or control request that cannot be used."""
 
 
+DAY_US = 86_400_000_000
+
+
+def parse_day(text: str, what: str = "date") -> date:
+    """`YYYY-MM-DD` -> date (UTC days throughout)."""
+    try:
+        return date.fromisoformat(str(text))
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is not a date YYYY-MM-DD") from None
+
+
+def day_start_us(day: date) -> int:
+    """Microseconds since the epoch at 00:00 UTC of `day`."""
+    return (day - date(1970, 1, 1)).days * DAY_US
+
+
+def parse_utc_us(text: str) -> int:
+    """`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.ffffff][Z]` (UTC) -> microseconds since the epoch."""
+    try:
+        moment = datetime.fromisoformat(text[:-1] if text.endswith("Z") else text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a UTC time YYYY-MM-DD[THH:MM:SS]") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def to_units(text: str, what: str = "value") -> int:
     """Decimal string -> integer number of 1e-8; more than 8 decimals is an error."""
     try:
@@ -44,10 +74,14 @@ def fmt8(units: int) -> str:
     return f"{units // UNITS}.{units % UNITS:08d}"
 
 
+def quote_units(price_units: int, qty_units: int) -> int:
+    """price*qty rounded to 1e-8 units: one value behind REST's quoteQty and the archive's."""
+    return (price_units * qty_units + UNITS // 2) // UNITS
+
+
 def fmt_quote(price_units: int, qty_units: int) -> str:
     """price*qty rounded to 8 decimals, trailing zeros stripped (REST quoteQty is unpadded)."""
-    units = (price_units * qty_units + UNITS // 2) // UNITS
-    text = fmt8(units).rstrip("0")
+    text = fmt8(quote_units(price_units, qty_units)).rstrip("0")
     return text + "0" if text.endswith(".") else text
 
 
@@ -171,3 +205,11 @@ class SimConfig:
     replay_wait: bool = False
     faults: List[Dict[str, Any]] = field(default_factory=list)
     exit_with_parent: bool = False
+    # The simulator's clock is the wall clock plus this offset (--clock sets it in the past):
+    # trade times, serverTime and which archive days are over all follow it.
+    clock_offset_us: int = 0
+    past_days: List[Dict[str, Any]] = field(default_factory=list)  # past_days actions at start
+    archive_dir: Optional[Path] = None  # where archive zips are built (None: a temp dir)
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000 + self.clock_offset_us

@@ -10,8 +10,10 @@
                           closes by cause, malformed frames sent, REST requests by path/status,
                           REST requests held by a hang (rest_hung, by path),
                           weight used, per-symbol rate/status/generated
-    GET  /_sim/trades  ?symbol=S&from_id=N&limit=N (max 100000): stored trades in stream
-                          field names (t, p, q, T, E in ms, m), for comparisons in tests
+    GET  /_sim/trades  ?symbol=S&from_id=N&limit=N (max 100000)[&time_unit=MICROSECOND]:
+                          stored trades in stream field names (t, p, q, T, E in ms, or in µs
+                          with time_unit, m), for comparisons in tests
+    GET  /data/spot/{daily,monthly}/trades/...   the archive of the ledger (archive.py)
 
 Fault actions (the same JSON works for `--fault` at start, with optional "at": seconds after
 start and "every": seconds to repeat).  `symbol` is optional where shown as [symbol]:
@@ -41,8 +43,20 @@ without it the action applies to every connection or symbol.
     rest_hang        seconds path=<prefix>                       hold REST requests (every
                      /api path, or those starting with path) until `seconds` from now, then
                      answer them as usual; held requests count in stats "rest_hung"
-    clear            drop silences, REST faults and hangs, pending withholds and scheduled
-                     closes; pings, pong answers and max age back to the start values
+    past_days        symbol from=YYYY-MM-DD to=<from> per_day=1000
+                     generate per_day trades (whole taker orders: up to 10 more) on each UTC
+                     day from..to at once, spread over the day, sent on no stream: the past
+                     REST and the archive serve.  Days must be over on the simulator's clock
+                     and later than the symbol's last trade; before 2025 times are whole ms.
+                     Answers {"days": {date: [first id, last id]}}; --past-days at start
+    archive_defect   symbol date=YYYY-MM-DD|YYYY-MM defect [options]   an archive file's
+                     defect: unpublished [seconds] (404), truncated [keep=0.5] (cut zip, its
+                     .CHECKSUM matching the cut), missing ids=[..] | count=1 (ids left out
+                     of the CSV), republish (new version: new sha256, defects lifted);
+                     counted in stats "archive_defects"
+    clear            drop silences, REST faults and hangs, pending withholds, scheduled
+                     closes and archive defects (files back to their first version); pings,
+                     pong answers and max age back to the start values
     limits           [max_url_length] [max_streams] [max_incoming_per_sec]
                      [max_connect_attempts] [connect_window] [ban_seconds] forgive=false
                      change connection limits from now on (positive numbers);
@@ -57,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 import orjson
 from aiohttp import web
 
-from .config import ConfigError, make_spec
+from .config import ConfigError, make_spec, parse_day
 from .faults import MALFORMED_KINDS, RestFault, RestHang, SilenceWindow
 from .history import TradeRow
 
@@ -221,8 +235,22 @@ def _rest_hang(sim: "Simulator", p: Params) -> Params:
     return {"seconds": seconds, "path": path}
 
 
+def _past_days(sim: "Simulator", p: Params) -> Params:
+    first = parse_day(str(p.get("from")), "from")
+    last = first if p.get("to") is None else parse_day(str(p.get("to")), "to")
+    days = sim.market.generate_days(str(p.get("symbol")), first, last,
+                                    _num(p, "per_day", 1000, int))
+    return {"symbol": str(p.get("symbol")).upper(),
+            "days": {day: list(span) for day, span in days.items()}}
+
+
+def _archive_defect(sim: "Simulator", p: Params) -> Params:
+    return sim.archive.arm(p)
+
+
 def _clear(sim: "Simulator", p: Params) -> Params:
     sim.faults.clear()
+    sim.archive.clear()
     for state in sim.market.symbols.values():
         state.withhold_pending = 0
     for conn in sim.hub.connections.values():
@@ -255,7 +283,7 @@ ACTIONS: Dict[str, Callable[["Simulator", Params], Params]] = {
     "start_pongs": _switch("answer_pings", True), "set_rate": _set_rate,
     "pause": _pause(True), "resume": _pause(False), "add_symbol": _add_symbol,
     "set_status": _set_status, "rest": _rest, "rest_hang": _rest_hang, "clear": _clear,
-    "limits": _limits,
+    "limits": _limits, "past_days": _past_days, "archive_defect": _archive_defect,
 }
 
 
@@ -291,7 +319,8 @@ def add_routes(app: web.Application, sim: "Simulator") -> None:
             limit = min(int(request.query.get("limit", 1000)), 100_000)
         except (ConfigError, ValueError) as exc:
             return _json({"ok": False, "error": str(exc)}, 400)
-        return _json([_stream_row(r) for r in state.history.rows(from_id, limit)])
+        div = 1 if request.query.get("time_unit", "").upper() == "MICROSECOND" else 1000
+        return _json([_stream_row(r, div) for r in state.history.rows(from_id, limit)])
 
     app.router.add_post("/_sim/fault", fault)
     app.router.add_get("/_sim/ledger", ledger)
@@ -299,7 +328,7 @@ def add_routes(app: web.Application, sim: "Simulator") -> None:
     app.router.add_get("/_sim/trades", trades)
 
 
-def _stream_row(row: TradeRow) -> Params:
+def _stream_row(row: TradeRow, div: int = 1000) -> Params:
     rest = row.rest()
-    return {"t": row.id, "p": rest["price"], "q": rest["qty"], "T": row.time_us // 1000,
-            "E": row.event_us // 1000, "m": row.buyer_is_maker}
+    return {"t": row.id, "p": rest["price"], "q": rest["qty"], "T": row.time_us // div,
+            "E": row.event_us // div, "m": row.buyer_is_maker}

@@ -107,10 +107,11 @@ class FaultState:
 
 
 def malformed_frame(kind: str, symbol: str, last_id: int, combined: bool, micro: bool,
-                    size: int = 3 * 1024 * 1024) -> bytes:
+                    size: int = 3 * 1024 * 1024, now_us: Optional[int] = None) -> bytes:
     """One bad frame of `kind`; it reuses `last_id` so that a parser that wrongly accepts it
     overwrites a known trade (detectable) instead of inventing a new id."""
-    now = time.time_ns() // (1000 if micro else 1_000_000)
+    now_us = time.time_ns() // 1000 if now_us is None else now_us  # the simulator's clock
+    now = now_us if micro else now_us // 1000
     sym = symbol.upper()
     if kind == "binary":
         return frame(OP_BINARY, b"\x00\x01sim-binary\xff\xfe")

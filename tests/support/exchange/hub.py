@@ -159,7 +159,7 @@ class Hub:
         now = time.monotonic()
         for conn in conns:
             event = {"e": "serverShutdown",
-                     "E": time.time_ns() // (1000 if conn.micro else 1_000_000)}
+                     "E": self.config.now_us() // (1 if conn.micro else 1000)}
             conn.send_json({"stream": "!serverShutdown", "data": event} if conn.combined
                            else event)
             if close_after is not None:
@@ -173,7 +173,8 @@ class Hub:
             state = self.market.symbols.get(name.upper())
             last_id = (state.history.last_id if state and state.history.last_id is not None
                        else self.config.start_id)
-            data = malformed_frame(kind, name, last_id, conn.combined, conn.micro, size)
+            data = malformed_frame(kind, name, last_id, conn.combined, conn.micro, size,
+                                   self.config.now_us())
             if conn.write(data * count, count):
                 frames += count
         self.stats.malformed[kind] += frames

@@ -4,11 +4,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from datetime import date, timedelta
+from typing import Dict, List, Optional, Tuple
 
-from .config import ConfigError, SimConfig, SymbolSpec, check_status, check_symbol
+from .config import (
+    DAY_US,
+    ConfigError,
+    SimConfig,
+    SymbolSpec,
+    check_status,
+    check_symbol,
+    day_start_us,
+)
 from .frames import TradeEncoder
-from .generator import TradeGenerator
+from .generator import Burst, TradeGenerator
 from .history import BURST_FLAG, MAKER_FLAG, LedgerEntry, TradeHistory
 
 log = logging.getLogger(__name__)
@@ -16,6 +25,9 @@ log = logging.getLogger(__name__)
 # A generation loop that fell this far behind (a paused process, a debugger, a rate above
 # what this process can make) starts afresh instead of emitting the whole backlog at once.
 MAX_BACKLOG_S = 0.5
+# The archive (and the exchange) has only ms times before this day: past days before it are
+# generated on whole milliseconds, so that a µs view of them is the ms one times 1000.
+MICROS_FROM = date(2025, 1, 1)
 # At most this much of a second's rate per tick, so that one late tick cannot block the event
 # loop (pings, REST, control) for long; the rest is made in the next ticks.
 MAX_TICK_S = 0.02
@@ -51,6 +63,31 @@ class SymbolState:
     def restart_clock(self, now: float) -> None:
         self.origin = now
         self.done = 0
+
+
+@dataclass
+class Columns:
+    """Generated trades gathered column by column, for one TradeHistory.append."""
+
+    prices: List[int] = field(default_factory=list)
+    qtys: List[int] = field(default_factory=list)
+    times: List[int] = field(default_factory=list)
+    delays: List[int] = field(default_factory=list)
+    flags: List[int] = field(default_factory=list)
+
+    def add(self, burst: Burst, t_us: int) -> None:
+        """All fills of one taker order, at one time `t_us`."""
+        maker = MAKER_FLAG if burst.buyer_is_maker else 0
+        n = len(burst.prices)
+        self.prices.extend(burst.prices)
+        self.qtys.extend(burst.qtys)
+        self.times.extend([t_us] * n)
+        self.delays.extend(burst.e_delays_us)
+        self.flags.append(maker | BURST_FLAG)
+        self.flags.extend([maker] * (n - 1))
+
+    def store(self, history: TradeHistory) -> Tuple[int, int]:
+        return history.append(self.prices, self.qtys, self.times, self.delays, self.flags)
 
 
 @dataclass
@@ -149,26 +186,54 @@ class Market:
 
     def _generate(self, state: SymbolState, due: int) -> tuple[int, int]:
         assert state.generator is not None
-        prices: List[int] = []
-        qtys: List[int] = []
-        times: List[int] = []
-        delays: List[int] = []
-        flags: List[int] = []
-        made = 0
-        while made < due:  # whole bursts only, so the sequence does not depend on the rate
-            burst = state.generator.burst()
-            now_us = max(time.time_ns() // 1000, state.last_time_us)  # T never goes back
+        cols = Columns()
+        while len(cols.flags) < due:  # whole bursts only: the sequence does not depend on rate
+            now_us = max(self.config.now_us(), state.last_time_us)  # T never goes back
             state.last_time_us = now_us
-            maker = MAKER_FLAG if burst.buyer_is_maker else 0
-            n = len(burst.prices)
-            prices.extend(burst.prices)
-            qtys.extend(burst.qtys)
-            times.extend([now_us] * n)
-            delays.extend(burst.e_delays_us)
-            flags.append(maker | BURST_FLAG)
-            flags.extend([maker] * (n - 1))
-            made += n
-        return state.history.append(prices, qtys, times, delays, flags)
+            cols.add(state.generator.burst(), now_us)
+        return cols.store(state.history)
+
+    def generate_days(self, name: str, first: date, last: date, per_day: int
+                      ) -> Dict[str, Tuple[int, int]]:
+        """Generate `per_day` trades (whole taker orders, so up to 10 more) on each UTC day
+        first..last, spread evenly over the day, stored with the next ids but sent to no one:
+        the history the stream carried before the simulator started.  Returns the first and
+        last id of each day.  Days must be over on the simulator's clock and after the
+        symbol's last trade, and must fit in --history (the archive reads the stored trades)."""
+        state = self.get(name)
+        if state.generator is None:
+            raise ConfigError(f"{state.name} is replayed, not generated")
+        if not 1 <= per_day <= 10_000_000 or first > last:
+            raise ConfigError("per_day must be 1..10000000 and from <= to")
+        days = (last - first).days + 1
+        if day_start_us(last) + DAY_US > self.config.now_us():
+            raise ConfigError(f"{last} is not over yet on the simulator's clock")
+        if day_start_us(first) < state.last_time_us or (
+                state.history.last_id is not None
+                and day_start_us(first) <= state.history.times_us[-1]):
+            raise ConfigError(f"{state.name} already has trades on or after {first}")
+        if len(state.history) + days * (per_day + 10) > state.history.retention:
+            raise ConfigError(f"{days} days of {per_day} trades do not fit in --history "
+                              f"{state.history.retention} with the {len(state.history)} "
+                              "stored")
+        out: Dict[str, Tuple[int, int]] = {}
+        for n in range(days):
+            day = first + timedelta(days=n)
+            out[day.isoformat()] = self._generate_day(state, day, per_day)
+        return out
+
+    def _generate_day(self, state: SymbolState, day: date, per_day: int) -> Tuple[int, int]:
+        assert state.generator is not None
+        start = day_start_us(day)
+        whole_ms = day < MICROS_FROM
+        cols = Columns()
+        while len(cols.flags) < per_day:  # whole bursts, as live generation makes them
+            burst = state.generator.burst()
+            # Steps of at least 8640 us, so a sub-ms part from the seeded draws keeps T rising.
+            t_us = start + len(cols.flags) * DAY_US // per_day + burst.e_delays_us[0] % 1000
+            cols.add(burst, t_us - t_us % 1000 if whole_ms else t_us)
+        state.last_time_us = max(state.last_time_us, cols.times[-1])
+        return cols.store(state.history)
 
     def store(self, state: SymbolState, prices: List[int], qtys: List[int], times: List[int],
               delays: List[int], flags: List[int]) -> Release:

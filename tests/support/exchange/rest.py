@@ -184,7 +184,7 @@ def add_routes(app: web.Application, sim: "Simulator") -> None:
         return json_response({})
 
     async def server_time(request: web.Request) -> web.Response:
-        return json_response({"serverTime": time.time_ns() // 1_000_000})
+        return json_response({"serverTime": sim.config.now_us() // 1000})
 
     async def exchange_info(request: web.Request) -> web.Response:
         return json_response(_exchange_info(sim, request))
@@ -233,7 +233,7 @@ def _exchange_info(sim: "Simulator", request: web.Request) -> Dict[str, Any]:
         states = [sim.market.symbols[n] for n in dict.fromkeys(names)]
     else:
         states = [s for s in sim.market.symbols.values() if status in (None, s.status)]
-    return {"timezone": "UTC", "serverTime": time.time_ns() // 1_000_000,
+    return {"timezone": "UTC", "serverTime": sim.config.now_us() // 1000,
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                             "intervalNum": 1, "limit": sim.weights.limit},
                            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE",

@@ -11,6 +11,8 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 import orjson
 from aiohttp import WSMsgType, web
 
+from .archive import Archive
+from .archive import add_routes as add_archive_routes
 from .config import SimConfig, SymbolSpec
 from .connection import Connection
 from .control import add_routes as add_control_routes
@@ -50,6 +52,9 @@ class Simulator:
                 self.market.add(spec, generated=False)
         for n in range(1, config.quiet_symbols + 1):
             self.market.add(SymbolSpec(f"Q{n:04d}USDT", 0.0, 10 * 10 ** 8))
+        self.archive = Archive(config, self.market, self.stats)
+        for params in config.past_days:  # the days before the start, before any live trade
+            apply_action(self, {"action": "past_days", **params})
         self._tasks: List["asyncio.Task[None]"] = []
 
     # --- background loops ---------------------------------------------------------------
@@ -109,6 +114,7 @@ class Simulator:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.archive.cleanup()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Say goodbye like a restarting exchange node, then do not wait for slow readers.
@@ -215,6 +221,7 @@ class Simulator:
         app.router.add_get("/ws/{tail:.*}", self.ws_handler)
         app.router.add_get("/stream", self.ws_handler)
         add_rest_routes(app, self)
+        add_archive_routes(app, self.archive)
         add_control_routes(app, self)
         app.cleanup_ctx.append(self._lifecycle)
         app.on_shutdown.append(self._on_shutdown)

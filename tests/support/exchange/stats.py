@@ -35,6 +35,8 @@ class SimStats:
     rest_hung: Counter[str] = field(default_factory=Counter)  # path -> requests held by a hang
     trades_sent: int = 0  # trade frames written, summed over connections
     resent: int = 0  # trade frames written again by `resend`
+    archive: Dict[str, Counter[str]] = field(default_factory=dict)  # zip|checksum -> status
+    archive_defects: Counter[str] = field(default_factory=Counter)  # defect -> responses
 
     def refuse(self, kind: str) -> None:
         if kind not in REFUSAL_KINDS:
@@ -46,6 +48,9 @@ class SimStats:
     def count_rest(self, path: str, status: int) -> None:
         self.rest.setdefault(path, Counter())[str(status)] += 1
 
+    def count_archive(self, kind: str, status: int) -> None:
+        self.archive.setdefault(kind, Counter())[str(status)] += 1
+
     def count_rest_hung(self, path: str) -> None:
         self.rest_hung[path] += 1
 
@@ -56,4 +61,6 @@ class SimStats:
                 "closes": dict(self.closes), "malformed": dict(self.malformed),
                 "rest": {path: dict(by_status) for path, by_status in self.rest.items()},
                 "rest_hung": dict(self.rest_hung),
-                "trades_sent": self.trades_sent, "resent": self.resent}
+                "trades_sent": self.trades_sent, "resent": self.resent,
+                "archive": {kind: dict(by_status) for kind, by_status in self.archive.items()},
+                "archive_defects": dict(self.archive_defects)}
