@@ -2,7 +2,7 @@
 
 Prints the URLs and the lines to put in .env.local, so the service can write to it with the
 official client as if it were InfluxDB 2.x: the command line of `scripts/influx-rig`, on
-tests/support/influx_server.py and tests/support/influx_front.py.
+tests/support/influx_server.py and tests/support/influx_front/.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="influxd binary (default: $INFLUXD, else influxd on PATH)")
     parser.add_argument("--fault", action="append", default=[], metavar="SPEC",
                         help="arm a front fault at start, e.g. `throttle:count=3,retry_after=2`; "
-                             "repeatable (actions: see tests/support/influx_front.py)")
+                             "repeatable (actions: see tests/support/influx_front/faults.py)")
     return parser
 
 
