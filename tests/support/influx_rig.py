@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Optional
 
-from tests.support.influx_front import InfluxFront, parse_fault_arg
+from tests.support.influx_front import FLAVORS, LENIENT, InfluxFront, parse_fault_arg
 from tests.support.influx_server import InfluxdNotFound, InfluxServer, find_influxd
 from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_codes_help
 
@@ -49,10 +49,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="org printed for INFLUXDB_ORG; the front ignores it (default: local)")
     parser.add_argument("--influxd", default=None,
                         help="influxd binary (default: $INFLUXD, else influxd on PATH)")
+    parser.add_argument("--flavor", choices=FLAVORS, default=LENIENT,
+                        help="the InfluxDB to answer like: 1.8, 2.7, 3core, serverless "
+                             f"(default {LENIENT}: the front the tests use; see "
+                             "tests/support/influx_front/dialects.py)")
+    parser.add_argument("--write-quota", default=None, metavar="SIZE/WINDOW",
+                        help="429 beyond SIZE uncompressed bytes per fixed WINDOW, e.g. 5MB/5m, "
+                             "or off (default: the flavor's; serverless 5MB/5m)")
     parser.add_argument("--fault", action="append", default=[], metavar="SPEC",
                         help="arm a front fault at start, e.g. `throttle:count=3,retry_after=2`; "
                              "repeatable (actions: see tests/support/influx_front/faults.py)")
     return parser
+
+
+def rig_token(flavor: str, token: str) -> str:
+    """1.8 with auth on takes `Token user:password`: a bare token becomes rig's password."""
+    return f"rig:{token}" if flavor == "1.8" and ":" not in token else token
+
+
+def print_read_hints(args: argparse.Namespace, port: int, token: str) -> None:
+    user, _, password = token.rpartition(":") if args.flavor == "1.8" else (args.org, "", token)
+    if args.flavor == "serverless":
+        print("\n# Cloud Serverless reads need a DBRP mapping first (until then: database not "
+              "found)")
+        print(f"curl -X POST http://127.0.0.1:{port}/api/v2/dbrps -H 'Authorization: Token "
+              f"{token}' -d '{{\"bucketID\": \"{args.db}\", \"database\": \"{args.db}\", "
+              '"retention_policy": "autogen", "default": true}\'')
+    print("\n# query it (InfluxQL; the front takes the token as the password)")
+    print(f"influx -host 127.0.0.1 -port {port} -username {user} -password {password} "
+          f"-database {args.db} -execute 'SELECT count(trade_id) FROM price_ticks WHERE "
+          "time > now() - 1h'")
 
 
 def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -85,22 +111,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         server = InfluxServer.start(root, binary=influxd)
         server.create_database(args.db)
-        front = InfluxFront.start(root, server.url, token=args.token,
-                                  port=args.port or None, faults=faults)
+        token = rig_token(args.flavor, args.token)
+        front = InfluxFront.start(root, server.url, token=token, port=args.port or None,
+                                  faults=faults, flavor=args.flavor,
+                                  write_quota=args.write_quota)
         print(f"influxd (v1 API, InfluxQL): {server.url}   log: {server.process.log_path}")
         print(f"front (v2 write API):       {front.url}   log: {front.process.log_path}")
+        print(f"front flavor:               {args.flavor}")
         print(f"front control API:          {front.url}/_front/stats, /_front/fault, "
               "/_front/reset")
         print(f"data dir:                   {root}{' (removed on exit)' if temp_root else ''}")
         print("\n# .env.local")
         print(f"INFLUXDB_URL={front.url}")
-        print(f"INFLUXDB_TOKEN={args.token}")
+        print(f"INFLUXDB_TOKEN={token}")
         print(f"INFLUXDB_ORG={args.org}")
         print(f"INFLUXDB_BUCKET={args.db}")
-        print("\n# query it (InfluxQL; the front takes the token as the password)")
-        print(f"influx -host 127.0.0.1 -port {front.port} -username {args.org} "
-              f"-password {args.token} -database {args.db} "
-              "-execute 'SELECT count(trade_id) FROM price_ticks'")
+        print_read_hints(args, front.port, token)
         print("\nCtrl-C to stop.", flush=True)
         while server.process.alive() and front.process.alive():
             time.sleep(0.5)
