@@ -28,13 +28,19 @@ from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
 from tests.support.influx_server import InfluxServer
 from tests.support.timing import poll
-from workers.errors import PermanentWriteError, RetryableWriteError, SinkError
+from workers.errors import (
+    ContentRefused,
+    PartialWrite,
+    PermanentWriteError,
+    RetryableWriteError,
+    SinkError,
+)
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.influx_query import InfluxQuery
-from workers.storage.sink import ContentRefused, InfluxSink, PartialWrite
+from workers.storage.sink import InfluxSink
 from workers.storage.spool import Spool
 from workers.storage.writer import Writer
 
