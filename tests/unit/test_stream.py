@@ -349,6 +349,20 @@ def test_when_the_old_connection_ends_during_rotation_the_live_new_one_takes_ove
     assert len(rig.made) == 2
 
 
+def test_when_the_old_connection_ends_while_the_new_one_connects_no_third_one_is_opened(rig):
+    old = rig.start().open()
+    new = rig.wait_for_connection(2)  # still connecting (its handshake, or the host's budget)
+
+    old.end("server closed: code=1001")
+    rig.wait(5.0)
+    new.open()
+    rig.wait(TICK_S)
+
+    assert len(rig.made) == 2, rig.log
+    assert rig.keeper.current is new and rig.keeper.next is None
+    assert rig.reconnects == ["server closed: code=1001"]
+
+
 def test_a_failed_rotation_keeps_the_old_connection_and_tries_again_after_the_backoff(rig):
     old = rig.start().open()
     failed = rig.wait_for_connection(2)

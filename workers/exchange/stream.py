@@ -125,8 +125,11 @@ class StreamKeeper:
             log.warning("worker=%s event=disconnected conn=%s after_s=%.1f reason=%r",
                         self.worker, cur.label, cur.age, cur.end_reason)
         nxt = self.next
-        if nxt is not None and nxt.opened_at and not nxt.ended.is_set():
-            self.current, self.next = nxt, None  # the rotation target is already live
+        if nxt is not None and not nxt.ended.is_set():
+            # The rotation target takes over, live or still connecting: opening yet another
+            # one would spend a connection attempt, and beside a `next` that is not open it
+            # would be closed at once as a dead peer, again and again.
+            self.current, self.next = nxt, None
             self.on_reconnect(cur.end_reason)
             return
         if cur.opened_at and (cur.trades > 0 or cur.age >= HEALTHY_AFTER_S):
