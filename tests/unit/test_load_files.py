@@ -32,9 +32,14 @@ class FailingSink:
 
     def write(self, body: str) -> None:
         self.tries += 1
-        if self.errors or self.always:
-            raise self.errors.pop(0) if self.errors else self.always
+        if self.errors:
+            raise self.errors.pop(0)
+        if self.always is not None:
+            raise self.always
         self.stored.append(body)
+
+    def close(self) -> None:
+        pass
 
 
 def test_a_busy_server_is_tried_again_with_growing_delays_until_it_takes_the_batch():

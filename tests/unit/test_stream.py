@@ -138,7 +138,8 @@ class Rig:
         self.budget = FakeBudget()
         self.keeper = StreamKeeper("btcusdt", PLAN, lambda data, opcode, conn: None,
                                    DEAD_AFTER_S, MAX_AGE_S, self.reconnects.append,
-                                   budget=self.budget, clock=clock, connect=self.connect)
+                                   budget=self.budget, clock=clock,
+                                   connect=self.connect)  # type: ignore[arg-type]  # a fake
         self.keeper.backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S, Highest(),
                                       clock=clock)
         self._together = clock.participants(2)

@@ -55,6 +55,12 @@ class SystemClock:
 SYSTEM_CLOCK: Clock = SystemClock()
 
 
+class Draw(Protocol):
+    """Where the jitter comes from: random.Random, or a fixed draw in specs."""
+
+    def random(self) -> float: ...
+
+
 class Backoff:
     """Delays initial, 2x, 4x ... up to `maximum`, each drawn from [delay/2, delay].
 
@@ -63,7 +69,7 @@ class Backoff:
     starts the delays afresh (a connection that worked); the budget is the operation's and stays.
     """
 
-    def __init__(self, initial: float, maximum: float, rng: Optional[random.Random] = None,
+    def __init__(self, initial: float, maximum: float, rng: Optional[Draw] = None,
                  *, budget_s: Optional[float] = None, clock: Clock = SYSTEM_CLOCK) -> None:
         if initial <= 0 or maximum < initial:
             raise ValueError("need 0 < initial <= maximum")
@@ -71,12 +77,12 @@ class Backoff:
         self.maximum = maximum
         self.attempts = 0
         self.clock = clock
-        self._rng = rng or random.Random()
+        self._rng: Draw = rng or random.Random()
         self.deadline = math.inf if budget_s is None else clock.monotonic() + budget_s
 
     def next_delay(self, at_least: float = 0.0) -> float:
         """The wait before the next attempt; `at_least` honours a server's Retry-After."""
-        ceiling = min(self.maximum, self.initial * (2 ** min(self.attempts, 30)))
+        ceiling = min(self.maximum, self.initial * 2.0 ** min(self.attempts, 30))
         self.attempts += 1
         delay = ceiling / 2 + self._rng.random() * ceiling / 2
         return max(delay, at_least)
