@@ -1,5 +1,7 @@
 """The REST client against a tiny real HTTP/1.1 server on 127.0.0.1: one persistent connection,
 one retry policy (429/418/5xx/network errors, Retry-After honoured), errors that say what they are.
+The client waits on a fake clock (tests/support/clock.py), which also stamps the requests'
+arrival: backoffs and bans of seconds take no real time.
 
 Facts: Binance's spot "REST API" documentation (weights, 429/418 with Retry-After in seconds,
 error bodies {"code","msg"}, historicalTrades rows ascending from fromId).
@@ -18,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from tests.support.clock import FakeClock
 from workers.common.httputil import retry_after_s
 from workers.exchange.rest import (
     PAGE,
@@ -40,12 +43,12 @@ def row(trade_id: int, price: str = "100.00000000") -> Dict[str, Any]:
 class FakeExchange:
     """Answers from `script` in order (then `default`); counts TCP connections and requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.script: List[Any] = []
         self.default: Answer = (200, {}, [])
         self.connections = 0
         self.paths: List[str] = []
-        self.times: List[float] = []  # monotonic arrival of each request
+        self.times: List[float] = []  # arrival of each request on the client's clock
         self.lock = threading.Lock()
         exchange = self
 
@@ -60,7 +63,7 @@ class FakeExchange:
             def do_GET(self) -> None:
                 with exchange.lock:
                     exchange.paths.append(self.path)
-                    exchange.times.append(time.monotonic())
+                    exchange.times.append(clock.monotonic())
                     answer = exchange.script.pop(0) if exchange.script else exchange.default
                 if answer == "drop":  # close without a word: a network error
                     self.close_connection = True
@@ -86,7 +89,8 @@ class FakeExchange:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -95,15 +99,20 @@ class FakeExchange:
 
 
 @pytest.fixture
-def exchange() -> Iterator[FakeExchange]:
-    ex = FakeExchange()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def exchange(clock: FakeClock) -> Iterator[FakeExchange]:
+    ex = FakeExchange(clock)
     yield ex
     ex.close()
 
 
 @pytest.fixture
-def client(exchange: FakeExchange) -> Iterator[RestClient]:
-    c = RestClient(exchange.url, "test", timeout_s=2.0)
+def client(exchange: FakeExchange, clock: FakeClock) -> Iterator[RestClient]:
+    c = RestClient(exchange.url, "test", timeout_s=2.0, clock=clock)
     yield c
     c.stopping.set()
     c.close()
@@ -154,62 +163,65 @@ def test_two_threads_share_one_client_and_count_every_request(exchange, client):
 
 # -- the retry policy -------------------------------------------------------------------------
 
-def test_429_waits_its_retry_after_then_succeeds(exchange, client):
+def test_429_waits_its_retry_after_then_succeeds(exchange, client, clock):
     exchange.script = [error(429, -1003, "Too much request weight used", Retry_After="1")]
     exchange.default = (200, {}, [row(3)])
-    started = time.monotonic()
+    started = clock.monotonic()
     assert client.latest_trade_id("BTCUSDT") == 3
-    took = time.monotonic() - started
+    took = clock.monotonic() - started
     assert 1.0 <= took < 2.5
     assert len(exchange.paths) == 2
 
 
-def test_418_logs_one_ban_line_with_its_end_time_and_waits_it_out(exchange, client, caplog):
+def test_418_logs_one_ban_line_with_its_end_time_and_waits_it_out(exchange, client, clock,
+                                                                   caplog):
     caplog.set_level(logging.WARNING, logger="workers.exchange.rest")
-    until_ms = int(time.time() * 1000) + 2000
+    until_ms = int(clock.time() * 1000) + 2000
     ban = error(418, -1003, f"Way too much request weight used; IP banned until {until_ms}.",
                 Retry_After="2")
     # Both threads are told at once (both requests are in before either answer): one ban, one line.
     exchange.script = [("sleep", 0.3, ban), ("sleep", 0.3, ban)]
     exchange.default = (200, {}, [row(4)])
     results: List[Optional[int]] = []
-    started = time.monotonic()
+    started = clock.monotonic()
     threads = [threading.Thread(target=lambda: results.append(client.latest_trade_id("X")))
                for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    took = time.monotonic() - started
+    with clock.participants(2):  # the two threads' waits overlap
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    took = clock.monotonic() - started
     assert results == [4, 4]
     assert 2.0 <= took < 3.5
     bans = [r.getMessage() for r in caplog.records if "event=rest_ip_banned" in r.getMessage()]
     assert len(bans) == 1, bans
     until = re.search(r"until=(\S+)", bans[0]).group(1)
     end = datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs(end.timestamp() - (time.time() - took + 2)) < 3
+    assert abs(end.timestamp() - (clock.time() - took + 2)) < 3
 
 
-def test_no_request_is_sent_from_any_thread_during_a_ban(exchange, client):
+def test_no_request_is_sent_from_any_thread_during_a_ban(exchange, client, clock):
     exchange.script = [error(418, -1003, "IP banned", Retry_After="2")]
     exchange.default = (200, {}, [row(4)])
     first = threading.Thread(target=client.latest_trade_id, args=("X",))
-    first.start()
-    time.sleep(0.5)
-    banned_at = exchange.times[0]
-    assert client.latest_trade_id("Y") == 4  # the probe thread, say
-    first.join(5)
+    with clock.participants(2):  # this thread and `first`
+        first.start()
+        clock.sleep_until(lambda: exchange.times and clock.asleep == 1)  # `first` is banned
+        banned_at = exchange.times[0]
+        assert client.latest_trade_id("Y") == 4  # the probe thread, say
+        first.join(5)
     assert len(exchange.times) == 3
     assert min(exchange.times[1:]) - banned_at >= 1.9
 
 
-def test_418_without_retry_after_waits_until_the_time_in_its_message(exchange, client):
-    until_ms = int(time.time() * 1000) + 1500
+def test_418_without_retry_after_waits_until_the_time_in_its_message(exchange, client, clock):
+    until_ms = int(clock.time() * 1000) + 1500
     exchange.script = [error(418, -1003, f"IP banned until {until_ms}. Use WebSocket.")]
     exchange.default = (200, {}, [row(4)])
-    started = time.monotonic()
+    started = clock.monotonic()
     assert client.latest_trade_id("X") == 4
-    assert time.monotonic() - started >= 1.0
+    assert clock.monotonic() - started >= 1.0
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -227,8 +239,8 @@ def test_a_dropped_connection_is_retried(exchange, client):
     assert len(exchange.paths) == 2
 
 
-def test_a_hanging_answer_times_out_and_is_retried(exchange):
-    c = RestClient(exchange.url, "test", timeout_s=0.3)
+def test_a_hanging_answer_times_out_and_is_retried(exchange, clock):
+    c = RestClient(exchange.url, "test", timeout_s=0.3, clock=clock)
     exchange.script = [("sleep", 1.5)]
     exchange.default = (200, {}, [row(13)])
     started = time.monotonic()
@@ -269,27 +281,28 @@ def test_a_large_group_asks_for_the_whole_list_instead_of_a_very_long_url(exchan
     assert exchange.paths == ["/api/v3/exchangeInfo"]  # no ?symbols=[...] of 1,000 names
 
 
-def test_the_start_up_symbol_check_does_not_wait_out_a_long_ban(exchange, client, caplog):
+def test_the_start_up_symbol_check_does_not_wait_out_a_long_ban(exchange, client, clock,
+                                                                 caplog):
     caplog.set_level(logging.WARNING, logger="workers.exchange.rest")
     exchange.script = [error(418, -1003, "IP banned", Retry_After="3600")]
-    started = time.monotonic()
+    started = clock.monotonic()
     with pytest.raises(RestError) as info:
         client.symbol_statuses(["BTCUSDT"])
     assert info.value.status == 418
     with pytest.raises(RestError):  # still banned: no request is sent
         client.symbol_statuses(["BTCUSDT"])
-    assert time.monotonic() - started < 1.0
+    assert clock.monotonic() - started < 1.0
     assert len(exchange.paths) == 1
     assert sum("event=rest_ip_banned" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_stop_during_a_wait_returns_promptly(exchange, client):
+def test_stop_during_a_wait_returns_promptly(exchange, client, clock):
     exchange.default = error(429, -1003, "Too much request weight used", Retry_After="30")
-    threading.Timer(0.3, client.stopping.set).start()
-    started = time.monotonic()
+    clock.call_later(0.3, client.stopping.set)
+    started = clock.monotonic()
     with pytest.raises(RestStopped):
         client.latest_trade_id("BTCUSDT")
-    assert time.monotonic() - started < 1.0
+    assert clock.monotonic() - started < 1.0
     with pytest.raises(RestStopped):  # and no request once stopping
         client.latest_trade_id("BTCUSDT")
     assert len(exchange.paths) == 1

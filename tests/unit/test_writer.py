@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.timing import poll as wait_for
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
@@ -85,23 +86,6 @@ class FakeSink:
         self.closed = True
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-        self.sleeps: List[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return False
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def make_batch(seq: int, first_id: int, n: int = 3, symbol: str = "BTCUSDT") -> Batch:
     now_ms = int(time.time() * 1000)
     lines = [RENDERER.line(Trade(symbol, i, "100.00000000", "0.50000000", now_ms, False))
@@ -130,7 +114,7 @@ class Rig:
         self.checkpoint = Checkpoint(tmp_path / "checkpoint.json", "btcusdt")
         self.stats = Stats()
         self.writer = Writer("btcusdt", self.sink, self.spool, self.checkpoint, self.settings,
-                             self.stats, sleep=clock.sleep)
+                             self.stats, clock=clock)
 
     def stop(self) -> None:
         if self.writer.thread.is_alive():

@@ -2,8 +2,9 @@
 
 One persistent urllib3 pool (keep-alive, so a backfill of many pages costs one TCP and no
 further handshakes), a connect and a read timeout on every request, and ONE retry policy:
-429, 418, 5xx and network errors are retried with capped, jittered backoff (workers/common/backoff.py)
-that never waits less than the server's `Retry-After`; urllib3's own retries are off.
+429, 418, 5xx and network errors are retried with capped, jittered backoff
+(workers/common/backoff.py) that never waits less than the server's `Retry-After`; urllib3's
+own retries are off. Every wait is on the client's clock, so specs run it on a fake one.
 
 Request weight is per IP and shared by every worker on the box, and every answer says how much
 of it is used (`X-MBX-USED-WEIGHT-1M`). Each worker slows down as that figure rises, so many
@@ -28,14 +29,13 @@ import json
 import logging
 import re
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import urllib3
 
-from workers.common.backoff import Backoff
+from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
 from workers.common.httputil import retry_after_s, system_ca_dir
 from workers.common.timefmt import iso_seconds
 from workers.errors import InvalidMessage, RestError, RestShapeError, RestStopped
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 WEIGHT_LIMIT_1M = 6000  # Binance's REQUEST_WEIGHT per minute per IP
 WEIGHTS = {"/api/v3/historicalTrades": 25, "/api/v3/trades": 25, "/api/v3/exchangeInfo": 20}
 WEIGHT_WINDOW_S = 60.0
+# Retries of a failed request: the first after about a second (a 5xx or a dropped keep-alive
+# connection is usually gone by then), doubling up to one weight window: after a minute the
+# weight that made the exchange busy has left its count, so a longer wait gains nothing (a 429
+# or 418 waits its Retry-After, however long).
+REST_RETRY_INITIAL_S, REST_RETRY_MAX_S = 1.0, WEIGHT_WINDOW_S
 # Pacing by the IP's used weight (every answer says it): the headroom left under PACE_CEILING
 # of the limit may be used up within PACE_HORIZON_S, and each client takes the part of it that
 # matches its own share of the used weight (so several workers split it without talking to
@@ -94,9 +99,10 @@ class TradePage:
 class RestClient:
     def __init__(self, base_url: str, worker: str, timeout_s: float = READ_TIMEOUT_S,
                  stopping: Optional[threading.Event] = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, clock: Clock = SYSTEM_CLOCK) -> None:
         self.base_url = base_url.rstrip("/")
         self.worker = worker
+        self.clock = clock  # every wait, hold and ban end (a spec's fake clock)
         self.timeout_s = timeout_s
         self.stopping = stopping or threading.Event()
         self.timeout = urllib3.Timeout(connect=min(connect_timeout_s, timeout_s), read=timeout_s)
@@ -130,7 +136,7 @@ class RestClient:
         """
         url = f"{self.base_url}{path}"
         fields = {k: str(v) for k, v in params.items()} if params else None
-        backoff = Backoff(1.0, 60.0)
+        backoff = Backoff(REST_RETRY_INITIAL_S, REST_RETRY_MAX_S)
         last = ""
         for attempt in range(attempts):
             self._wait_turn(path, max_wait_s)
@@ -186,16 +192,16 @@ class RestClient:
         """A 418: hold every request until the ban ends; log each new ban once."""
         if retry_after is None:
             match = BANNED_UNTIL_RE.search(msg)
-            retry_after = (int(match.group(1)) / 1000 - time.time() if match
+            retry_after = (int(match.group(1)) / 1000 - self.clock.time() if match
                            else BAN_WITHOUT_RETRY_AFTER_S)
             retry_after = max(1.0, retry_after)
         wait = backoff.next_delay(retry_after)
-        until = time.time() + wait
+        until = self.clock.time() + wait
         with self._lock:
             new_ban = until > self._banned_until + 5.0  # not the ban another thread logged
             if new_ban:
                 self._banned_until = until
-            self._hold_until = max(self._hold_until, time.monotonic() + wait)
+            self._hold_until = max(self._hold_until, self.clock.monotonic() + wait)
             self._held_by = 418
         if new_ban:
             log.error("worker=%s event=rest_ip_banned path=%s status=418 until=%s "
@@ -206,8 +212,9 @@ class RestClient:
 
     def _hold(self, wait: float) -> None:
         with self._lock:
-            if time.monotonic() + wait > self._hold_until:
-                self._hold_until = time.monotonic() + wait
+            until = self.clock.monotonic() + wait
+            if until > self._hold_until:
+                self._hold_until = until
                 self._held_by = 429
 
     def _sleep(self, seconds: float, path: str, max_wait_s: Optional[float] = None,
@@ -215,7 +222,7 @@ class RestClient:
         if max_wait_s is not None and seconds > max_wait_s:
             raise RestError(f"{path}: would wait {seconds:.0f} s (more than {max_wait_s:.0f} s)"
                             f"{'' if status is None else f' after a {status}'}", status)
-        if self.stopping.wait(max(0.0, seconds)):
+        if self.clock.sleep(seconds, self.stopping):
             raise RestStopped(f"{path}: stopping")
 
     def _wait_turn(self, path: str, max_wait_s: Optional[float]) -> None:
@@ -223,7 +230,7 @@ class RestClient:
         if self.stopping.is_set():
             raise RestStopped(f"{path}: stopping, no new REST request")
         with self._lock:
-            hold = self._hold_until - time.monotonic()
+            hold = self._hold_until - self.clock.monotonic()
         if hold > 0:
             self._sleep(hold, path, max_wait_s, self._held_by)
         weight = WEIGHTS.get(path, 1)
@@ -237,7 +244,7 @@ class RestClient:
 
     def _count_own(self, weight: int) -> None:
         """Under the lock: this client's weight of the last minute, plus a request now."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         own = self._own
         while own and own[0][0] <= now - WEIGHT_WINDOW_S:
             self._own_weight -= own.popleft()[1]

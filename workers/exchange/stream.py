@@ -6,16 +6,16 @@ reconnects with capped, jittered backoff and honours a refused handshake's Retry
 frame at all (not even Binance's 20 s ping) for `dead_after_s`; and rotates make-before-break
 (new connection first, old one closed once the new one is fully subscribed and delivers) before
 Binance's 24 h cut or when `serverShutdown` arrives. The keeper never waits on the network or on
-REST: it ticks four times a second and only looks at state.
+REST: it ticks four times a second and only looks at state. Its clock and the factory of its
+connections are injected (the real ones by default), so specs drive it on a fake clock.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from workers.common.backoff import Backoff
+from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
 from workers.common.timefmt import iso_seconds
 from workers.exchange.connection import Budget, Connection, Refusal
 from workers.exchange.stream_plan import PER_MESSAGE, ConnectionPlan, plan_one
@@ -23,16 +23,29 @@ from workers.exchange.stream_plan import PER_MESSAGE, ConnectionPlan, plan_one
 log = logging.getLogger(__name__)
 HEALTHY_AFTER_S = 30.0  # a connection that lived this long (or got trades) resets the backoff
 QUIET_SWITCH_S = 10.0  # rotation: a quiet pair's new connection takes over after this long
+TICK_S = 0.25
+# Reconnect delays: the first within a second (a stream dropped by the network or a server
+# restart is usually accepted again at once), doubling up to a minute, so that through a long
+# outage each connection still tries once a minute and capture resumes within a minute of the
+# exchange's return. The host's connection budget (connect_budget.py), not this cap, keeps all
+# workers of the IP under Binance's 300 connection attempts per 5 minutes.
+RECONNECT_INITIAL_S, RECONNECT_MAX_S = 1.0, 60.0
+
+FrameHandler = Callable[[bytes, int, Connection], None]
+# Opens (does not start) a connection: (worker, plan, label, on_frame, budget); Connection itself.
+ConnectionFactory = Callable[[str, ConnectionPlan, str, FrameHandler, Optional[Budget]],
+                             Connection]
+
 
 class StreamKeeper:
     """Keeps one live connection for `plan` until `stop()`; see the module docstring."""
 
-    def __init__(self, worker: str, plan: ConnectionPlan,
-                 on_frame: Callable[[bytes, int, Connection], None],
+    def __init__(self, worker: str, plan: ConnectionPlan, on_frame: FrameHandler,
                  dead_after_s: float, max_age_s: float,
                  on_reconnect: Callable[[str], None],
                  stall_check: Optional[Callable[[Connection], None]] = None,
-                 budget: Optional[Budget] = None, base_url: str = "") -> None:
+                 budget: Optional[Budget] = None, base_url: str = "",
+                 clock: Clock = SYSTEM_CLOCK, connect: ConnectionFactory = Connection) -> None:
         self.worker = worker
         self.plan = plan
         self.base_url = base_url
@@ -42,7 +55,9 @@ class StreamKeeper:
         self.on_reconnect = on_reconnect
         self.stall_check = stall_check
         self.budget = budget
-        self.backoff = Backoff(1.0, 60.0)
+        self.clock = clock
+        self.connect = connect
+        self.backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S, clock=clock)
         self.current: Optional[Connection] = None
         self.next: Optional[Connection] = None
         self.connections = 0
@@ -63,8 +78,8 @@ class StreamKeeper:
 
     def _new(self, why: str) -> Connection:
         self.connections += 1
-        conn = Connection(self.worker, self.plan, f"{self.plan.label}c{self.connections}",
-                          self.on_frame, self.budget)
+        conn = self.connect(self.worker, self.plan, f"{self.plan.label}c{self.connections}",
+                            self.on_frame, self.budget)
         self._open = [c for c in self._open if not self._retire(c)] + [conn]
         return conn.start()
 
@@ -82,8 +97,8 @@ class StreamKeeper:
 
     def _run(self) -> None:
         self.current = self._new("start")
-        while not self.stopping.wait(0.25):
-            self.tick(time.monotonic())
+        while not self.clock.sleep(TICK_S, self.stopping):
+            self.tick(self.clock.monotonic())
 
     def tick(self, now: float) -> None:
         cur = self.current
@@ -103,15 +118,18 @@ class StreamKeeper:
             self._check(cur, now)
 
     def _ended(self, cur: Connection, now: float) -> None:
-        self.last_end = f"{iso_seconds()} {cur.end_reason}"
+        self.last_end = f"{iso_seconds(self.clock.time())} {cur.end_reason}"
         if cur.refusal is not None:
             self._refused(cur.refusal)
         else:
             log.warning("worker=%s event=disconnected conn=%s after_s=%.1f reason=%r",
                         self.worker, cur.label, cur.age, cur.end_reason)
         nxt = self.next
-        if nxt is not None and nxt.opened_at and not nxt.ended.is_set():
-            self.current, self.next = nxt, None  # the rotation target is already live
+        if nxt is not None and not nxt.ended.is_set():
+            # The rotation target takes over, live or still connecting: opening yet another
+            # one would spend a connection attempt, and beside a `next` that is not open it
+            # would be closed at once as a dead peer, again and again.
+            self.current, self.next = nxt, None
             self.on_reconnect(cur.end_reason)
             return
         if cur.opened_at and (cur.trades > 0 or cur.age >= HEALTHY_AFTER_S):
@@ -132,7 +150,7 @@ class StreamKeeper:
             self.plan = plan_one(self.plan.label, self.base_url, self.plan.symbols,
                                  len(self.plan.url) // 2, PER_MESSAGE)
         key = (refusal.status, refusal.body)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._refusals_logged.get(key, -3600.0) >= 3600.0:
             self._refusals_logged[key] = now
             log.error("worker=%s event=handshake_refused conn=%s status=%d retry_after_s=%.0f "
@@ -191,7 +209,7 @@ class StreamKeeper:
             "subscribed": cur.subscribed if cur and cur.connected else 0,
             "waiting_budget_s": round(cur.waiting_budget_s, 1) if cur and not cur.opened_at
             else 0.0,
-            "refused": None if refusal is None or refusal.until < time.time() else
+            "refused": None if refusal is None or refusal.until < self.clock.time() else
             {"status": refusal.status, "until": refusal.until, "detail": refusal.describe()},
             "last_end": self.last_end,
         }

@@ -22,9 +22,9 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
-from workers.common.backoff import Backoff
+from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
 from workers.errors import ContentRefused, PartialWrite, PermanentWriteError, RetryableWriteError
 from workers.health import Stats
 from workers.settings import WriteSettings
@@ -42,10 +42,16 @@ PERMANENT_PROBE_S = 30.0
 PERMANENT_REMIND_S = 600.0
 
 
+def batch_backoff(settings: WriteSettings, clock: Clock) -> Backoff:
+    """The retries of one batch (the writer's, and load-files'): WRITE_RETRY_INITIAL_MS doubling
+    up to WRITE_RETRY_MAX_DELAY_S, within WRITE_RETRY_BUDGET_S."""
+    return Backoff(settings.retry_initial_s, settings.retry_max_delay_s,
+                   budget_s=settings.retry_budget_s, clock=clock)
+
+
 class Writer:
     def __init__(self, worker: str, sink: Sink, spool: Optional[Spool], checkpoint: Checkpoint,
-                 settings: WriteSettings, stats: Stats,
-                 sleep: Optional[Callable[[float], bool]] = None) -> None:
+                 settings: WriteSettings, stats: Stats, clock: Clock = SYSTEM_CLOCK) -> None:
         self.worker = worker
         self.sink = sink
         self.spool = spool
@@ -54,7 +60,7 @@ class Writer:
         self.stats = stats
         self.queue: "queue.Queue[Batch]" = queue.Queue(maxsize=settings.queue_batches)
         self.stopping = threading.Event()
-        self._sleep = sleep or self.stopping.wait
+        self.clock = clock  # the retries' time and waits
         self._blocked_until = 0.0  # after a permanent refusal: no attempt before this
         self._last_permanent = ""
         self._last_reminder = 0.0
@@ -120,8 +126,7 @@ class Writer:
         """Write one batch with the retry policy; spool it when the budget is spent."""
         if time.monotonic() < self._blocked_until and self._to_spool(batch, "sink_unavailable"):
             return
-        deadline = time.monotonic() + self.settings.retry_budget_s
-        backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_delay_s)
+        backoff = batch_backoff(self.settings, self.clock)
         while True:
             ok = self._attempt(batch.body(), batch.trades)
             if ok:
@@ -137,10 +142,10 @@ class Writer:
                 if self._to_spool(batch, "refused" if ok is None else "shutdown"):
                     return
             delay = backoff.next_delay(self._retry_after)
-            if time.monotonic() + delay > deadline and self._to_spool(batch, "retry_budget_spent"):
+            if not backoff.fits(delay) and self._to_spool(batch, "retry_budget_spent"):
                 return
             self.stats.retries += 1
-            self._sleep(min(delay, 5.0) if self.stopping.is_set() else delay)
+            self.clock.sleep(min(delay, 5.0) if self.stopping.is_set() else delay, self.stopping)
 
     def _attempt(self, body: str, trades: int) -> Optional[bool]:
         """True: stored (lines the server refused are in rejected.lp). False: worth retrying.

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from workers.common.backoff import Backoff
+from workers.common.backoff import SYSTEM_CLOCK, Clock
 from workers.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -35,6 +34,7 @@ from workers.errors import (
 from workers.settings import InfluxSettings, WriteSettings, load_env, load_settings
 from workers.storage.lp_files import lp_files, point_batches
 from workers.storage.sink import InfluxSink, Sink
+from workers.storage.writer import batch_backoff
 
 
 @dataclass
@@ -45,12 +45,11 @@ class FileResult:
 
 
 def write_with_retries(sink: Sink, body: str, write: WriteSettings,
-                       sleep=time.sleep) -> None:
+                       clock: Clock = SYSTEM_CLOCK) -> None:
     """One batch as the worker's writer sends it: retryable failures again with backoff until
     WRITE_RETRY_BUDGET_S is spent (then LoadFailed); a token or bucket refusal is LoadFailed at
     once; a content refusal (ContentRefused) goes to the caller."""
-    deadline = time.monotonic() + write.retry_budget_s
-    backoff = Backoff(write.retry_initial_s, write.retry_max_delay_s)
+    backoff = batch_backoff(write, clock)
     while True:
         try:
             sink.write(body)
@@ -61,10 +60,10 @@ def write_with_retries(sink: Sink, body: str, write: WriteSettings,
             raise LoadFailed(str(exc)) from None
         except RetryableWriteError as exc:
             delay = backoff.next_delay(exc.retry_after or 0.0)
-            if time.monotonic() + delay > deadline:
+            if not backoff.fits(delay):
                 raise LoadFailed(f"{exc} (still failing after WRITE_RETRY_BUDGET_S="
                                  f"{write.retry_budget_s:g})") from None
-            sleep(delay)
+            clock.sleep(delay)
 
 
 def load_file(path: Path, sink: Optional[Sink], write: WriteSettings) -> FileResult:
