@@ -467,7 +467,7 @@ def test_more_than_five_client_frames_in_a_second_close_with_1008(exchange_sim: 
                                                                    ) -> None:
     sim = exchange_sim("--symbol", "BTCUSDT:rate=0")
     polite = connect(sim, "/ws/btcusdt@trade")
-    for burst in range(2):
+    for _burst in range(2):
         for n in range(5):
             polite.ping(b"%d" % n)
         assert [op for op, _ in frames_for(polite, 1.1)] == [OP_PONG] * 5

@@ -71,7 +71,7 @@ def fronts(influx_server: InfluxServer,
 @pytest.fixture
 def front_for(fronts: Dict[Tuple[str, Opts], InfluxFront], influx_server: InfluxServer,
               tmp_path_factory: pytest.TempPathFactory) -> Any:
-    def get(flavor: str, **options: str) -> InfluxFront:
+    def get(flavor: str, **options: Any) -> InfluxFront:
         key = (flavor, tuple(sorted(options.items())))
         if key not in fronts:
             fronts[key] = InfluxFront.start(tmp_path_factory.mktemp(f"front-{flavor}"),
@@ -90,7 +90,7 @@ def settings(front: InfluxFront, bucket: str, gzip_bodies: bool = False) -> Infl
 
 
 def sink_write(front: InfluxFront, db: InfluxDb, body: str, gzip_bodies: bool = False,
-               token: Optional[str] = None) -> Optional[Exception]:
+               token: Optional[str] = None) -> Optional[SinkError]:
     """One write through the worker's sink: the error it raised, or None when all was stored."""
     s = settings(front, db.name, gzip_bodies)
     sink = InfluxSink(s if token is None else dataclasses.replace(s, token=token))
@@ -160,7 +160,7 @@ def test_a_line_that_does_not_parse_refuses_it_or_the_whole_batch(
 
     refused = sink_write(front, influx_db, "\n".join(lines))
 
-    assert type(refused) is error and refused.status == status
+    assert refused is not None and type(refused) is error and refused.status == status
     assert words in str(refused)
     assert stored(influx_db) == kept
     assert front.stats().refused("parse") == 1
@@ -186,7 +186,7 @@ def test_a_field_type_conflict_refuses_the_point_or_the_whole_batch(
 
     refused = sink_write(front, influx_db, "\n".join(lines))
 
-    assert type(refused) is error and refused.status == status
+    assert refused is not None and type(refused) is error and refused.status == status
     assert words in str(refused)
     assert stored(influx_db) == 1 + kept
     assert front.stats().refused("type_conflict") == 1
@@ -210,7 +210,7 @@ def test_a_point_older_than_the_retention_period(front_for, influx_db, flavor, e
 
     refused = sink_write(front, influx_db, "\n".join(lines))
 
-    assert type(refused) is error and refused.status == status
+    assert refused is not None and type(refused) is error and refused.status == status
     assert words in str(refused)
     assert stored(influx_db) == kept
     assert front.stats().refused("retention") == 1

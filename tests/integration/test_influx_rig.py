@@ -47,8 +47,9 @@ def v2_writer(front: InfluxFront, token: Optional[str] = None,
 
     `token` defaults to the front's own; "" sends no Authorization header at all.
     """
-    with InfluxDBClient(url=front.url, token=(front.token or "") if token is None else token, org=ORG,
-                        timeout=10_000, enable_gzip=gzip_bodies) as client:
+    token = (front.token or "") if token is None else token
+    with InfluxDBClient(url=front.url, token=token, org=ORG, timeout=10_000,
+                        enable_gzip=gzip_bodies) as client:
         yield client.write_api(write_options=SYNCHRONOUS)
 
 

@@ -30,8 +30,8 @@ def load_files(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     settings (an empty settings file, the outer environment's InfluxDB settings removed)."""
     full = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     full.update(env)
-    return subprocess.run(python_argv("-m", "workers.tools.load_files", "--env-file", os.devnull, *args),
-                          cwd=REPO, env=full, capture_output=True, text=True, timeout=120)
+    argv = python_argv("-m", "workers.tools.load_files", "--env-file", os.devnull, *args)
+    return subprocess.run(argv, cwd=REPO, env=full, capture_output=True, text=True, timeout=120)
 
 
 def ids_in_files(directory: Path) -> Set[int]:

@@ -247,11 +247,13 @@ def test_edits_of_the_symbols_file_are_applied_and_bad_ones_change_nothing(
 
     # Broken YAML, a duplicate, an unknown symbol: same processes, one error each.
     for text, needle in (("symbols:\n  - BTCUSDT\n  - [SOLUSDT\n", "not valid YAML"),
-                         ("symbols:\n  - BTCUSDT\n  - SOLUSDT\n  - btcusdt\n", "BTCUSDT is listed twice (first on line 2)"),
+                         ("symbols:\n  - BTCUSDT\n  - SOLUSDT\n  - btcusdt\n",
+                          "BTCUSDT is listed twice (first on line 2)"),
                          ("symbols:\n  - BTCUSDT\n  - SOLUSDT\n  - NOPEUSDT\n",
                           "NOPEUSDT: unknown to the exchange")):
         sup.edit(text)
-        wait_until(lambda: needle in sup.log("reconciler"), 15, 0.2,
+        # (the lambdas here are waited on before the loop moves on: B023 does not apply)
+        wait_until(lambda: needle in sup.log("reconciler"), 15, 0.2,  # noqa: B023
                    what=f"the reconciler to report {needle!r}")
         time.sleep(4.5)  # two more polls of the same file
         log = sup.log("reconciler")
@@ -316,7 +318,7 @@ def test_shutdown_flushes_every_worker(supervisor: Supervisor, sim: ExchangeSim,
                                        influx_db: InfluxDb) -> None:  # noqa: F811
     sup = supervisor
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        wait_until(lambda: len(stored_ids(influx_db, symbol)) > 50, 20, 0.5,
+        wait_until(lambda: len(stored_ids(influx_db, symbol)) > 50, 20, 0.5,  # noqa: B023
                    what=f"{symbol} trades stored")
     before = {s: sim.ledger_ids(s) for s in ("BTCUSDT", "ETHUSDT")}
     assert sup.stop() == 0

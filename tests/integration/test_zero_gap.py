@@ -170,8 +170,8 @@ def test_gap_audit_finds_a_punched_hole_and_repair_fills_it(tmp_path, exchange_s
     assert punched and min(punched) == lo["trade_id"] and max(punched) == hi["trade_id"]
 
     def audit(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "workers.tools.audit", "BTCUSDT", "--since", "1h",
-                               "--json", "--env-file", "/dev/null", *extra],
+        return subprocess.run([sys.executable, "-m", "workers.tools.audit", "BTCUSDT",
+                               "--since", "1h", "--json", "--env-file", "/dev/null", *extra],
                               env=cap.worker.env, cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=60)
 

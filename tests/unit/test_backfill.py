@@ -17,7 +17,8 @@ from tests.support.timing import poll as wait_for
 from workers.capture import backfill as backfill_module
 from workers.capture.backfill import Backfiller
 from workers.capture.pipeline import Pipeline
-from workers.exchange.rest import RestError, RestShapeError, TradePage
+from workers.errors import RestError, RestShapeError
+from workers.exchange.rest import TradePage
 from workers.health import Stats
 from workers.storage.batch import Batch
 from workers.storage.lineproto import LineRenderer

@@ -5,11 +5,20 @@ import socket
 import threading
 import time
 
+import orjson
 import pytest
 from websocket import ABNF, WebSocketConnectionClosedException
 from websocket._abnf import frame_buffer
 
-from workers.exchange.connection import BufferedReader
+from workers.exchange.connection import (
+    ACK_TIMEOUT_S,
+    SUBSCRIBE_SPACING_S,
+    SUBSCRIBE_TRIES,
+    BufferedReader,
+    Connection,
+)
+from workers.exchange.protocol import ControlReply
+from workers.exchange.stream_plan import plan_connections
 
 
 def server_frame(text: bytes) -> bytes:
@@ -77,16 +86,6 @@ def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
 
 # -- SUBSCRIBE: paced, acknowledged, retried ------------------------------------------------
 
-import orjson  # noqa: E402
-
-from workers.exchange.connection import (
-    ACK_TIMEOUT_S,
-    SUBSCRIBE_SPACING_S,
-    SUBSCRIBE_TRIES,
-    Connection,
-)
-from workers.exchange.protocol import ControlReply  # noqa: E402
-from workers.exchange.stream_plan import plan_connections  # noqa: E402
 
 
 class FakeSocket:

@@ -240,7 +240,9 @@ def test_retention_refuses_points_older_than_the_period_per_flavor():
         checked = check_lines([old, recent, b"m v=2"], d, {} if name in ("3core", "serverless")
                               else None, "ms", 30 * DAY_NS, NOW)
         assert [r.number for r in checked.refused] == [1]
-        answers[name] = refusal(d, checked)
+        answer = refusal(d, checked)
+        assert answer is not None, f"{name} refuses the old point"
+        answers[name] = answer
     assert (answers["1.8"].status, answers["1.8"].forward) == (400, True)
     assert answers["1.8"].message == "partial write: points beyond retention policy dropped=1"
     assert (answers["2.7"].status, answers["2.7"].forward) == (422, True)

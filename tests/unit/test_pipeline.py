@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import List, Tuple
 from types import SimpleNamespace
+from typing import List, Tuple
 
 import pytest
 

@@ -10,10 +10,10 @@ import time
 import orjson
 import pytest
 
+from workers.errors import InvalidMessage
 from workers.exchange.protocol import (
     EARLIEST_TRADE_MS,
     ControlReply,
-    InvalidMessage,
     MessageParser,
     ServerShutdown,
     make_trade,

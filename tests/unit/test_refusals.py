@@ -13,12 +13,12 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from workers.errors import RetryableWriteError
+from workers.errors import ContentRefused, PartialWrite, RetryableWriteError
 from workers.health import Stats
 from workers.settings import InfluxSettings
 from workers.storage import refusals
 from workers.storage.refusals import Outcome, Refusals
-from workers.storage.sink import ContentRefused, PartialWrite, classify_status
+from workers.storage.sink import classify_status
 from workers.storage.spool import Spool
 
 INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="o", bucket="ticks",

@@ -22,14 +22,8 @@ import pytest
 
 from tests.support.clock import FakeClock
 from workers.common.httputil import retry_after_s
-from workers.exchange.rest import (
-    PAGE,
-    RestClient,
-    RestError,
-    RestShapeError,
-    RestStopped,
-    TradePage,
-)
+from workers.errors import RestError, RestShapeError, RestStopped
+from workers.exchange.rest import PAGE, RestClient, TradePage
 
 Answer = Tuple[int, Dict[str, str], Any]  # status, headers, body (JSON-able, or bytes as is)
 BASE_MS = 1_757_522_615_939
@@ -196,8 +190,9 @@ def test_418_logs_one_ban_line_with_its_end_time_and_waits_it_out(exchange, clie
     assert 2.0 <= took < 3.5
     bans = [r.getMessage() for r in caplog.records if "event=rest_ip_banned" in r.getMessage()]
     assert len(bans) == 1, bans
-    until = re.search(r"until=(\S+)", bans[0]).group(1)
-    end = datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    until = re.search(r"until=(\S+)", bans[0])
+    assert until is not None, bans[0]
+    end = datetime.strptime(until.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     assert abs(end.timestamp() - (clock.time() - took + 2)) < 3
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Dict
 
 import pytest
 from dotenv import dotenv_values
@@ -12,6 +13,7 @@ from workers.exchange.stream_plan import plan_connections
 from workers.settings import (
     PROJECT_ROOT,
     REVIVE_AFTER_S,
+    InfluxSettings,
     default_host,
     injected_fault,
     load_env,
@@ -174,9 +176,16 @@ def test_invalid_number_in_the_influx_section_names_the_variable():
     assert message.startswith("INFLUXDB_TIMEOUT_S='ten' is invalid")
 
 
+def influx_of(env: Dict[str, str]) -> InfluxSettings:
+    """The InfluxDB settings of an environment that configures a database."""
+    influx = load_settings(env).influx
+    assert influx is not None, "no database configured"
+    return influx
+
+
 def test_gzip_accepts_the_usual_spellings_and_refuses_others():
-    assert load_settings({**INFLUX, "INFLUXDB_GZIP": "On"}).influx.gzip is True
-    assert load_settings({**INFLUX, "INFLUXDB_GZIP": "0"}).influx.gzip is False
+    assert influx_of({**INFLUX, "INFLUXDB_GZIP": "On"}).gzip is True
+    assert influx_of({**INFLUX, "INFLUXDB_GZIP": "0"}).gzip is False
     assert config_error({**INFLUX, "INFLUXDB_GZIP": "maybe"}).startswith("INFLUXDB_GZIP=")
 
 
@@ -361,8 +370,7 @@ def test_no_module_but_settings_reads_the_environment():
 def test_the_measurement_is_read_with_or_without_a_database():
     assert load_settings({}).measurement == "price_ticks"
     assert load_settings({"INFLUXDB_MEASUREMENT": "trades"}).measurement == "trades"
-    assert load_settings({**INFLUX, "INFLUXDB_MEASUREMENT": "trades"}).influx.measurement == \
-        "trades"
+    assert influx_of({**INFLUX, "INFLUXDB_MEASUREMENT": "trades"}).measurement == "trades"
     with pytest.raises(ConfigError, match="INFLUXDB_MEASUREMENT"):
         load_settings({"INFLUXDB_MEASUREMENT": "_reserved"})
 

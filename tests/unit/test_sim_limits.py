@@ -45,7 +45,7 @@ def test_attempts_past_the_budget_get_429_with_the_wait_until_one_fits() -> None
 
 def test_coming_back_before_retry_after_bans_and_the_ban_counts_down() -> None:
     lim = limiter()
-    for n in range(5):
+    for _ in range(5):
         lim.attempt("127.0.0.1", 100.0)
     assert lim.attempt("127.0.0.1", 100.0).retry_after == 10  # type: ignore[union-attr]
     banned = lim.attempt("127.0.0.1", 101.0)

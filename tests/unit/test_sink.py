@@ -11,17 +11,9 @@ import os
 
 import pytest
 
-from workers.errors import PermanentWriteError, RetryableWriteError
+from workers.errors import ContentRefused, PartialWrite, PermanentWriteError, RetryableWriteError
 from workers.settings import InfluxSettings
-from workers.storage.sink import (
-    ContentRefused,
-    FileSink,
-    PartialWrite,
-    classify_status,
-    is_point_line,
-    lp_header,
-    server_message,
-)
+from workers.storage.sink import FileSink, classify_status, is_point_line, lp_header, server_message
 
 TOKEN = "s3cr3t-T0KEN-value=="
 SETTINGS = InfluxSettings(url="http://influx:8086", token=TOKEN, org="acme", bucket="ticks",

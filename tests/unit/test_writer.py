@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.timing import poll as wait_for
+from workers.errors import PartialWrite
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
 from workers.storage import refusals
@@ -25,7 +26,7 @@ from workers.storage import writer as writer_module
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.lineproto import LineRenderer
-from workers.storage.sink import PartialWrite, classify_status
+from workers.storage.sink import classify_status
 from workers.storage.spool import Spool
 from workers.storage.writer import PERMANENT_PROBE_S, PERMANENT_REMIND_S, Writer
 from workers.trade import Trade

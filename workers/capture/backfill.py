@@ -98,8 +98,8 @@ class Backfiller:
                           str(exc), RETRY_AFTER_FAILURE_S)
                 self._schedule(time.monotonic() + RETRY_AFTER_FAILURE_S, symbol, gap)
             except Exception as exc:  # RestShapeError or a bug: not something to retry
-                # Named here; it then escapes the thread, whose excepthook (workers/common/threads.py)
-                # logs the traceback and ends the worker with exit 1.
+                # Named here; it then escapes the thread, whose excepthook
+                # (workers/common/threads.py) logs the traceback and ends the worker with exit 1.
                 log.error("worker=%s symbol=%s event=backfill_unexpected first_id=%d "
                           "last_id=%d error=%r", self.worker, symbol, gap[0], gap[1],
                           f"{type(exc).__name__}: {exc}"[:300])

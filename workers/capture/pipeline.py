@@ -85,7 +85,8 @@ class Pipeline:
         self.duplicates = 0
 
     def resume(self, last_ids: Dict[str, int]) -> None:
-        """Resume these symbols from ids found elsewhere (the database), before their first trade."""
+        """Resume these symbols from ids found elsewhere (the database), before their first
+        trade."""
         with self.lock:
             for symbol, last in last_ids.items():
                 if symbol not in self.sequences:

@@ -93,7 +93,8 @@ def defer_dateutil_parser() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     loader.exec_module(module)
-    setattr(sys.modules["dateutil"], "parser", module)
+    # setattr: a module attribute that mypy types from the real module
+    setattr(sys.modules["dateutil"], "parser", module)  # noqa: B010
 
 
 def defer_importlib_metadata() -> None:
@@ -108,8 +109,8 @@ def defer_importlib_metadata() -> None:
     spec = importlib.util.find_spec(name)  # finds the file; runs nothing
     if spec is None:
         return
-    stand_in = types.ModuleType(name, "Stand-in until first use: see workers/common/lean_imports.py, "
-                                      "defer_importlib_metadata")
+    stand_in = types.ModuleType(name, "Stand-in until first use: see "
+                                      "workers/common/lean_imports.py, defer_importlib_metadata")
     # What the import system reads without meaning to use the module (`from ... import`
     # checks __path__), so that it does not load it.
     stand_in.__spec__ = spec
@@ -124,10 +125,11 @@ def defer_importlib_metadata() -> None:
     def version(distribution_name: str) -> str:
         return str(real().version(distribution_name))
 
-    setattr(stand_in, "version", version)
-    setattr(stand_in, "__getattr__", lambda attr: getattr(real(), attr))
+    # setattr: attributes a plain ModuleType (and the real importlib) types otherwise
+    setattr(stand_in, "version", version)  # noqa: B010
+    setattr(stand_in, "__getattr__", lambda attr: getattr(real(), attr))  # noqa: B010
     sys.modules[name] = stand_in
-    setattr(importlib, "metadata", stand_in)
+    setattr(importlib, "metadata", stand_in)  # noqa: B010
 
 
 def keep_unused_imports_out() -> None:

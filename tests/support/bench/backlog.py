@@ -7,7 +7,8 @@ already framed. Readers:
 
 - `plain`: websocket-client's receive loop, called as the worker calls it (`recv_data`,
   `enable_multithread`, no socket timeout, `skip_utf8_validation`), nothing else;
-- `fast`: the same loop fed by the worker's 64 KiB reader (workers/exchange/connection.py BufferedReader);
+- `fast`: the same loop fed by the worker's 64 KiB reader (BufferedReader in
+  workers/exchange/connection.py);
 - `worker`: `python -m workers btcusdt` (product defaults), counted when the lines reach
   InfluxDB (the test front counts them), every id checked in the database afterwards.
 

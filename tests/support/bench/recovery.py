@@ -57,7 +57,8 @@ START_ID = 100_000  # the simulator's default first id
 WEIGHT_LIMIT_1M = 6_000
 PAGE_WEIGHT = 25
 PAGE = 1_000
-GAP_GRACE_S = 2.0  # workers/capture/backfill.py: a gap waits this long before its first REST request
+# workers/capture/backfill.py: a gap waits this long before its first REST request
+GAP_GRACE_S = 2.0
 FAST_RATE = 100_000  # asked of the simulator while the worker is down (it makes what it can)
 
 # Goals (see the notes for why).
@@ -367,8 +368,9 @@ def measure_backfill(b: Bench) -> Dict[str, Any]:
             state["weight_max"] = max(state["weight_max"], weight)
             stored = _count_range(rig, db, ckpt + 1, upto, since_ns)
             if state["half_at"] is None and weight >= WEIGHT_LIMIT_1M // 2:
-                # Past half the limit the pacing's pauses matter (workers/exchange/rest.py pace_s: the
-                # headroom under 90 % of the limit is filled within 2 s): a phase of its own.
+                # Past half the limit the pacing's pauses matter (workers/exchange/rest.py
+                # pace_s: the headroom under 90 % of the limit is filled within 2 s): a phase of
+                # its own.
                 state["half_at"], state["half_stored"] = now, stored
             return stored >= gap
 
@@ -411,7 +413,7 @@ def measure_first_trade(b: Bench) -> Dict[str, Any]:
             try:
                 conn: Dict[str, Optional[float]] = {"at": None}
 
-                def stored() -> bool:
+                def stored(conn: Dict[str, Optional[float]] = conn, db: str = db) -> bool:
                     if conn["at"] is None:
                         for c in sim.stats().get("open", []):
                             if c.get("streams"):
