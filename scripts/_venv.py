@@ -47,7 +47,7 @@ BASE_MODULES = ("websocket", "influxdb_client", "urllib3", "dotenv", "supervisor
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
     "": (),
     "plot": ("matplotlib",),
-    "test": ("pytest", "aiohttp", "xdist", "websockets", "mypy", "matplotlib"),
+    "test": ("pytest", "aiohttp", "xdist", "websockets", "mypy", "ruff", "matplotlib"),
 }
 # Set for the re-executed process, so that it never loops: MOVED after a plain re-exec into
 # .venv, SET_UP after scripts/setup-env ran (a second set-up would fail the same way).

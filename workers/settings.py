@@ -83,7 +83,8 @@ def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
     if path.exists():
         values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
     elif env_file is not None:
-        raise ConfigError(f"{path}: env file not found; create it from .env.example or drop --env-file")
+        raise ConfigError(f"{path}: env file not found; create it from .env.example or drop "
+                          "--env-file")
     values.update(os.environ)
     return values
 
@@ -141,7 +142,7 @@ def _http_url(raw: str) -> str:
 
 
 def _identifier(raw: str) -> str:
-    if raw.startswith("_") or raw.startswith("#") or any(c in raw for c in "\n\r\t\\"):
+    if raw.startswith(("_", "#")) or any(c in raw for c in "\n\r\t\\"):
         raise ValueError(raw)
     return raw
 
@@ -178,7 +179,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                               "milliseconds > 0") / 1000.0,
         retry_initial_s=_get(env, "WRITE_RETRY_INITIAL_MS", 500, _positive(int),
                              "milliseconds > 0") / 1000.0,
-        retry_max_delay_s=_get(env, "WRITE_RETRY_MAX_DELAY_S", 30.0, _positive(float), "seconds > 0"),
+        retry_max_delay_s=_get(env, "WRITE_RETRY_MAX_DELAY_S", 30.0, _positive(float),
+                               "seconds > 0"),
         retry_budget_s=_get(env, "WRITE_RETRY_BUDGET_S", 60.0, _positive(float), "seconds > 0"),
         queue_batches=_get(env, "WRITE_QUEUE_BATCHES", 20, _positive(int), "an integer > 0"),
     )

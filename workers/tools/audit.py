@@ -77,7 +77,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          runtime="InfluxDB or the exchange failed"))
     parser.add_argument("symbol", help="e.g. BTCUSDT")
     parser.add_argument("--since", required=True,
-                        help="ISO time (2026-11-24T00:00:00Z) or a span back from now: 24h, 90m, 7d")
+                        help="ISO time (2026-11-24T00:00:00Z) or a span back from now: 24h, 90m, "
+                             "7d")
     parser.add_argument("--until", default=None, help="ISO time or relative; default now")
     parser.add_argument("--window", type=int, default=3600, help="seconds per query (3600)")
     parser.add_argument("--repair", action="store_true", help="fetch the missing ids from REST "
