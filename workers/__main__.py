@@ -8,12 +8,20 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from workers.common import diskerrors, lock
 from workers.common.lean_imports import keep_unused_imports_out
-from workers.errors import EXIT_CONFIG, EXIT_UNEXPECTED, ConfigError, exit_codes_help
-from workers.settings import DEFAULT_ENV_FILE, load_env, load_settings
+from workers.errors import (
+    EXIT_CONFIG,
+    EXIT_UNEXPECTED,
+    AlreadyRunning,
+    ConfigError,
+    exit_codes_help,
+)
+from workers.settings import DEFAULT_ENV_FILE, Settings, load_env, load_settings
 from workers.symbols import DEFAULT_SYMBOLS_FILE, find_worker, load_symbols
 
 log = logging.getLogger("workers")
+LOCK_NAME = "worker.lock"  # in the worker's home, DATA_DIR/<worker>/
 # An unexpected crash waits this long before exiting, so supervisord cannot respawn it hot.
 CRASH_PAUSE_S = 5.0
 
@@ -46,6 +54,30 @@ def set_log_host(host: str) -> None:
         handler.setFormatter(formatter)
 
 
+def claim_home(settings: Settings, name: str) -> lock.HeldLock:
+    """Before anything opens the worker's checkpoint, spool or status file: its directories
+    can be written (else one ConfigError naming the directory, the cause and the fix), and no
+    other process runs this worker (else AlreadyRunning, with nothing of that one touched).
+    The lock is held until the process ends."""
+    home = settings.data_dir / name
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        held = lock.hold(home / LOCK_NAME)
+    except OSError as exc:
+        raise diskerrors.config_error(exc, home, "DATA_DIR") from None
+    diskerrors.writable_dir(settings.run_dir / "status", "RUN_DIR")
+    return held
+
+
+def already_running(name: str, exc: AlreadyRunning) -> str:
+    """The refusal: who runs the worker, how to see it, how to run this one instead."""
+    who = f"pid {exc.pid}" if exc.pid else "another process"
+    stop = f"scripts/supervisorctl stop {name}" + (f", or kill {exc.pid}" if exc.pid else "")
+    return (f"worker {name} already runs as {who} on {exc.path.parent}: see it with "
+            f"scripts/supervisorctl status {name} (or scripts/status); stop it first ({stop}), "
+            "or give this one its own DATA_DIR and RUN_DIR")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     keep_unused_imports_out()
     args = parse_args(argv)
@@ -57,6 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger().setLevel(settings.log_level)
         set_log_host(settings.capture_host)
         spec = find_worker(load_symbols(args.config), args.name, args.config)
+        held = claim_home(settings, spec.name)
         from workers.capture.worker import (
             Worker,  # after the config checks: a bad config fails fast
         )
@@ -64,6 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         worker = Worker(spec, settings)
         if not args.no_symbol_check:
             worker.check_symbols()
+    except AlreadyRunning as exc:
+        log.error("worker=%s event=already_running pid=%s lock=%s error='%s'", args.name,
+                  exc.pid or "?", exc.path, already_running(args.name, exc))
+        return EXIT_CONFIG
     except ConfigError as exc:
         log.error("worker=%s event=config_error error=%s", args.name, exc)
         return EXIT_CONFIG
@@ -74,6 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = EXIT_UNEXPECTED
     if code == EXIT_UNEXPECTED:
         time.sleep(CRASH_PAUSE_S)  # flushed already; the pause keeps supervisord from a hot loop
+    held.release()  # only now: the flush and the pause are still this worker's
     return code
 
 

@@ -2,6 +2,7 @@
 
     TickCaptureError
      ├── ConfigError          a setting, an argument or config/symbols.yaml is wrong: exit 2
+     ├── AlreadyRunning       another process holds the worker's home (common/lock.py): exit 2
      ├── InvalidMessage       a stream or REST message that is not a valid trade: counted and
      │                        skipped (raised per malformed frame: its constructor stays cheap)
      ├── RestError            the exchange's REST API refused a request or kept failing
@@ -22,6 +23,7 @@ Standard library only: scripts and every room of `workers/` import this module.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 # ---- exit codes: the one table ---------------------------------------------------------------
@@ -80,6 +82,19 @@ class TickCaptureError(Exception):
 
 class ConfigError(TickCaptureError):
     """A setting or a line of the symbols file is wrong; the message says how to fix it."""
+
+
+class AlreadyRunning(TickCaptureError):
+    """Another process runs this worker: it holds the lock file `path`; `pid` when it wrote one.
+
+    Not a ConfigError: nothing is misconfigured, and the reconciler may start the worker again
+    once the other process has gone (its log has no `event=config_error`).
+    """
+
+    def __init__(self, path: Path, pid: Optional[int]) -> None:
+        super().__init__(f"{path} is locked by {'pid ' + str(pid) if pid else 'another process'}")
+        self.path = path
+        self.pid = pid
 
 
 class InvalidMessage(TickCaptureError):
