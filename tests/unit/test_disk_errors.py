@@ -10,6 +10,13 @@ import pytest
 
 from workers.common import diskerrors
 from workers.errors import ConfigError
+from workers.health import Stats
+from workers.settings import WriteSettings
+from workers.storage.batch import Batch
+from workers.storage.checkpoint import Checkpoint
+from workers.storage.refusals import Outcome, Refusals, RefusedLines
+from workers.storage.spool import Spool
+from workers.storage.writer import Writer
 
 
 def oserror(code: int) -> OSError:
@@ -76,3 +83,44 @@ def test_a_disk_that_fails_only_at_fsync_is_full_and_the_probe_is_removed(
     with pytest.raises(ConfigError, match="disk full; fix: free disk space"):
         diskerrors.writable_dir(tmp_path, "DATA_DIR")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- at run time: the disk turns read-only or full under a running worker ---------------------
+
+@pytest.mark.parametrize("code,cause,said", [
+    (errno.EROFS, "read-only", "remount the disk of"),
+    (errno.ENOSPC, "full", "free disk space on the disk of"),
+    (errno.EACCES, "permission", "(chown or chmod)"),
+])
+def test_a_spool_write_that_fails_logs_its_real_cause_and_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        code: int, cause: str, said: str) -> None:
+    spool = Spool(tmp_path / "spool", "ticks", "btcusdt")
+    monkeypatch.setattr(spool, "append", lambda body: (_ for _ in ()).throw(oserror(code)))
+    settings = WriteSettings(batch_size=10, flush_interval_s=1.0, retry_initial_s=1.0,
+                             retry_max_delay_s=2.0, retry_budget_s=5.0, queue_batches=2)
+    writer = Writer("btcusdt", object(), spool,  # type: ignore[arg-type]
+                    Checkpoint(tmp_path / "checkpoint.json", "btcusdt"), settings, Stats())
+
+    assert writer._to_spool(Batch(1, ["x"], 1, {"BTCUSDT": 1}, 0), "retry_budget_spent") is False
+
+    (line,) = [r.getMessage() for r in caplog.records if "event=spool_failed" in r.getMessage()]
+    assert f" cause={cause} " in line and said in line and "DATA_DIR" in line, line
+    assert f"{tmp_path / 'spool'}" in line, line
+    if cause != "full":
+        assert "free disk space" not in line, line
+
+
+def test_a_rejected_lp_write_that_fails_logs_its_real_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    spool = Spool(tmp_path / "spool", "ticks", "btcusdt")
+    monkeypatch.setattr(spool, "reject", lambda groups: (_ for _ in ()).throw(
+        oserror(errno.EROFS)))
+    refusals = Refusals("btcusdt", lambda body: None, spool, Stats())
+
+    refusals._set_aside(Outcome(1, [RefusedLines("note", "key", "reason", ["x"])]))
+
+    (line,) = [r.getMessage() for r in caplog.records if "event=reject_failed" in r.getMessage()]
+    assert " cause=read-only " in line and "remount the disk of" in line, line
+    assert "free disk space" not in line, line

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
+from workers.common import diskerrors
 from workers.errors import ContentRefused, PartialWrite
 from workers.health import Stats
 from workers.storage.spool import Spool
@@ -173,8 +174,9 @@ class Refusals:
             path = self.spool.reject([(group.note, group.lines) for group in outcome.refused])
         except OSError as exc:
             self.stats.error(f"cannot write rejected.lp: {exc}")
-            log.error("worker=%s event=reject_failed error=%s fix='free disk space in the data "
-                      "directory; the batch is tried again'", self.worker, exc)
+            log.error("worker=%s event=reject_failed cause=%s error=%s fix='%s; the batch is "
+                      "tried again'", self.worker, diskerrors.cause(exc), exc,
+                      diskerrors.fix(exc, str(self.spool.rejected_path.parent), "DATA_DIR"))
             return outcome
         done = Outcome(outcome.lines, outcome.refused, path, extra_requests=outcome.extra_requests)
         self.stats.rejected_lines += done.refused_lines

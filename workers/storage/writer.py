@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Optional
 
+from workers.common import diskerrors
 from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
 from workers.errors import ContentRefused, PartialWrite, PermanentWriteError, RetryableWriteError
 from workers.health import Stats
@@ -96,9 +97,9 @@ class Writer:
             self.spool.append(batch.body())
         except OSError as exc:
             self.stats.error(f"spool write failed: {exc}")
-            log.error("worker=%s event=spool_failed why=%s error=%s fix='free disk space in "
-                      "the data directory; batches wait in memory meanwhile'", self.worker, why,
-                      exc)
+            log.error("worker=%s event=spool_failed why=%s cause=%s error=%s fix='%s; batches "
+                      "wait in memory meanwhile'", self.worker, why, diskerrors.cause(exc), exc,
+                      diskerrors.fix(exc, str(self.spool.directory), "DATA_DIR"))
             return False
         self.stats.add("spooled", batch.trades)  # also on producer threads (queue full)
         log.warning("worker=%s event=spooled why=%s trades=%d backlog_bytes=%d", self.worker, why,
