@@ -9,13 +9,15 @@ PATH, from the project root or elsewhere (every script from a fresh clone: test_
 """
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -150,3 +152,95 @@ def test_scripts_supervisorctl_reaches_supervisord_from_any_directory(clone: tup
     stopped = run([ctl, "shutdown"], elsewhere, env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert INCLUDE_WARNING not in (root / "logs" / "supervisord.log").read_text()
+
+
+# -- starting things twice ------------------------------------------------------------------------
+def test_a_second_scripts_run_says_already_running_with_the_pid(clone: tuple) -> None:
+    root, env = clone
+    started = run([str(root / "scripts" / "run"), "--daemon"], root, env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pidfile = root / "run" / "supervisord.pid"
+    wait_until(lambda: pidfile.exists() and (root / "run" / "supervisor.sock").exists(), 30,
+               what="supervisord to start")
+    for argv in ([str(root / "scripts" / "run")], [str(root / "scripts" / "run"), "--daemon"]):
+        again = run(argv, root, env)
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert again.stderr.strip() == (
+            f"scripts/run: already running (supervisord pid {pidfile.read_text().strip()}, "
+            "run/supervisor.sock): see it with scripts/supervisorctl status (or scripts/status);"
+            " stop it with scripts/supervisorctl shutdown, or Ctrl-C where it runs in the "
+            "foreground"), again.stderr
+        assert "Another program" not in again.stdout + again.stderr
+    stopped = run([str(root / "scripts" / "supervisorctl"), "shutdown"], root, env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+class PingAnswerer(http.server.BaseHTTPRequestHandler):
+    """What a first influx-rig's front answers on its port: /ping with 204."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 held, for the test, by a server answering every GET with 204."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PingAnswerer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def assert_busy_port_line(done: subprocess.CompletedProcess, prog: str, port: int) -> None:
+    assert done.returncode == 3, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert done.stdout == "", done.stdout
+    assert done.stderr.strip() == (
+        f"{prog}: port {port} on 127.0.0.1 is busy (another {prog} still running? "
+        f"`ss -ltnp 'sport = :{port}'` shows who holds it): stop that one, or pick another "
+        "port with --port PORT"), done.stderr
+
+
+def test_exchange_sim_on_a_busy_port_says_so_in_one_line(busy_port: int) -> None:
+    done = run([str(REPO_ROOT / "scripts" / "exchange-sim"), "--port", str(busy_port)],
+               REPO_ROOT, plain_env(), timeout=60)
+    assert_busy_port_line(done, "exchange-sim", busy_port)
+
+
+def test_influx_rig_on_a_busy_port_fails_before_its_banner(busy_port: int) -> None:
+    done = run([str(REPO_ROOT / "scripts" / "influx-rig"), "--port", str(busy_port)],
+               REPO_ROOT, plain_env(), timeout=60)
+    assert_busy_port_line(done, "influx-rig", busy_port)
+
+
+def children(pid: int) -> List[int]:
+    found: List[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def test_influx_rig_shows_the_log_of_a_child_that_died(tmp_path: Path) -> None:
+    """Its logs are in a temp dir it removes on exit: the lines are printed before that."""
+    rig = ManagedProcess("influx-rig", [str(REPO_ROOT / "scripts" / "influx-rig"), "--port",
+                                        "0"], tmp_path / "rig.out", env=plain_env())
+    rig.start()
+    try:
+        wait_until(lambda: "Ctrl-C to stop." in rig.output(), 60, what="the rig's banner")
+        cmdlines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children(rig.pid)}
+        (front,) = [pid for pid, cmd in cmdlines.items() if b"influx_front" in cmd]
+        os.kill(front, signal.SIGKILL)
+        code = rig.wait(30)
+    finally:
+        rig.stop()
+    output = rig.output()
+    assert code == 3, output
+    said = output[output.index("influx-rig: influx-front-"):]
+    assert "exited (code -9); the last" in said.splitlines()[0], said
+    assert len(said.splitlines()) >= 2 and said.splitlines()[1].startswith("  "), said
+    assert "see the logs above" not in output

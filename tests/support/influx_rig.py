@@ -18,10 +18,12 @@ from typing import Optional
 
 from tests.support.influx_front import FLAVORS, LENIENT, InfluxFront, parse_fault_arg
 from tests.support.influx_server import InfluxdNotFound, InfluxServer, find_influxd
+from tests.support.procs import ManagedProcess, busy_port_line, port_busy
 from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_codes_help
 
 EXIT_START_FAILED = EXIT_RUNTIME  # influxd or the front did not come up, or one of them died
 EXIT_NO_INFLUXD = EXIT_CONFIG  # nothing to run: install influxdb or set INFLUXD
+LOG_TAIL_LINES = 15  # of a child that died: its log is in a temp dir removed on exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +87,17 @@ def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt  # one shutdown path for Ctrl-C and SIGTERM
 
 
+def say_exited(child: ManagedProcess) -> None:
+    """A child that died, with the end of its log: printed now, as the log may be in the temp
+    dir removed on exit."""
+    code = child.proc.returncode if child.proc is not None else None
+    lines = child.output().rstrip().splitlines()[-LOG_TAIL_LINES:]
+    print(f"influx-rig: {child.name} exited (code {code}); the last {len(lines)} lines of its "
+          f"log {child.log_path}:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -97,6 +110,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"influx-rig: bad --fault: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    # Before anything starts: a front that cannot bind would find another server's /ping (a
+    # first rig's) answering, and the banner would announce a rig that is not there.
+    if args.port and port_busy(args.port):
+        print(busy_port_line("influx-rig", args.port), file=sys.stderr)
+        return EXIT_START_FAILED
     temp_root: Optional[Path] = None
     if args.data_dir is None:
         temp_root = Path(tempfile.mkdtemp(prefix="influx-rig-"))
@@ -130,7 +148,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\nCtrl-C to stop.", flush=True)
         while server.process.alive() and front.process.alive():
             time.sleep(0.5)
-        print("influx-rig: a child exited; see the logs above", file=sys.stderr)
+        for child in (server.process, front.process):
+            if not child.alive():
+                say_exited(child)
         return EXIT_START_FAILED
     except KeyboardInterrupt:
         print("\ninflux-rig: stopping", file=sys.stderr)

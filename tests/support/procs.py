@@ -23,6 +23,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_busy(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on `host`:`port` (a bind as aiohttp and influxd do it, with
+    SO_REUSEADDR, fails): asked before a server starts, so a busy port is one clear line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def busy_port_line(prog: str, port: int, option: str = "--port") -> str:
+    """The one line of a server whose port is taken: who might hold it and what to do."""
+    return (f"{prog}: port {port} on 127.0.0.1 is busy (another {prog} still running? "
+            f"`ss -ltnp 'sport = :{port}'` shows who holds it): stop that one, or pick another "
+            f"port with {option} PORT")
+
+
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05,
                what: str = "condition") -> None:
     """Poll `check` until it returns true; raise TimeoutError naming `what` after `timeout` s."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -10,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import orjson
 
-from workers.errors import EXIT_CONFIG, EXIT_OK, exit_codes_help
+from tests.support.procs import busy_port_line, port_busy
+from workers.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, exit_codes_help
 
 from . import control
 from .config import (
@@ -65,7 +67,8 @@ each refusal is counted in GET /_sim/stats "refusals" (kind -> count):
 def build_parser() -> argparse.ArgumentParser:
     epilog = ("control API (POST /_sim/fault, and --fault):\n" + (control.__doc__ or "") + "\n"
               + exit_codes_help(ok="stopped by Ctrl-C or SIGTERM",
-                                config="an argument, or a --replay file that cannot be read"))
+                                config="an argument, or a --replay file that cannot be read",
+                                runtime="the port is busy"))
     parser = argparse.ArgumentParser(prog="exchange-sim", description=DESCRIPTION, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -263,6 +266,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"exchange-sim: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if port_busy(config.port, config.host):  # before anything is printed
+        print(busy_port_line("exchange-sim", config.port), file=sys.stderr)
+        return EXIT_RUNTIME
     log = logging.getLogger("exchange_sim")
     for spec in config.symbols:
         log.info("symbol %s: %s, %.6g trades/s", spec.name, spec.status, spec.rate)
@@ -270,7 +276,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info("replay %s: %s", config.replay, describe(replay))
     # aiohttp's own request-line limit stays far above --max-url-length, so that the simulator
     # sees a long URL, answers it with its own 414 and counts it.
-    web.run_app(sim.make_app(), host=config.host, port=config.port, shutdown_timeout=2.0,
-                access_log=None, print=lambda text: log.info("%s", text.strip()),
-                max_line_size=65536, max_field_size=65536)
+    try:
+        web.run_app(sim.make_app(), host=config.host, port=config.port, shutdown_timeout=2.0,
+                    access_log=None, print=lambda text: log.info("%s", text.strip()),
+                    max_line_size=65536, max_field_size=65536)
+    except OSError as exc:  # taken between the check and the bind
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(busy_port_line("exchange-sim", config.port), file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK
