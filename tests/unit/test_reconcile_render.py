@@ -176,3 +176,13 @@ def test_exitcodes_are_the_exits_the_table_says_not_to_restart() -> None:
     header = render([], SETTINGS)
     assert f"exitcodes={EXIT_OK},{EXIT_CONFIG} with autorestart=unexpected: {EXIT_OK} is a " \
            f"requested stop (SIGTERM), {EXIT_CONFIG} a config error" in header
+
+
+def test_an_env_file_goes_on_every_worker_command_line() -> None:
+    # scripts/demo's workers read its own settings file, never the project's .env.local.
+    demo = RenderSettings(root=SETTINGS.root, python=SETTINGS.python,
+                          symbols_file=SETTINGS.symbols_file, log_dir=SETTINGS.log_dir,
+                          run_dir=SETTINGS.run_dir, env_file=Path("/srv/tick/run/demo/demo.env"))
+    commands = [section["command"] for section in sections(render(SPECS, demo)).values()]
+    assert commands and all(c.endswith(" --env-file /srv/tick/run/demo/demo.env")
+                            for c in commands)

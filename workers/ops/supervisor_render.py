@@ -79,6 +79,8 @@ class RenderSettings:
     stopwaitsecs: int = 20
     log_maxbytes: str = "20MB"
     log_backups: int = 5
+    # The workers' settings file (`--env-file`) in place of .env.local: scripts/demo's own.
+    env_file: Optional[Path] = None
 
     @classmethod
     def for_root(cls, root: Path) -> "RenderSettings":
@@ -113,8 +115,11 @@ def render(specs: Iterable[WorkerSpec], settings: RenderSettings) -> str:
     """The text of the include file for these workers, in the order of the symbols file."""
     parts = [HEADER.format(symbols_file=settings.symbols_file, why_exitcodes=WHY_EXITCODES)]
     for spec in specs:
-        command = " ".join(shlex.quote(arg) for arg in (
-            settings.python, "-m", "workers", spec.name, "--config", str(settings.symbols_file)))
+        args = [settings.python, "-m", "workers", spec.name, "--config",
+                str(settings.symbols_file)]
+        if settings.env_file is not None:
+            args += ["--env-file", str(settings.env_file)]
+        command = " ".join(shlex.quote(arg) for arg in args)
         parts.append(SECTION.format(
             name=spec.name,
             command=_value(command),
