@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK),
 SHIMS: Dict[str, Tuple[bool, str]] = {  # script -> (sets .venv up itself, the extras it needs)
     "apply-symbols": (False, ""),
     "bench": (True, "test"),
+    "demo": (True, "test"),
     "exchange-sim": (True, "test"),
     "gap-audit": (True, ""),
     "influx-rig": (True, "test"),
