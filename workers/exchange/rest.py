@@ -55,8 +55,9 @@ REST_RETRY_INITIAL_S, REST_RETRY_MAX_S = 1.0, WEIGHT_WINDOW_S
 # of the limit may be used up within PACE_HORIZON_S, and each client takes the part of it that
 # matches its own share of the used weight (so several workers split it without talking to
 # each other); at the ceiling, PACE_OVER_S pauses. A lone backfill settles at ~85 % of the
-# limit (simulated, tests/unit/test_rest_pacing.py; the earlier flat pause of `share` seconds
-# measured 61 % of the REST ceiling in the recovery bench, this one 106 % with the first burst).
+# limit (simulated, tests/unit/exchange/test_rest_pacing.py; the earlier flat pause of `share`
+# seconds measured 61 % of the REST ceiling in the recovery bench, this one 106 % with the first
+# burst).
 PACE_CEILING, PACE_HORIZON_S, PACE_OVER_S = 0.9, 2.0, 10.0
 
 PAGE = 1000  # historicalTrades' largest page

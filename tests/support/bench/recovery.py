@@ -102,7 +102,7 @@ def plan_for(profile: Profile) -> Plan:
     return QUICK_PLAN if profile.name == "quick" else FULL_PLAN
 
 
-# -- pure logic (tests/unit/test_bench_recovery.py) -------------------------------------------
+# -- pure logic (tests/unit/support/test_bench_recovery.py) --------------------------------
 def judge_ids(count: int, distinct: int, lo: Optional[int], hi: Optional[int], first: int,
               last: int) -> Tuple[bool, str]:
     """Is the stored id set exactly first..last, each id once? From influxd's aggregates.

@@ -1,8 +1,8 @@
 """The InfluxDB read client: InfluxQL over GET /query, with the token of the writes, and every
 failure a SinkError (with the HTTP status when there was an answer).
 
-Against a small local HTTP server; tests/unit/test_resume.py specifies the last-trades query and
-tests/unit/test_tls_trust.py the TLS trust it shares with the writes.
+Against a small local HTTP server; tests/unit/capture/test_worker.py specifies the last-trades
+query and tests/unit/common/test_httputil.py the TLS trust it shares with the writes.
 """
 from __future__ import annotations
 

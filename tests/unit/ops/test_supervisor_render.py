@@ -153,7 +153,7 @@ def test_write_if_changed_writes_once_and_atomically(tmp_path: Path) -> None:
 
 
 def test_socket_and_include_paths_match_supervisor_conf() -> None:
-    conf = (Path(__file__).resolve().parents[2] / "supervisor.conf").read_text()
+    conf = (Path(__file__).resolve().parents[3] / "supervisor.conf").read_text()
     assert "file=%(here)s/run/supervisor.sock" in conf
     assert "serverurl=unix://%(here)s/run/supervisor.sock" in conf
     assert "files = run/workers.conf" in conf
