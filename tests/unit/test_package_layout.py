@@ -109,3 +109,16 @@ def test_the_rule_catches_a_forbidden_import(tmp_path, monkeypatch):
     found = [target for _, target, _ in imported_rooms(bad)]
     assert found == ["capture", "tools"]
     assert not {"capture", "tools"} <= ALLOWED["storage"]
+
+
+def test_unit_specs_mirror_the_package():
+    """tests/unit/<room>/test_<module>[_<aspect>].py specifies workers/<room>/<module>.py."""
+    specs = PACKAGE.parent / "tests" / "unit"
+    strays = []
+    for room in ROOMS:
+        modules = {p.stem for p in (PACKAGE / room).glob("*.py")}
+        for spec in sorted((specs / room).glob("test_*.py")):
+            name = spec.stem[len("test_"):]
+            if not any(name == m or name.startswith(m + "_") for m in modules):
+                strays.append(str(spec.relative_to(specs)))
+    assert strays == [], f"unit specs named after no module of their room: {strays}"
