@@ -14,6 +14,8 @@
      │    ├── PermanentWriteError     401, 403, 404, 400, 413: a person must fix something
      │    │    └── ContentRefused     the batch's content was refused (400, 413, 422)
      │    │         └── PartialWrite  the valid lines were stored, the others refused
+     │    ├── NoMapping               InfluxQL reads find no database: a bucket without a DBRP
+     │    │                           mapping (Cloud Serverless); the message is the fix
      │    └── LoadFailed              scripts/load-files gave up on InfluxDB: exit 3
      └── NoData               scripts/plot found nothing to draw: exit 1
 
@@ -177,6 +179,12 @@ class PartialWrite(ContentRefused):
                  dropped: Optional[int]) -> None:
         super().__init__(message, status, reason)
         self.dropped = dropped
+
+
+class NoMapping(SinkError):
+    """/query answered `database not found` (Cloud Serverless does, in a 200 body, until the
+    bucket has a DBRP mapping: influxdb-servers.md, Reads). Its one line is the fix: the
+    `influx v1 dbrp create` command, with the bucket's id where the token can read it."""
 
 
 class LoadFailed(SinkError):

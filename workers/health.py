@@ -47,6 +47,7 @@ class Stats:
     replayed: int = 0  # trades replayed from the spool
     rejected_lines: int = 0  # lines the server refused, set aside in rejected.lp (all kinds)
     rejected_trades: int = 0  # of them, trade lines (the rest are health points)
+    write_quota_until: float = 0.0  # epoch s: InfluxDB's 429 asked to wait until then
     reconnects: int = 0
     gaps: int = 0
     backfilled: int = 0
@@ -135,6 +136,7 @@ class StatusFile(TypedDict, total=False):
     replayed: int
     rejected_lines: int
     rejected_trades: int
+    write_quota_until: float  # epoch seconds; in the past (or 0): no wait
     reconnects: int
     gaps: int
     backfilled: int

@@ -7,8 +7,9 @@ Each spec asserts the answer ../shared/reference/influxdb-servers.md documents f
 (tests/support/influx_front/dialects.py cites the rows). No live 2.x or 3.x server runs here:
 these prove the worker against the documented dialects, not against the servers themselves.
 
-Specs marked xfail(strict=True) are findings: what the worker does today on that flavor is not
-what it should; each turns into a failure (XPASS) once the worker is fixed, so the mark must go.
+The worker on each flavor (issue 19): a batch refused whole is split until only the refused
+lines are set aside, 3 Core's overload answer is retried, a long look-back is read in windows,
+and a bucket without a DBRP mapping is named with its fix.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
-from workers.storage.influx_query import InfluxQuery
+from workers.storage.influx_query import InfluxQuery, last_trades_query
 from workers.storage.sink import InfluxSink
 from workers.storage.spool import Spool
 from workers.storage.writer import Writer
@@ -291,11 +292,6 @@ def test_503_with_retry_after_is_retryable(front_for, influx_db, flavor, body):
     assert front.stats().refused("fault_unavailable") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="finding: 3 Core answers its request limit with 400 "
-                                       "`invalid` on /api/v2/write (servers.md, Writes, quota "
-                                       "/ overload); the sink takes it for a batch refused for "
-                                       "its content (ContentRefused), so the writer sets a good "
-                                       "batch aside instead of retrying it")
 def test_3cores_overload_answer_is_retried_not_set_aside(front_for, influx_db):
     front = front_for("3core")
     front.fault("overloaded", count=1)
@@ -387,14 +383,16 @@ def test_3core_refuses_a_query_over_more_than_72h_or_with_no_time_bound(front_fo
     query = reader(front, influx_db.name)
 
     assert query.last_trades(["BTCUSDT"], lookback_h=72)["BTCUSDT"][0] == 2
-    for refused in (lambda: query.last_trades(["BTCUSDT"], lookback_h=24 * 7),
-                    lambda: query.query(f'SELECT count(price) FROM "{M}"')):
+    for refused in (last_trades_query(M, ["BTCUSDT"], 24 * 7), f'SELECT count(price) FROM "{M}"'):
         with pytest.raises(SinkError, match="file limit of 432 parquet files") as err:
-            refused()
+            query.query(refused)
         assert err.value.status == 400
-    # walked in windows of an hour, a week is fine: each query is bounded
+    # walked in windows, a week is fine: each query is bounded
     now = time.time_ns()
     assert len(list(query.trade_ids("BTCUSDT", now - 7 * DAY_NS, now, 3600))) == 3
+    assert query.last_trades(["BTCUSDT"], lookback_h=24 * 7)["BTCUSDT"][0] == 2
+    influx_db.write_lines(trade_lines(1, now - 5 * DAY_NS, "ETHUSDT")[0])  # five days ago
+    assert query.last_trades(["BTCUSDT", "ETHUSDT"], lookback_h=24 * 7)["ETHUSDT"][0] == 0
     assert front.stats().refused("query_span") == 2
 
 
@@ -449,18 +447,39 @@ def test_ping_answers_as_each_server_does(front_for, flavor, status, version):
         assert raw(front, "/ping", method="HEAD")[0] == 404
 
 
-# --- findings: the worker on each flavor ---------------------------------------------------------
+# --- the worker on each flavor: refused lines set aside, and only those ------------------------
 
-WHOLE_BATCH_FINDING = pytest.mark.xfail(
-    strict=True, reason="finding: this flavor refuses the whole batch for one line that does not "
-                        "parse (servers.md, Writes); the writer sets every line of it aside in "
-                        "rejected.lp instead of splitting until only the refused lines remain "
-                        "(issue 19, Deliver 2)")
+def make_writer(front: InfluxFront, db: InfluxDb, tmp_path: Path, stats: Stats,
+                retry_budget_s: float = 20.0) -> Writer:
+    """The worker's Writer and sink on `front`, its spool and rejected.lp under tmp_path/w."""
+    return Writer("w", InfluxSink(settings(front, db.name)),
+                  Spool(tmp_path / "w" / "spool", db.name, "w"),
+                  Checkpoint(tmp_path / "w" / "checkpoint.json", "w"),
+                  WriteSettings(batch_size=5000, flush_interval_s=1.0, retry_initial_s=0.2,
+                                retry_max_delay_s=1.0, retry_budget_s=retry_budget_s,
+                                queue_batches=4), stats)
 
 
-@pytest.mark.parametrize("flavor", [
-    "lenient", "1.8", pytest.param("2.7", marks=WHOLE_BATCH_FINDING),
-    pytest.param("3core", marks=WHOLE_BATCH_FINDING), "serverless"])
+def write_with_the_writer(front: InfluxFront, db: InfluxDb, tmp_path: Path,
+                          lines: List[str]) -> Stats:
+    """One batch of BTCUSDT trades through the Writer; its Stats once the batch is settled
+    (stored, or its refused lines set aside)."""
+    stats = Stats()
+    writer = make_writer(front, db, tmp_path, stats)
+    writer.start()
+    last = len(lines) - 1
+    writer.submit(Batch(1, lines, len(lines), {"BTCUSDT": last}, int(time.time() * 1000)))
+    assert poll(lambda: writer.checkpoint.snapshot().get("BTCUSDT") == last, timeout=60)
+    writer.stop(10.0)
+    return stats
+
+
+def rejected_file_lines(tmp_path: Path) -> List[str]:
+    path = tmp_path / "w" / "rejected.lp"
+    return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_the_writer_sets_aside_exactly_the_refused_lines(front_for, influx_db, tmp_path: Path,
                                                          flavor):
     front = front_for(flavor)
@@ -468,17 +487,57 @@ def test_the_writer_sets_aside_exactly_the_refused_lines(front_for, influx_db, t
     bad = (17, 250, 480)
     for i in bad:
         lines[i] = f"{M},symbol=BTCUSDT price=oops,trade_id={i}i {time.time_ns() + i}"
-    stats = Stats()
-    spool = Spool(tmp_path / "w" / "spool", influx_db.name, "w")
-    writer = Writer("w", InfluxSink(settings(front, influx_db.name)), spool,
-                    Checkpoint(tmp_path / "w" / "checkpoint.json", "w"),
-                    WriteSettings(batch_size=5000, flush_interval_s=1.0, retry_initial_s=0.2,
-                                  retry_max_delay_s=1.0, retry_budget_s=20.0, queue_batches=4),
-                    stats)
-    writer.start()
-    writer.submit(Batch(1, lines, len(lines), {"BTCUSDT": 499}, int(time.time() * 1000)))
-    assert poll(lambda: writer.checkpoint.snapshot().get("BTCUSDT") == 499, timeout=30)
-    writer.stop(10.0)
+
+    stats = write_with_the_writer(front, influx_db, tmp_path, lines)
 
     assert stats.rejected_lines == len(bad)
     assert stored(influx_db) == len(lines) - len(bad)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_3_refused_lines_among_5000_set_aside_exactly_those_and_store_every_other_trade(
+        front_for, influx_db, tmp_path: Path, flavor, capsys):
+    # issue 19, "Done when". 2.7 and 3 Core refuse the whole batch for a line that does not
+    # parse, 1.8 and Serverless store the others: either way only those 3 are set aside.
+    front = front_for(flavor)
+    start = time.time_ns() - 60 * 10 ** 9
+    lines = trade_lines(5000, start)
+    bad = (17, 2500, 4321)
+    for i in bad:  # dated as their neighbours: scattered through the batch, not one run
+        lines[i] = f"{M},symbol=BTCUSDT price=oops,trade_id={i}i {start + i}"
+
+    stats = write_with_the_writer(front, influx_db, tmp_path, lines)
+
+    assert sorted(rejected_file_lines(tmp_path)) == sorted(lines[i] for i in bad)
+    assert stats.rejected_lines == 3 and stats.spooled == 0
+    assert stored(influx_db) == 4997
+    ids = {int(r["trade_id"]) for r in influx_db.query(f'SELECT trade_id FROM "{M}"')}
+    assert ids == set(range(5000)) - set(bad)
+    extra = stats.write_requests - 1
+    assert extra <= 2 * len(bad) * 13  # 2 requests per level (ceil(log2(5000))) per line
+    with capsys.disabled():
+        print(f"\n[{flavor}] 3 refused lines among 5000: {extra} extra write requests")
+
+
+def test_a_429_on_serverless_is_waited_out_with_the_batches_spooled_and_none_lost(
+        front_for, influx_db, tmp_path):
+    # the free plan's quota, shrunk to 3 KB per 4 s window: the second batch crosses it
+    front = front_for("serverless", write_quota="3KB/4s")
+    wait_for_a_fresh_window(4.0, 3.0)
+    stats = Stats()
+    writer = make_writer(front, influx_db, tmp_path, stats, retry_budget_s=1.0)
+    writer.start()
+    start = time.time_ns()
+    for k in range(4):  # ~2.4 KB each
+        ids = range(40 * k, 40 * k + 40)
+        writer.submit(Batch(k + 1, [f"{M},symbol=BTCUSDT price=1.5,qty=0.25,trade_id={i}i "
+                                    f"{start + i}" for i in ids], 40, {"BTCUSDT": ids[-1]},
+                            int(time.time() * 1000)))
+
+    assert poll(lambda: stats.write_quota_until > 0, timeout=10)
+    assert time.time() < stats.write_quota_until <= time.time() + 4.5  # the window's end
+    assert poll(lambda: stored(influx_db) == 160, timeout=30)  # after the wait
+    writer.stop(10.0)
+    assert stats.rejected_lines == 0 and stats.spooled > 0 and stats.written + \
+        stats.replayed == 160
+    assert front.stats().refused("quota") == 1  # no request while it waited

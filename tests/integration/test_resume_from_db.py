@@ -2,10 +2,13 @@
 
 A worker with no local checkpoint (a new host, a lost disk) asks InfluxDB for the highest trade id
 stored per symbol and backfills from there; a token that cannot read, or an empty database, gives
-one warning and a start from the live stream. Health points carry tag host=<CAPTURE_HOST>.
+one warning and a start from the live stream. Health points carry tag host=<CAPTURE_HOST>. On
+Cloud Serverless (the front's `serverless` flavor) a bucket without a DBRP mapping is said at
+once with its fix, and once the mapping exists a new host resumes without a hole.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -17,6 +20,8 @@ from typing import Iterator
 import pytest
 
 from tests.support.capture import Capture, new_worker
+from tests.support.influx_fixtures import FRONT_TOKEN
+from tests.support.influx_front import InfluxFront
 from tests.support.procs import wait_until
 
 PAUSED = '{"action": "pause"}'
@@ -68,6 +73,52 @@ def test_a_new_home_without_data_resumes_from_the_database_and_backfills_the_dow
     wait_until(lambda: host_tags(influx_db) == {"host-a", "host-b"}, 20,
                what="health points tagged host-a and host-b")
     assert second.status()["host"] == "host-b"
+
+
+@pytest.fixture
+def serverless_front(influx_server, tmp_path) -> Iterator[InfluxFront]:
+    front = InfluxFront.start(tmp_path / "serverless", influx_server.url, token=FRONT_TOKEN,
+                              flavor="serverless")
+    yield front
+    front.stop()
+
+
+def test_a_new_host_on_serverless_without_a_dbrp_mapping_says_the_fix_then_resumes_without_a_hole(
+        tmp_path, exchange_sim, serverless_front, influx_db):
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=200", "--fault", PAUSED)
+    first = new_worker(tmp_path / "host-a", "btcusdt", ONE, sim, serverless_front, influx_db,
+                       CAPTURE_HOST="host-a")
+    cap = Capture(sim, influx_db, serverless_front, first).start_worker()
+    lines = first.output().splitlines()
+    (warning,) = [line for line in lines if FAILED in line]
+    # at once: before the stream opens, one line carrying the command
+    assert lines.index(warning) < min(i for i, line in enumerate(lines) if "event=starting" in line)
+    assert f"database not found: {influx_db.name}: bucket '{influx_db.name}' has no DBRP " \
+           "mapping" in warning
+    fix = re.search(r"`(influx v1 dbrp create --db (\S+) --rp autogen --bucket-id (\S+) "
+                    r"--default)`", warning)
+    assert fix is not None and fix.group(2) == influx_db.name, warning
+    assert fix.group(3) == influx_db.name  # looked up: the front's bucket id is its name
+    assert NOTE in warning
+    sim.fault("resume")
+    time.sleep(3)
+    assert first.stop() == 0
+    stored_before = max(cap.stored_ids("BTCUSDT"))  # writes need no mapping
+    shutil.rmtree(first.home)  # a new host next: no checkpoint
+
+    serverless_front.create_dbrp(fix.group(2), fix.group(3))  # the fix, as said
+    time.sleep(3)  # the exchange trades on while no host captures
+    second = new_worker(tmp_path / "host-b", "btcusdt", ONE, sim, serverless_front, influx_db,
+                        CAPTURE_HOST="host-b")
+    cap.worker = second
+    cap.start_worker()
+    time.sleep(2)
+    cap.assert_exactly_once(["BTCUSDT"])
+    out = second.output()
+    assert FAILED not in out, out
+    assert f"symbol=BTCUSDT event=resumed_from_db last_id={stored_before} " in out
+    assert f"event=gap first_id={stored_before + 1} " in out
+    assert serverless_front.stats().refused("dbrp") == 1  # host-a's one query
 
 
 class ReadRefusingFront:

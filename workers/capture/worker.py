@@ -29,6 +29,7 @@ from workers.errors import (
     EXIT_UNEXPECTED,
     ConfigError,
     InvalidMessage,
+    NoMapping,
     RestError,
     SinkError,
 )
@@ -302,22 +303,24 @@ def resume_from_db(worker: str, missing: Sequence[str],
     """{symbol: last stored id} for the `missing` symbols InfluxDB has (`ask` runs the query).
 
     Logs `event=resumed_from_db` per symbol found, and ONE warning naming the symbols that
-    start from the live stream and why: a token that cannot read (401/403), a failed query,
-    or no trade of theirs in the last `lookback_h` hours. Never raises: a worker that cannot
-    ask still captures.
+    start from the live stream and why: a token that cannot read (401/403), a bucket without
+    a DBRP mapping (Cloud Serverless: the fix, whole), a failed query, or no trade of theirs
+    in the last `lookback_h` hours. Never raises: a worker that cannot ask still captures.
     """
     reason = ""
     found: Dict[str, Tuple[int, int]] = {}
     try:
         found = {s: v for s, v in ask().items() if s in set(missing)}
+    except NoMapping as exc:
+        reason = str(exc)
     except SinkError as exc:
         if exc.status in (401, 403):
             reason = (f"the token cannot read the bucket (InfluxDB /query answered {exc.status}): "
                       "give it read access to resume from the database")
         else:
-            reason = f"the query failed: {exc}"
+            reason = f"the query failed: {exc}"[:300]
     except Exception as exc:  # a bug or an odd answer must not stop the capture
-        reason = f"the query failed: {type(exc).__name__}: {exc}"
+        reason = f"the query failed: {type(exc).__name__}: {exc}"[:300]
     for symbol in missing:
         if symbol in found:
             last, when_ns = found[symbol]
@@ -329,7 +332,7 @@ def resume_from_db(worker: str, missing: Sequence[str],
         if not reason:
             reason = f"no trade stored in the last {lookback_h:g} h (RESUME_LOOKBACK_H)"
         log.warning("worker=%s event=resume_from_db_failed symbols=%s reason=%r note=%r",
-                    worker, _brief(rest), reason[:300], RESUME_FAILED_NOTE)
+                    worker, _brief(rest), reason, RESUME_FAILED_NOTE)
     return {s: v[0] for s, v in found.items()}
 
 

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from workers.common.timefmt import iso_seconds
 from workers.errors import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, ConfigError, exit_codes_help
 from workers.health import ConnectionState, StatusFile, as_status, read_status
 from workers.ops.reconcile import config_error
@@ -245,10 +246,21 @@ def rejected(f: Facts) -> List[str]:
             "for the reason and the fix"]
 
 
+def write_quota_wait(f: Facts) -> List[str]:
+    """InfluxDB answered 429 (its write quota is used up): writes wait until it ends."""
+    if not f.live or f.status is None:
+        return []
+    until, written = f.status.get("write_quota_until", 0.0), f.status.get("updated", 0.0)
+    if until <= written:
+        return []
+    return [f"InfluxDB's write quota is used up (429): writes resume at {iso_seconds(until)} "
+            f"(in {until - written:.0f} s); batches wait in the spool meanwhile, none is lost"]
+
+
 PROBLEMS: Tuple[Callable[[Facts], List[str]], ...] = (
     not_loaded, not_running, hung, disconnected, spool_backlog)
 WARNINGS: Tuple[Callable[[Facts], List[str]], ...] = (
-    connection_waits, not_connected_yet, given_up, rejected)
+    connection_waits, not_connected_yet, given_up, rejected, write_quota_wait)
 
 
 def _with_log(text: str, log: str) -> str:

@@ -1,5 +1,15 @@
 """Reading InfluxDB: InfluxQL over `/query`, the one read client of the service, on the HTTP
-stack and TLS trust of the writes (influx_http)."""
+stack and TLS trust of the writes (influx_http).
+
+What every InfluxDB our users run takes (influxdb-servers.md, Reads):
+- the token in the header `Authorization: Token <token>` (1.8: `Token user:password`), never
+  `p=<token>` alone, which 2.x refuses;
+- every query bounded in time, over at most QUERY_WINDOW_H: 3 Core refuses a query that would
+  scan more than 432 Parquet files (~72 h), or has no time bound; a longer look-back is walked
+  in windows, newest first;
+- `database not found` in a 200 body (Cloud Serverless, until the bucket has a DBRP mapping)
+  raised as NoMapping, whose one line is the fix.
+"""
 from __future__ import annotations
 
 import json
@@ -7,13 +17,18 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import urllib3
 
-from workers.errors import SinkError
+from workers.errors import NoMapping, SinkError
 from workers.settings import InfluxSettings
 from workers.storage.influx_http import read_pool
 
 # Over this many symbols, the last-trade query asks for every symbol of the measurement and
 # keeps the wanted ones: a 1,000-symbol filter would make a URL of ~25 KB.
 SYMBOL_FILTER_MAX = 50
+# The longest span one query asks for: well within 3 Core's ~72 h (its 432-file limit counts
+# files, which a busy table makes more of), and the newest day holds a capture's last trades.
+QUERY_WINDOW_H = 24.0
+BUCKET_LOOKUP_TIMEOUT_S = 5.0
+NOT_FOUND = "database not found"
 
 
 class InfluxQuery:
@@ -37,17 +52,29 @@ class InfluxQuery:
     def last_trades(self, symbols: Optional[Sequence[str]], lookback_h: float,
                     timeout_s: Optional[float] = None) -> Dict[str, Tuple[int, int]]:
         """{symbol: (highest stored trade id, its point time in epoch ns)} over the last
-        `lookback_h` hours, in ONE query; symbols with no trade in that span are absent.
+        `lookback_h` hours; symbols with no trade in that span are absent.
 
-        `symbols` None (or more than SYMBOL_FILTER_MAX) asks for every symbol of the
-        measurement (the answer is then narrowed to `symbols`). Raises SinkError (with the
-        HTTP status where there is one: 401/403 is a token that cannot read).
+        One query per QUERY_WINDOW_H, newest first, until every symbol is found (ids grow with
+        time: the newest window holding a symbol's trades holds its highest id): one query
+        for the default 24 h. `symbols` None (or more than SYMBOL_FILTER_MAX) asks for every
+        symbol of the measurement (the answer is then narrowed to `symbols`). Raises SinkError
+        (with the HTTP status where there is one: 401/403 is a token that cannot read),
+        NoMapping for a bucket without a DBRP mapping.
         """
-        q = last_trades_query(self.settings.measurement, symbols, lookback_h)
-        found = parse_last_trades(self.query(q, timeout_s))
-        if symbols is not None:
-            wanted = set(symbols)
-            found = {k: v for k, v in found.items() if k in wanted}
+        wanted = None if symbols is None else list(symbols)
+        found: Dict[str, Tuple[int, int]] = {}
+        newer_h = 0.0
+        while newer_h < lookback_h:
+            older_h = min(float(lookback_h), newer_h + QUERY_WINDOW_H)
+            ask = None if wanted is None else [s for s in wanted if s not in found]
+            q = last_trades_query(self.settings.measurement, ask, older_h, newer_h)
+            for symbol, last in parse_last_trades(self.query(q, timeout_s)).items():
+                found.setdefault(symbol, last)
+            if wanted is not None and all(s in found for s in wanted):
+                break
+            newer_h = older_h
+        if wanted is not None:
+            found = {k: v for k, v in found.items() if k in set(wanted)}
         return found
 
     def query(self, q: str, timeout_s: Optional[float] = None) -> List[Dict[str, Any]]:
@@ -78,9 +105,42 @@ class InfluxQuery:
         series: List[Dict[str, Any]] = []
         for result in data.get("results", []):
             if "error" in result:
-                raise SinkError(f"InfluxDB query error: {result['error']}")
+                error = str(result["error"])
+                if error.startswith(NOT_FOUND):
+                    raise NoMapping(f"InfluxDB query error: {error}: {self.mapping_fix()}")
+                raise SinkError(f"InfluxDB query error: {error}")
             series.extend(result.get("series", []))
         return series
+
+    def mapping_fix(self) -> str:
+        """What to do when InfluxQL finds no database: the DBRP mapping to create, with the
+        bucket's id when the token may read it (GET /api/v2/buckets), else how to find it."""
+        s = self.settings
+        db = s.bucket.partition("/")[0]
+        bucket_id = self.bucket_id()
+        found = "" if bucket_id else (
+            f", <bucket-id> being the id of bucket {s.bucket!r}: `influx bucket list --name "
+            f"{s.bucket}`, or Load Data > Buckets in the InfluxDB Cloud UI")
+        return (f"bucket {s.bucket!r} has no DBRP mapping for InfluxQL reads (InfluxDB Cloud "
+                f"Serverless needs one; on 1.x the database does not exist yet): create it with "
+                f"`influx v1 dbrp create --db {db} --rp autogen --bucket-id "
+                f"{bucket_id or '<bucket-id>'} --default`{found}")
+
+    def bucket_id(self) -> Optional[str]:
+        """The id of the settings' bucket, or None when the token cannot read buckets (or the
+        server has no /api/v2/buckets: 1.x)."""
+        s = self.settings
+        try:
+            resp = self.pool.request("GET", f"{s.url}/api/v2/buckets",
+                                     fields={"name": s.bucket, "org": s.org},
+                                     timeout=BUCKET_LOOKUP_TIMEOUT_S)
+            buckets = json.loads(resp.data).get("buckets") if resp.status == 200 else None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError):
+            return None
+        for bucket in buckets or []:
+            if isinstance(bucket, dict) and bucket.get("name") == s.bucket and bucket.get("id"):
+                return str(bucket["id"])
+        return None
 
     def close(self) -> None:
         """Close the kept-alive connection (it closes with the object too)."""
@@ -96,19 +156,25 @@ def _quote_ident(text: str) -> str:
 
 
 def last_trades_query(measurement: str, symbols: Optional[Sequence[str]],
-                      lookback_h: float) -> str:
-    """InfluxQL for the highest trade id per symbol of the last `lookback_h` hours.
+                      lookback_h: float, until_h: float = 0.0) -> str:
+    """InfluxQL for the highest trade id per symbol of the last `lookback_h` hours (up to
+    `until_h` hours ago: a window of a longer look-back).
 
     max() is a selector: each row's time is the time of the point holding the max, and it
     is exact where last() would not be (ids ...999999 and ...000000 of one millisecond sort
     the other way round in time, see the timestamp encoding).
     """
-    span = f"{lookback_h:g}h" if float(lookback_h).is_integer() else \
-        f"{int(lookback_h * 3600)}s"
-    where = f"time > now() - {span}"
+    where = f"time > now() - {_hours(lookback_h)}"
+    if until_h:
+        where += f" AND time <= now() - {_hours(until_h)}"
     if symbols is not None and len(symbols) <= SYMBOL_FILTER_MAX:
         where += " AND (" + " OR ".join(f"symbol = {_quote_string(s)}" for s in symbols) + ")"
     return f"SELECT max(trade_id) FROM {_quote_ident(measurement)} WHERE {where} GROUP BY symbol"
+
+
+def _hours(hours: float) -> str:
+    """An InfluxQL duration: `24h`, or whole seconds for a fraction (`1800s`)."""
+    return f"{hours:g}h" if float(hours).is_integer() else f"{int(hours * 3600)}s"
 
 
 def parse_last_trades(series: List[Dict[str, Any]]) -> Dict[str, Tuple[int, int]]:

@@ -83,16 +83,20 @@ class InfluxSink:
 
 def classify_status(status: int, body: str, retry_after: Optional[float],
                     s: InfluxSettings) -> Exception:
-    """The error for an HTTP answer, with a message that names what to fix."""
-    if status == 429 or status >= 500:
-        return RetryableWriteError(f"InfluxDB answered {status}: {body[:200]}", status, retry_after)
+    """The error for an HTTP answer, with a message that names what to fix. `body` may be JSON,
+    empty or an HTML page (Cloud Serverless, a proxy: influxdb-servers.md, Writes, "error
+    body"): messages show it as one line (`shown_body`)."""
+    shown = shown_body(body)
+    if status == 429 or status >= 500 or (status == 400 and overloaded(body)):
+        return RetryableWriteError(f"InfluxDB answered {status}: {shown[:200]}", status,
+                                   retry_after)
     if status in (401, 403):
         return PermanentWriteError(
             f"InfluxDB refused the token ({status}): check INFLUXDB_TOKEN in .env.local; it needs "
             f"write access to bucket {s.bucket!r} of org {s.org!r}", status)
     if status == 404:
         return PermanentWriteError(
-            f"InfluxDB answered 404 ({body[:120]}): check that bucket {s.bucket!r} exists in org "
+            f"InfluxDB answered 404 ({shown[:120]}): check that bucket {s.bucket!r} exists in org "
             f"{s.org!r}; InfluxDB 1.x needs 1.8+ for the v2 write API that this service uses",
             status)
     if status == 413:
@@ -101,9 +105,36 @@ def classify_status(status: int, body: str, retry_after: Optional[float],
     reason = server_message(body)
     if status in (400, 422) and "partial write" in body:
         return PartialWrite(f"InfluxDB stored part of a batch and rejected the rest: "
-                            f"{body[:300]}", status, reason[:1000], dropped_count(body))
-    return ContentRefused(f"InfluxDB rejected the batch ({status}): {body[:300]}", status,
+                            f"{shown[:300]}", status, reason[:1000], dropped_count(body))
+    return ContentRefused(f"InfluxDB rejected the batch ({status}): {shown[:300]}", status,
                           reason[:1000])
+
+
+def overloaded(body: str) -> bool:
+    """3 Core's answer at its request limit: 400 `invalid` "this service is overloaded, please
+    try again later" (influxdb3 RequestLimit; influxdb-servers.md, Writes, "quota / overload").
+    Busy, not a refusal of the batch: retried."""
+    return "service is overloaded" in server_message(body)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def shown_body(body: str) -> str:
+    """An answer's body for a one-line message: JSON as it came (its words are the server's),
+    an HTML page as its title (a proxy's error page: nginx answers 413 so), a body with no
+    text as saying so, anything else on one line."""
+    text = body.strip()
+    if not text:
+        return "(an empty body)"
+    if text.startswith("{"):
+        return " ".join(text.split())
+    if text[:200].lower().lstrip().startswith(("<!doctype html", "<html", "<head", "<body")):
+        title = _TITLE.search(text)
+        words = title.group(1) if title else _TAG.sub(" ", text)
+        return f"{' '.join(words.split())[:150]} (an HTML page, likely from a proxy)"
+    return " ".join(text.split())
 
 
 _MESSAGE_FIELD = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)')
@@ -111,7 +142,8 @@ _MESSAGE_FIELD = re.compile(r'"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)')
 
 def server_message(body: str) -> str:
     """The server's words in an error body: its JSON `message` (2.x) or `error` (1.x), else the
-    body itself. Works on a body cut short too (the JSON then does not parse)."""
+    body itself on one line (`shown_body`: an HTML page's title). Works on a body cut short too
+    (the JSON then does not parse)."""
     try:
         doc = json.loads(body)
         if isinstance(doc, dict):
@@ -125,7 +157,7 @@ def server_message(body: str) -> str:
                 return str(json.loads(f'"{match.group(1)}"'))
             except ValueError:
                 return match.group(1)
-    return body.strip()
+    return shown_body(body)
 
 
 def dropped_count(text: str) -> Optional[int]:

@@ -10,11 +10,19 @@ A batch counts as stored when the sink took it or it is fsynced in the spool; on
 the checkpoint move. Nothing is dropped: when RAM and disk are both full, `submit` blocks, the
 stream falls behind and disconnects, and the gap is backfilled later from the checkpoint.
 
-Lines the server refuses are set aside, never lost: what a partial write refused is found by
-writing the batch again in parts, and what the server refused (a partial write's lines, a batch
-refused whole for its content) goes to `data/<worker>/rejected.lp`; only then does the batch
-count as stored (refusals.py says how). If a re-write fails otherwise (InfluxDB busy or down,
-token refused), nothing is set aside and the whole batch takes the normal retry/spool path.
+Lines the server refuses are set aside, never lost, and no other line with them: what a partial
+write refused, or what made the server refuse a batch whole (2.7 and 3 Core refuse a batch for
+one line), is found by writing the batch again in parts, and only the refused lines go to
+`data/<worker>/rejected.lp`; only then does the batch count as stored (refusals.py says how). A
+batch still answered 500 when its retry budget is spent is sorted out the same way (some 3.x
+releases answered a malformed batch so), so one broken line is not spooled and replayed forever.
+If a re-write fails otherwise (InfluxDB busy or down, token refused), nothing is set aside and
+the whole batch takes the normal retry/spool path.
+
+A 429 (Cloud Serverless: the write quota of a fixed 5-minute window is used up) is waited out
+whole, however long its Retry-After: no request until then, batches go to the spool meanwhile
+(never dropped, never set aside), and the wait is said once (`event=write_quota_wait until=`)
+and kept in the status file (`write_quota_until`) for scripts/status.
 """
 from __future__ import annotations
 
@@ -26,12 +34,13 @@ from typing import Optional
 
 from workers.common import diskerrors
 from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
-from workers.errors import ContentRefused, PartialWrite, PermanentWriteError, RetryableWriteError
+from workers.common.timefmt import iso_seconds
+from workers.errors import ContentRefused, PermanentWriteError, RetryableWriteError
 from workers.health import Stats
 from workers.settings import WriteSettings
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
-from workers.storage.refusals import Outcome, Refusals
+from workers.storage.refusals import SERVER_ERROR, SPLIT_STATUSES, Outcome, Refusals
 from workers.storage.sink import Sink
 from workers.storage.spool import Spool
 
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 SETUP_REFUSALS = (401, 403, 404)  # the server refuses us; other refusals are about the batch
 PERMANENT_PROBE_S = 30.0
 PERMANENT_REMIND_S = 600.0
+QUOTA_STATUS = 429
 
 
 def batch_backoff(settings: WriteSettings, clock: Clock) -> Backoff:
@@ -66,6 +76,9 @@ class Writer:
         self._last_permanent = ""
         self._last_reminder = 0.0
         self._retry_after = 0.0  # the server's Retry-After of the last failed attempt
+        self._failed: Optional[RetryableWriteError] = None  # the last attempt's, if retryable
+        self._quota_until = 0.0  # after a 429: no attempt before this (monotonic)
+        self._replay_failing_since: Optional[float] = None  # the spool's oldest chunk fails
         self._refused_status: Optional[int] = None  # status of the last permanent refusal
         self._refused: Optional[Exception] = None  # the last permanent refusal itself
         self._set_aside = (0, 0)  # (lines, trades) the last attempt put in rejected.lp
@@ -90,7 +103,7 @@ class Writer:
             except queue.Full:
                 continue
 
-    def _to_spool(self, batch: Batch, why: str) -> bool:
+    def _to_spool(self, batch: Batch, why: str, quiet: bool = False) -> bool:
         if self.spool is None:
             return False
         try:
@@ -102,8 +115,10 @@ class Writer:
                       diskerrors.fix(exc, str(self.spool.directory), "DATA_DIR"))
             return False
         self.stats.add("spooled", batch.trades)  # also on producer threads (queue full)
-        log.warning("worker=%s event=spooled why=%s trades=%d backlog_bytes=%d", self.worker, why,
-                    batch.trades, self.spool.backlog_bytes())
+        # quiet: a wait already said once (the write quota), not a line per batch
+        log.log(logging.DEBUG if quiet else logging.WARNING,
+                "worker=%s event=spooled why=%s trades=%d backlog_bytes=%d", self.worker, why,
+                batch.trades, self.spool.backlog_bytes())
         self._stored(batch)
         return True
 
@@ -125,37 +140,51 @@ class Writer:
 
     def _deliver(self, batch: Batch) -> None:
         """Write one batch with the retry policy; spool it when the budget is spent."""
-        if time.monotonic() < self._blocked_until and self._to_spool(batch, "sink_unavailable"):
-            return
+        if time.monotonic() < self._blocked_until:
+            quota = self._quota_waiting()
+            if self._to_spool(batch, "write_quota" if quota else "sink_unavailable", quota):
+                return
         backoff = batch_backoff(self.settings, self.clock)
         while True:
             ok = self._attempt(batch.body(), batch.trades)
-            if ok:
-                self.stats.written += batch.trades - self._set_aside[1]
-                if batch.trades:
-                    self.stats.record_lag(batch.first_time_ms)
-                self._stored(batch)
-                return
             if ok is None and self._reject_if_content(batch.body()):
-                self._stored(batch)  # kept in the rejected file; nothing is left to send
+                ok = True  # kept in the rejected file; nothing is left to send
+            if ok:
+                self._done(batch)
+                return
+            if ok is False and self._quota_waiting() and \
+                    self._to_spool(batch, "write_quota", quiet=True):
                 return
             if ok is None or self.stopping.is_set():  # refused for good, or shutting down
                 if self._to_spool(batch, "refused" if ok is None else "shutdown"):
                     return
             delay = backoff.next_delay(self._retry_after)
-            if not backoff.fits(delay) and self._to_spool(batch, "retry_budget_spent"):
-                return
+            if not backoff.fits(delay):
+                if self._sort_failed(batch.body()):
+                    self._done(batch)
+                    return
+                if self._to_spool(batch, "retry_budget_spent"):
+                    return
             self.stats.retries += 1
             self.clock.sleep(min(delay, 5.0) if self.stopping.is_set() else delay, self.stopping)
+
+    def _done(self, batch: Batch) -> None:
+        """The batch is stored, but for what the last attempt set aside."""
+        written = batch.trades - self._set_aside[1]
+        self.stats.written += written
+        if written:
+            self.stats.record_lag(batch.first_time_ms)
+        self._stored(batch)
 
     def _attempt(self, body: str, trades: int) -> Optional[bool]:
         """True: stored (lines the server refused are in rejected.lp). False: worth retrying.
         None: refused until a person acts, or refused whole for its content."""
         self._retry_after = 0.0
+        self._failed = None
         self._set_aside = (0, 0)
         error = self._send(body)
-        if isinstance(error, PartialWrite):
-            return self._settle(body, error)
+        if isinstance(error, ContentRefused) and error.status in SPLIT_STATUSES:
+            return self._settle(body, error)  # a partial write, or refused whole for lines
         return self._judge(error)
 
     def _send(self, body: str) -> Optional[Exception]:
@@ -178,7 +207,11 @@ class Writer:
             return True
         if isinstance(error, RetryableWriteError):
             self._retry_after = error.retry_after or 0.0
+            self._failed = error
             self.stats.error(str(error))
+            if error.status == QUOTA_STATUS:
+                self._quota_wait(error)
+                return False
             log.warning("worker=%s event=write_failed retryable=true status=%s retry_after=%s "
                         "error=%r", self.worker, error.status, error.retry_after, str(error)[:200])
             return False
@@ -193,22 +226,51 @@ class Writer:
                       error.status, str(error)[:300])
         return None
 
-    def _settle(self, body: str, first: PartialWrite) -> Optional[bool]:
-        """Sort out what a partial write refused and set it aside (refusals.py).
+    def _settle(self, body: str, first: Exception) -> Optional[bool]:
+        """Sort out which lines the server refused and set them aside (refusals.py).
 
         True once every line is stored or fsynced in rejected.lp. False or None (as `_attempt`)
         when a re-write failed for another reason: then nothing is set aside and the caller
         treats the whole batch as not stored.
         """
-        outcome = self.refusals.sort_partial(body, first)
+        outcome = self.refusals.sort_out(body, first)
         if outcome.failure is not None:
             return self._judge(outcome.failure)
         if not self._took(outcome):
             return False
         return self._judge(None)
 
+    def _sort_failed(self, body: str) -> bool:
+        """A batch the server still answers 500 when its retry budget is spent: sorted out like
+        a batch refused whole (refusals.py), so a line it cannot take is set aside and the rest
+        stored. False when it is not such a batch, or the server fails every part (then it is
+        the server, not the batch: the caller spools it)."""
+        error = self._failed
+        if error is None or error.status != SERVER_ERROR:
+            return False
+        return self._settle(body, error) is True
+
+    def _quota_wait(self, error: RetryableWriteError) -> None:
+        """A 429: InfluxDB's write quota is used up until its Retry-After (Cloud Serverless: the
+        end of a fixed 5-minute window, up to ~300 s). No attempt until then, whatever the retry
+        budget; said once per wait, with its end, and kept for scripts/status."""
+        wait = error.retry_after or self.settings.retry_max_delay_s
+        self._quota_until = time.monotonic() + wait
+        self._blocked_until = max(self._blocked_until, self._quota_until)
+        now = self.clock.time()
+        if self.stats.write_quota_until <= now:  # not waiting yet
+            log.warning("worker=%s event=write_quota_wait until=%s wait_s=%.0f status=%d "
+                        "note='InfluxDB write quota used up: no write until then; batches wait "
+                        "in the spool, none is dropped'", self.worker, iso_seconds(now + wait),
+                        wait, QUOTA_STATUS)
+        self.stats.write_quota_until = now + wait
+
+    def _quota_waiting(self) -> bool:
+        return time.monotonic() < self._quota_until
+
     def _reject_if_content(self, body: str) -> bool:
-        """A batch refused whole for its content (400, 413 ...) is set aside, not retried."""
+        """A batch refused whole for what no part of it can change (413, its size) is set
+        aside, not retried."""
         error = self._refused
         if not isinstance(error, ContentRefused) or self._refused_status in SETUP_REFUSALS:
             return False
@@ -252,17 +314,28 @@ class Writer:
             ok = self._attempt(body, lines)
             if ok is None and self._reject_if_content(body):
                 ok = True
+            if ok is False and self._replay_budget_spent() and self._sort_failed(body):
+                ok = True
             if not ok:
                 if ok is False:
-                    self._blocked_until = time.monotonic() + min(
-                        self.settings.retry_max_delay_s, max(1.0, self._retry_after))
+                    self._blocked_until = max(self._blocked_until, time.monotonic() + min(
+                        self.settings.retry_max_delay_s, max(1.0, self._retry_after)))
                 return
+            self._replay_failing_since = None
             self.spool.commit(segment, end)
             self.stats.replayed += lines - self._set_aside[0]
             log.info("worker=%s event=spool_replayed trades=%d backlog_bytes=%d", self.worker,
                      lines, self.spool.backlog_bytes())
             if not self.queue.empty():
                 return  # a live batch waits: it goes next
+
+    def _replay_budget_spent(self) -> bool:
+        """The spool's oldest chunk has failed for the retry budget (counted from its first
+        failure, as a live batch's from its first attempt)."""
+        now = time.monotonic()
+        if self._replay_failing_since is None:
+            self._replay_failing_since = now
+        return now - self._replay_failing_since >= self.settings.retry_budget_s
 
     # -- shutdown ------------------------------------------------------------------------
     def stop(self, timeout: float) -> None:

@@ -28,7 +28,8 @@ Faults are armed at start (`--fault`) or at run time on the control API (faults.
     GET  /_front/stats  (FrontStats: statuses, refusals by kind, lines, quota use)
     POST /_front/reset  (clears faults, stats and the quota window)
 
-and DBRP mappings (2.7, serverless) as the real API makes them: `POST /api/v2/dbrps`.
+and DBRP mappings (2.7, serverless) as the real API makes them: `POST /api/v2/dbrps`, with
+the bucket's id from `GET /api/v2/buckets?name=` (the front's bucket id is the bucket's name).
 
 Modules: server.py (the aiohttp server), cli.py (command line), control.py (InfluxFront, the
 test-side handle), dialects.py, writes.py, lineproto.py, influxql.py, quota.py, dbrp.py,

@@ -132,6 +132,7 @@ class FrontServer:
         if self.dialect.name in ("2.7", "serverless"):
             app.router.add_post("/api/v2/dbrps", self.handle_dbrp_create)
             app.router.add_get("/api/v2/dbrps", self.handle_dbrp_list)
+            app.router.add_get("/api/v2/buckets", self.handle_buckets)
         app.router.add_post("/_front/fault", self.handle_fault)
         app.router.add_get("/_front/stats", self.handle_stats)
         app.router.add_post("/_front/reset", self.handle_reset)
@@ -563,6 +564,20 @@ class FrontServer:
             return self.refuse("auth", 401, "unauthorized access", write=False)
         found = self.dbrps.find(request.query.get("db"))
         return web.json_response({"content": [m.as_doc() for m in found]})
+
+    async def handle_buckets(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/v2/buckets?name=: a bucket's id, what `influx v1 dbrp create --bucket-id`
+        needs (servers.md, Reads: "Creating a mapping"). The front's bucket id is its name
+        (dbrp.py); a database influxd does not have is no bucket."""
+        if not write_authorized(self.dialect, self.token,
+                                request.headers.get("Authorization", "")):
+            return self.refuse("auth", 401, "unauthorized access", write=False)
+        shown = await self.influxql("SHOW DATABASES", None)
+        names = [str(row[0]) for result in shown.get("results", [])
+                 for series in result.get("series") or [] for row in series.get("values") or []]
+        wanted = request.query.get("name")
+        return web.json_response({"buckets": [{"id": name, "name": name, "orgID": "front"}
+                                              for name in names if wanted in (None, name)]})
 
     # -- ping and health --
 

@@ -18,7 +18,7 @@ import pytest
 
 from workers.__main__ import set_log_host
 from workers.capture.worker import RESUME_FAILED_NOTE, Worker, resume_from_db
-from workers.errors import SinkError
+from workers.errors import NoMapping, SinkError
 from workers.settings import load_settings
 from workers.storage.influx_query import (
     SYMBOL_FILTER_MAX,
@@ -193,6 +193,16 @@ def test_an_unreachable_database_or_a_bug_is_one_warning_never_an_exception(capl
     first, second = events(caplog, "resume_from_db_failed")
     assert "the query failed: unreachable: timed out" in first.getMessage()
     assert "KeyError" in second.getMessage()
+
+
+def test_a_bucket_without_a_dbrp_mapping_is_one_warning_carrying_the_whole_fix(caplog):
+    fix = ("InfluxDB query error: database not found: ticks: bucket 'ticks' has no DBRP mapping "
+           "for InfluxQL reads (" + "x" * 300 + "): create it with `influx v1 dbrp create --db "
+           "ticks --rp autogen --bucket-id 0a1b --default`")
+    assert resume_from_db("w", ["BTCUSDT"], answer(error=NoMapping(fix)), 24) == {}
+    (line,) = events(caplog, "resume_from_db_failed")
+    assert f"reason={fix!r}" in line.getMessage()  # uncut: the command is at its end
+    assert "\n" not in line.getMessage()
 
 
 def test_empty_result_warns_naming_only_the_symbols_not_found(caplog):

@@ -434,7 +434,7 @@ def facts(inf: Optional[Dict[str, Any]] = None,
 
 def test_every_rule_is_applied_once():
     rules = list(st.PROBLEMS) + list(st.WARNINGS)
-    assert len(set(rules)) == len(rules) == 9
+    assert len(set(rules)) == len(rules) == 10
 
 
 def test_rule_not_loaded():
@@ -521,6 +521,19 @@ def test_rule_rejected():
         "InfluxDB refused 4 lines (0 trades), kept in data/btcusdt/rejected.lp: see "
         "event=lines_rejected in logs/b.log for the reason and the fix"]
     assert st.rejected(facts(info(), status(rejected_lines=0, rejected_trades=0))) == []
+
+
+def test_rule_write_quota_wait():
+    # 429: writes wait for the end of the quota's window (workers/storage/writer.py)
+    waiting = status(write_quota_until=NOW - 2 + 240)  # 240 s after the file was written
+    assert st.write_quota_wait(facts(info(), waiting)) == [
+        "InfluxDB's write quota is used up (429): writes resume at 2023-11-14T22:17:18Z (in "
+        "240 s); batches wait in the spool meanwhile, none is lost"]
+    row = assess("btcusdt", ["BTCUSDT"], info(), waiting, NOW)
+    assert row.warnings == st.write_quota_wait(facts(info(), waiting))
+    assert st.write_quota_wait(facts(info(), status(write_quota_until=NOW - 10))) == []
+    assert st.write_quota_wait(facts(info(), status())) == []  # an older worker's file
+    assert st.write_quota_wait(facts(info(pid=7), waiting)) == []  # not the running process's
 
 
 # -- the status file as read back (workers/health.py: StatusFile) ----------------------------

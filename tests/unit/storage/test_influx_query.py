@@ -15,18 +15,21 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from workers.errors import SinkError
+from workers.errors import NoMapping, SinkError
 from workers.settings import InfluxSettings
-from workers.storage.influx_query import InfluxQuery
+from workers.storage.influx_query import QUERY_WINDOW_H, InfluxQuery, last_trades_query
 
 
 class Answers:
-    """A /query endpoint: answers `status` and `body` (bytes or JSON), records each request's
+    """A /query endpoint: answers `status` and `body` (bytes or JSON), or the next of `queue`,
+    or for another path what `paths` holds (status, body); records each request's path,
     parameters and headers; `hold` keeps answers back until set."""
 
     def __init__(self) -> None:
         self.status = 200
         self.body: object = {"results": [{"statement_id": 0}]}
+        self.queue: List[object] = []
+        self.paths: Dict[str, Tuple[int, object]] = {}
         self.requests: List[Tuple[str, Dict[str, List[str]], Dict[str, str]]] = []
         self.connections = 0
         self.hold = threading.Event()
@@ -44,9 +47,13 @@ class Answers:
                 parts = urlsplit(self.path)
                 answers.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
                 answers.hold.wait(10)
-                body = answers.body
+                status, body = answers.status, answers.body
+                if parts.path in answers.paths:
+                    status, body = answers.paths[parts.path]
+                elif answers.queue:
+                    body = answers.queue.pop(0)
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(answers.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -154,3 +161,67 @@ def test_trade_ids_asks_window_by_window_and_yields_every_id(answers):
     bounds = [params["q"][0].split("WHERE ")[1] for _, params, _ in answers.requests]
     assert bounds == [f"symbol = 'BTCUSDT' AND time >= {a} AND time < {b}"
                       for a, b in ((0, 10 * s), (10 * s, 20 * s), (20 * s, 25 * s))]
+
+
+def maxima(*rows: Tuple[str, int, int]) -> dict:
+    """A last-trades answer: (symbol, max id, its time) per series."""
+    return {"results": [{"statement_id": 0, "series": [
+        {"name": "price_ticks", "tags": {"symbol": symbol}, "columns": ["time", "max"],
+         "values": [[when, top]]} for symbol, top, when in rows]}]}
+
+
+def test_a_long_look_back_is_walked_in_windows_newest_first_until_each_symbol_is_found(answers):
+    # 3 Core refuses a query over more than ~72 h (influxdb-servers.md, Reads, "limits")
+    answers.queue = [maxima(("ETHUSDT", 12, 50)), {"results": [{"statement_id": 0}]},
+                     maxima(("BTCUSDT", 99, 30), ("ETHUSDT", 10, 20))]
+    found = InfluxQuery(settings(answers.url)).last_trades(["BTCUSDT", "ETHUSDT"], 7 * 24)
+
+    assert found == {"ETHUSDT": (12, 50), "BTCUSDT": (99, 30)}  # the newest window's ETHUSDT
+    asked = [params["q"][0] for _, params, _ in answers.requests]
+    assert asked == [last_trades_query("price_ticks", ["BTCUSDT", "ETHUSDT"], 24),
+                     last_trades_query("price_ticks", ["BTCUSDT"], 48, 24),
+                     last_trades_query("price_ticks", ["BTCUSDT"], 72, 48)]
+    assert "WHERE time > now() - 72h AND time <= now() - 48h AND " in asked[2]
+
+
+def test_a_look_back_with_nothing_found_asks_each_window_once_and_each_is_bounded(answers):
+    found = InfluxQuery(settings(answers.url)).last_trades(["BTCUSDT"], 60)
+
+    assert found == {}
+    assert QUERY_WINDOW_H == 24
+    assert [params["q"][0].split("WHERE ")[1].split(" AND (")[0]
+            for _, params, _ in answers.requests] == [
+        "time > now() - 24h", "time > now() - 48h AND time <= now() - 24h",
+        "time > now() - 60h AND time <= now() - 48h"]
+
+
+def test_database_not_found_in_a_200_is_no_mapping_with_the_dbrp_command_and_bucket_id(answers):
+    # Cloud Serverless until the bucket has a DBRP mapping (influxdb-servers.md, Reads)
+    answers.body = {"results": [{"statement_id": 0, "error": "database not found: ticks"}]}
+    answers.paths["/api/v2/buckets"] = (200, {"buckets": [{"id": "0a1b2c3d", "name": "ticks"}]})
+
+    with pytest.raises(NoMapping) as caught:
+        InfluxQuery(settings(answers.url)).last_trades(["BTCUSDT"], 24)
+
+    text = str(caught.value)
+    assert "\n" not in text and caught.value.status is None
+    assert text.startswith("InfluxDB query error: database not found: ticks: bucket 'ticks' "
+                           "has no DBRP mapping")
+    assert text.endswith("create it with `influx v1 dbrp create --db ticks --rp autogen "
+                         "--bucket-id 0a1b2c3d --default`")
+    (_, lookup, headers), = [r for r in answers.requests if r[0] == "/api/v2/buckets"]
+    assert lookup == {"name": ["ticks"], "org": ["o"]}
+    assert headers["Authorization"] == "Token tok-123"
+
+
+@pytest.mark.parametrize("status, body", [(403, {"code": "forbidden"}), (404, b"404 page"),
+                                          (200, {"buckets": []})])
+def test_without_the_bucket_id_the_fix_says_how_to_find_it(answers, status, body):
+    answers.body = {"results": [{"statement_id": 0, "error": "database not found: ticks"}]}
+    answers.paths["/api/v2/buckets"] = (status, body)
+
+    with pytest.raises(NoMapping) as caught:
+        InfluxQuery(settings(answers.url)).query("SELECT 1")
+
+    assert "--bucket-id <bucket-id> --default`, <bucket-id> being the id of bucket 'ticks': " \
+           "`influx bucket list --name ticks`" in str(caught.value)

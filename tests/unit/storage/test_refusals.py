@@ -92,7 +92,7 @@ def test_the_refused_run_of_a_partial_write_is_found_and_set_aside(spool):
     body = "\n".join(lines)
     stats = Stats()
 
-    outcome = refusals_of(server, spool, stats).sort_partial(body, server.first_answer(body))
+    outcome = refusals_of(server, spool, stats).sort_out(body, server.first_answer(body))
 
     assert outcome.settled and outcome.failure is None
     assert outcome.lines == 64 and outcome.stored == 59
@@ -110,7 +110,7 @@ def test_a_group_refused_whole_is_set_aside_without_a_further_request(spool):
     server = Server(lambda line: CONFLICT if line.startswith("price_ticks") else None)
     body = "\n".join(lines)
 
-    outcome = refusals_of(server, spool).sort_partial(body, server.first_answer(body))
+    outcome = refusals_of(server, spool).sort_out(body, server.first_answer(body))
 
     # one request per measurement, none to split the trades (dropped == their count)
     assert len(server.requests) == 2 and outcome.extra_requests == 2
@@ -129,7 +129,7 @@ def test_lines_not_sorted_out_within_the_bound_are_set_aside_as_may_be_stored(sp
     server = Server(lambda line: RETENTION if line in scattered else None)
     body = "\n".join(lines)
 
-    outcome = refusals_of(server, spool).sort_partial(body, server.first_answer(body))
+    outcome = refusals_of(server, spool).sort_out(body, server.first_answer(body))
 
     assert outcome.settled and outcome.extra_requests == 1 + 5
     unsettled = [g for g in outcome.refused if g.key.startswith(refusals.UNSETTLED)]
@@ -146,7 +146,7 @@ def test_a_rewrite_failing_otherwise_sets_nothing_aside_and_carries_the_failure(
     server.fail = busy
     stats = Stats()
 
-    outcome = refusals_of(server, spool, stats).sort_partial(body, first)
+    outcome = refusals_of(server, spool, stats).sort_out(body, first)
 
     assert outcome.failure is busy and not outcome.settled
     assert outcome.refused == [] and outcome.path is None
@@ -198,7 +198,7 @@ def test_each_reason_is_logged_once_with_its_fix(spool, caplog):
     sorter = refusals_of(server, spool)
     for i in (1, 3):
         body = "\n".join([trade("AAA", i), trade("AAA", i + 1), health(i)])
-        sorter.sort_partial(body, server.first_answer(body))
+        sorter.sort_out(body, server.first_answer(body))
 
     said = [r for r in caplog.records if "event=lines_rejected " in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.ERROR

@@ -128,6 +128,41 @@ def test_request_too_large_says_to_lower_the_batch_size():
     assert "WRITE_BATCH_SIZE" in str(error)
 
 
+def test_3_cores_overload_answer_is_retryable_not_a_refusal_of_the_batch():
+    # influxdb-servers.md, Writes, "quota / overload": 400 `invalid` at the request limit
+    body = '{"code":"invalid","message":"this service is overloaded, please try again later"}'
+    error = classify_status(400, body, None, SETTINGS)
+
+    assert isinstance(error, RetryableWriteError) and error.status == 400
+    assert "overloaded" in str(error)
+
+
+@pytest.mark.parametrize("body, shown", [
+    ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad "
+     "Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+     "InfluxDB answered 502: 502 Bad Gateway (an HTML page, likely from a proxy)"),
+    ("<!DOCTYPE html><html><body><p>Too\nMany</p></body></html>",
+     "InfluxDB answered 429: Too Many (an HTML page, likely from a proxy)"),
+    ("", "InfluxDB answered 503: (an empty body)"),
+    ("upstream\nconnect error  ", "InfluxDB answered 503: upstream connect error"),
+])
+def test_a_body_that_is_not_json_is_read_into_one_line(body, shown):
+    # Cloud Serverless and proxies: "never assume JSON" (influxdb-servers.md, "error body")
+    status = int(shown.split()[2].rstrip(":"))
+    error = classify_status(status, body, None, SETTINGS)
+
+    assert isinstance(error, RetryableWriteError) and str(error) == shown
+
+
+def test_a_content_refusal_with_an_html_body_gives_a_one_line_reason():
+    error = classify_status(400, "<html><head><title>400 Bad Request</title></head></html>",
+                            None, SETTINGS)
+
+    assert isinstance(error, ContentRefused)
+    assert error.reason == "400 Bad Request (an HTML page, likely from a proxy)"
+    assert "\n" not in str(error)
+
+
 def test_long_server_bodies_are_cut_in_the_message():
     error = classify_status(400, "x" * 10_000, None, SETTINGS)
 

@@ -12,12 +12,13 @@ import re
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.timing import poll as wait_for
+from workers.common.timefmt import iso_seconds
 from workers.errors import PartialWrite
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings
@@ -36,6 +37,8 @@ INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucke
                         timeout_s=10.0, gzip=False)
 REFUSED = classify_status(401, "unauthorized", None, INFLUX)
 BUSY = classify_status(503, "service unavailable", None, INFLUX)
+BROKEN = classify_status(500, '{"code":"internal error","message":"failed to write"}', None,
+                         INFLUX)
 RENDERER = LineRenderer("price_ticks")
 
 
@@ -47,10 +50,14 @@ class FakeSink:
         self.stored: List[str] = []
         self.planned: List[Exception] = []
         self.always: Optional[Exception] = None
+        self.answer_for: Optional[Callable[[str], Optional[Exception]]] = None  # by content
         self.gate: Optional[threading.Event] = None  # when set, write() waits for it
         # Like InfluxDB 1.x: lines for which `refuse(line)` gives a reason are dropped, the
         # others stored, and the answer is 400 "partial write: <first reason> dropped=N".
         self.refuse: Optional[Callable[[str], Optional[str]]] = None
+        # With `refuse`: like InfluxDB 2.7 and 3 Core, a body holding a refused line is refused
+        # whole (400 with the first reason), nothing of it stored.
+        self.whole = False
         self.closed = False
         self.lock = threading.Lock()
 
@@ -60,7 +67,8 @@ class FakeSink:
     def write(self, body: str) -> None:
         with self.lock:
             self.offered.append(body)
-            error = self.always or (self.planned.pop(0) if self.planned else None)
+            error = self.always or (self.planned.pop(0) if self.planned else None) or (
+                self.answer_for(body) if self.answer_for else None)
         if self.gate is not None:
             self.gate.wait(2.0)
         if error is not None:
@@ -72,6 +80,9 @@ class FakeSink:
             reasons = [self.refuse(line) for line in lines]
             good = [line for line, why in zip(lines, reasons) if not why]
             bad = [why for why in reasons if why]
+            if bad and self.whole:
+                raise classify_status(400, json.dumps({"code": "invalid", "message": bad[0]}),
+                                      None, INFLUX)
             if good:
                 self.stored.append("\n".join(good))
             if bad:
@@ -191,7 +202,7 @@ def test_retryable_errors_are_retried_with_growing_delays_until_the_write_succee
 
 def test_the_servers_retry_after_is_waited_at_least(make_rig):
     rig = make_rig()
-    rig.sink.fail_next(classify_status(429, "slow down", 3.5, INFLUX))
+    rig.sink.fail_next(classify_status(503, "slow down", 3.5, INFLUX))  # (429: the quota, below)
     rig.writer.start()
 
     rig.writer.submit(make_batch(1, 101))
@@ -457,7 +468,8 @@ def test_scattered_refusals_stop_at_the_request_bound_and_set_the_rest_aside(mak
     rig.writer.submit(batch)
 
     assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 164})
-    assert len(rig.sink.offered) - 1 == 1 + 4 * 6  # the bound for one group of 64 lines
+    # the bound for one group of 64 lines
+    assert len(rig.sink.offered) - 1 == 1 + refusals.SPLIT_REQUESTS_PER_LEVEL * 6
     refused = {line for line in batch.lines if trade_id(line) % 3 == 0}
     aside = rejected_lines(rig)
     assert refused <= set(aside), "a refused line is neither stored nor set aside"
@@ -556,9 +568,10 @@ def test_a_replayed_spool_batch_meeting_a_partial_write_sets_the_refused_lines_a
 
 
 def test_a_batch_refused_whole_goes_to_rejected_lp_with_the_reason(make_rig, caplog):
+    # Every line refused (a batch with good lines among them is sorted out: see below).
     rig = make_rig()
-    rig.sink.fail_next(classify_status(400, '{"error":"unable to parse \'x y\': bad timestamp"}',
-                                       None, INFLUX))
+    rig.sink.refuse = lambda line: "unable to parse 'x y': bad timestamp"
+    rig.sink.whole = True
     batch = make_batch(1, 101)
     rig.writer.start()
 
@@ -571,6 +584,159 @@ def test_a_batch_refused_whole_goes_to_rejected_lp_with_the_reason(make_rig, cap
     assert rig.stats.rejected_lines == 3 and rig.stats.written == 0
     assert events(caplog, "lines_rejected") == 1
     assert rig.spool.peek(10) is None
+
+
+BAD_LINE = "unable to parse 'price_ticks,symbol=BTCUSDT price=oops': invalid number"
+
+
+def refused_ids(ids: Set[int]) -> Callable[[str], Optional[str]]:
+    """`refuse` for the trade lines of these ids (a line that does not parse, say)."""
+    return lambda line: BAD_LINE if "trade_id=" in line and trade_id(line) in ids else None
+
+
+def test_a_batch_refused_whole_for_three_lines_sets_aside_those_three_only(make_rig):
+    # 2.7 and 3 Core refuse a whole batch for one line that does not parse
+    rig = make_rig(batch_size=5000)
+    bad = {117, 2500, 4321}  # scattered: each costs its own bisection
+    rig.sink.refuse, rig.sink.whole = refused_ids(bad), True
+    batch = mixed_batch(1, 1, 5000)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 5000}, timeout=10)
+    assert_each_line_stored_or_set_aside(
+        rig, batch, [line for line in batch.lines if refused_ids(bad)(line)])
+    (comment, _), = rejected_file(rig)  # one reason: one comment
+    assert BAD_LINE in comment
+    # two measurements, then at most 2 requests per level for each refused line
+    assert len(rig.sink.offered) - 1 <= 2 + 2 * len(bad) * 13
+    assert (rig.stats.written, rig.stats.rejected_trades, rig.stats.spooled) == (4997, 3, 0)
+
+
+def test_a_batch_refused_whole_for_a_field_type_conflict_is_set_aside_unsplit(make_rig):
+    # 3 Core: a column's type is fixed by its first write; every trade line has the same fields
+    rig = make_rig()
+    conflict = "invalid column type for column 'price', expected String, got Float"
+    rig.sink.refuse = lambda line: conflict if line.startswith("price_ticks") else None
+    rig.sink.whole = True
+    batch = mixed_batch(1, 101, 200, health=2)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 300})
+    assert_each_line_stored_or_set_aside(rig, batch, batch.lines[:200])
+    assert len(rig.sink.offered) == 3  # the batch, then each measurement once
+
+
+def test_a_batch_refused_in_every_part_stops_splitting_after_three_levels(make_rig):
+    rig = make_rig()
+    rig.sink.refuse, rig.sink.whole = (lambda line: "schema rejected"), True
+    batch = mixed_batch(1, 101, 64, health=0)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 164})
+    assert len(rig.sink.offered) - 1 == refusals.DENSE_PARTS  # 2 + 4 + 8 parts
+    assert sorted(rejected_lines(rig)) == sorted(batch.lines)
+    (comment, _), = rejected_file(rig)
+    assert "refused in each of the first 14 parts tried" in comment
+    assert "some may be good (loading them again is harmless)" in comment
+
+
+def test_a_batch_still_failing_with_500_past_its_budget_sets_aside_the_line_it_fails_on(
+        make_rig, caplog):
+    # some InfluxDB 3.0-3.9 releases answered a malformed batch with 500
+    rig = make_rig()
+    rig.sink.answer_for = lambda body: BROKEN if "trade_id=130i" in body else None
+    batch = mixed_batch(1, 101, 50)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 150})
+    assert_each_line_stored_or_set_aside(
+        rig, batch, [line for line in batch.lines if "trade_id=130i" in line])
+    assert sum(rig.clock.sleeps) <= rig.settings.retry_budget_s  # retried first
+    assert rig.stats.spooled == 0 and rig.stats.written == 49
+    (comment, _), = rejected_file(rig)
+    assert "rejected by InfluxDB (500)" in comment
+
+
+def test_a_server_failing_every_part_with_500_gets_the_batch_spooled_not_set_aside(make_rig):
+    rig = make_rig()
+    rig.sink.always = BROKEN
+    batch = mixed_batch(1, 101, 30)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 130})  # spooled
+    assert rig.stats.spooled == 30 and rig.stats.rejected_lines == 0
+    assert not rig.spool.rejected_path.exists()
+
+
+def test_a_spooled_chunk_failing_with_500_for_the_budget_is_sorted_out(make_rig):
+    rig = make_rig()
+    rig.sink.always = BUSY
+    batch = mixed_batch(1, 101, 20)
+    rig.writer.start()
+    rig.writer.submit(batch)
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 120})  # spooled
+    rig.sink.always = None
+    rig.sink.answer_for = lambda body: BROKEN if "trade_id=110i" in body else None
+
+    sent = len(rig.sink.offered)
+    rig.clock.advance(60)  # the replay meets the 500: its budget starts
+    assert wait_for(lambda: len(rig.sink.offered) > sent)
+    rig.clock.advance(rig.settings.retry_budget_s + 1)
+
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0)
+    assert_each_line_stored_or_set_aside(
+        rig, batch, [line for line in batch.lines if "trade_id=110i" in line])
+    assert rig.stats.replayed == 20  # 20 trades and a health line, one of them set aside
+
+
+# -- the write quota: 429 -----------------------------------------------------------------------
+
+def test_a_429_is_waited_out_whole_batches_spooled_meanwhile_and_said_once(make_rig, caplog):
+    # Cloud Serverless: the quota of a fixed 5-minute window; Retry-After up to ~300 s, far
+    # past the retry budget
+    rig = make_rig(retry_budget_s=10.0)
+    rig.sink.fail_next(classify_status(429, "", 300.0, INFLUX))
+    batches = [make_batch(i, 100 * i) for i in range(1, 4)]
+    rig.writer.start()
+    ends = rig.clock.time() + 300
+
+    for batch in batches:
+        rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 302})  # spooled = stored
+    assert len(rig.sink.offered) == 1  # no request while the quota is used up
+    assert rig.stats.spooled == 9 and rig.stats.rejected_lines == 0
+    assert rig.stats.write_quota_until == pytest.approx(ends)
+    rig.clock.advance(299)
+    time.sleep(0.3)
+    assert len(rig.sink.offered) == 1
+    rig.clock.advance(2)
+    assert wait_for(lambda: rig.spool.backlog_bytes() == 0)
+    assert rig.sink.stored_lines() == [line for b in batches for line in b.lines]
+    said = [r.getMessage() for r in caplog.records if "event=write_quota_wait " in r.getMessage()]
+    assert len(said) == 1 and f"until={iso_seconds(ends)} wait_s=300 " in said[0], said
+    assert events(caplog, "write_failed") == events(caplog, "spooled") == 0
+
+
+def test_a_429_without_a_spool_is_waited_out_in_the_writer_whole(make_rig):
+    rig = make_rig(use_spool=False, retry_budget_s=10.0)
+    rig.sink.fail_next(classify_status(429, "", 120.0, INFLUX))
+    rig.writer.start()
+
+    rig.writer.submit(make_batch(1, 101))
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.clock.sleeps[0] >= 120.0 and len(rig.sink.offered) == 2
 
 
 def test_each_reason_is_logged_once_whatever_its_counts_and_values(make_rig, caplog):
