@@ -424,6 +424,13 @@ def _num(v: Optional[float], fmt: str = "{:.0f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _lag(r: Dict[str, Any]) -> str:
+    """`180/420`, or `-`: nothing stored in the worker's last LAG_WINDOW_S (or not running)."""
+    if r["lag_p50_ms"] is None and r["lag_p99_ms"] is None:
+        return "-"
+    return f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}"
+
+
 def _symbols(symbols: List[str]) -> str:
     return ",".join(symbols) if len(symbols) <= 2 else f"{symbols[0]},+{len(symbols) - 1}"
 
@@ -439,7 +446,7 @@ def table(report: Dict[str, Any]) -> str:
                       _age(r["uptime_s"]), _symbols(r["symbols"]),
                       _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-",
                       _num(r["trades_per_s"], "{:.1f}"),
-                      f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}",
+                      _lag(r),
                       _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r),
                       _short(r["last_error"], 60)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

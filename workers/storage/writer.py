@@ -133,7 +133,7 @@ class Writer:
             if ok:
                 self.stats.written += batch.trades - self._set_aside[1]
                 if batch.trades:
-                    self.stats.record_lag(batch.first_time_ms)
+                    self.stats.record_lags(batch.trade_times_ms())
                 self._stored(batch)
                 return
             if ok is None and self._reject_if_content(batch.body()):

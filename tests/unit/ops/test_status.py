@@ -252,6 +252,15 @@ def test_a_stopped_worker_shows_no_live_figures(state: str) -> None:
         assert line[header.index(column):].split()[0] in ("-", "-/-"), (column, line)
 
 
+def test_lag_is_a_dash_when_nothing_was_stored_recently() -> None:
+    """Issue 21.8: the worker writes null lags once nothing was stored in its last 10 s."""
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(lag_p50_ms=None, lag_p99_ms=None), NOW)
+    text = table({"workers": [asdict(row)], "supervisord": "running", "problems": [],
+                  "healthy": True, "reconciler": "RUNNING"})
+    header, line = text.splitlines()[:2]
+    assert line[header.index("LAG p50/p99 ms"):].split()[0] == "-"
+
+
 def test_a_new_process_before_its_first_write_shows_no_old_figures() -> None:
     row = assess("btcusdt", ["BTCUSDT"], info(pid=43, up_s=2), status(pid=42), NOW)
     assert row.healthy and row.trades_per_s is None and row.last_trade_age_s is None
