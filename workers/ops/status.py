@@ -572,7 +572,7 @@ def table(report: Dict[str, Any], width: Optional[int] = None) -> str:
         out.append(f"restarts: {report['restarts']}")
     out += [_wrap(f"problem: {p}", width) for p in report["problems"]]
     if "stored" in report:
-        out += stored_lines(report["stored"])
+        out += [_wrap(line, width) for line in stored_lines(report["stored"])]
     out.append("healthy" if report["healthy"] else "UNHEALTHY")
     return "\n".join(out)
 
@@ -601,7 +601,7 @@ def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
         found = InfluxQuery(settings.influx).last_trades(symbols or None,
                                                          settings.resume_lookback_h, 10.0)
     except Exception as exc:  # a status report must come out whatever the database does
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"error": f"{type(exc).__name__}: {exc}"}  # whole: its fix is at the end
     now = time.time() if now is None else now
     return {"lookback_h": settings.resume_lookback_h,
             "symbols": {s: {"last_id": found[s][0],

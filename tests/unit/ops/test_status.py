@@ -746,3 +746,23 @@ def test_a_supervisord_log_that_cannot_be_read_is_said(root: Path) -> None:
     report = collect(root, NoLog([info(), info("alts", pid=43), info("reconciler", pid=7)]),
                      now=lambda: NOW)
     assert "restarts: not counted" in table(report, width=100)
+
+
+def test_stored_says_a_refused_token_whole_with_its_fix(monkeypatch: pytest.MonkeyPatch):
+    from workers.errors import SinkError
+    from workers.storage.influx_query import InfluxQuery
+
+    long = ("InfluxDB refused the token for a read (401): check INFLUXDB_TOKEN in .env.local; it "
+            "needs read access to bucket 'a-rather-long-bucket-name/autogen' of org "
+            "'a-rather-long-organisation-name' (/query answered 401: unauthorized access)")
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise SinkError(long, 401)
+    for name, value in (("INFLUXDB_URL", "http://127.0.0.1:9"), ("INFLUXDB_TOKEN", "x"),
+                        ("INFLUXDB_ORG", "o"), ("INFLUXDB_BUCKET", "b")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(InfluxQuery, "last_trades", refused)
+    report = {**report_of(), "stored": st.stored(["BTCUSDT"])}
+    text = table(report, width=100)
+    assert f"stored: cannot tell: SinkError: {long}" in " ".join(text.split("\n    "))
+    assert all(len(line) <= 100 for line in text.splitlines()[1:])
