@@ -210,7 +210,7 @@ def not_running(f: Facts) -> List[str]:
 def crash_loop(f: Facts) -> List[str]:
     """Exited unexpectedly CRASH_LOOP_EXITS times in RESTART_WINDOW_S: the restarts do not cure
     it, however fresh its row looks (STARTING, uptime 0-3 s, at every sample)."""
-    if not f.history.crash_loop:
+    if not f.history.crash_loop or f.history.config_error:  # (not_running says that one)
         return []
     return [f"crash loop: {_exits(f.history.exits)}, restarted by supervisord each time; "
             f"last error: {f.history.cause or 'none found at the end of its log'}"]
