@@ -34,6 +34,8 @@ from typing import (
 from workers.common.atomic import write_atomic
 from workers.common.timefmt import iso_seconds
 
+LAGS_KEPT = 10_000  # lags held between two takes (the reporter takes them every second)
+
 
 @dataclass
 class Stats:
@@ -54,7 +56,7 @@ class Stats:
     given_up: int = 0  # trade ids abandoned after the backfill cap
     last_trade_ms: Dict[str, int] = field(default_factory=dict)
     last_error: str = ""
-    lags_ms: List[float] = field(default_factory=list)  # trade time -> stored, since last summary
+    lags_ms: List[float] = field(default_factory=list)  # trade time -> stored, since last take
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, counter: str, n: int = 1) -> None:
@@ -65,11 +67,12 @@ class Stats:
     def error(self, text: str) -> None:
         self.last_error = f"{iso_seconds()} {text}"
 
-    def record_lag(self, first_time_ms: int) -> None:
-        lag = time.time() * 1000 - first_time_ms
+    def record_lags(self, times_ms: List[int]) -> None:
+        """The lags of trades stored just now: each one's trade time to now."""
+        now_ms = time.time() * 1000
         with self.lock:
-            if len(self.lags_ms) < 10_000:
-                self.lags_ms.append(lag)
+            room = LAGS_KEPT - len(self.lags_ms)
+            self.lags_ms.extend(now_ms - t for t in times_ms[:max(0, room)])
 
     def take_lags(self) -> List[float]:
         with self.lock:
@@ -118,7 +121,9 @@ class StatusFile(TypedDict, total=False):
     updated: float  # epoch seconds of this write
     trades_per_s: float  # over the last RATE_WINDOW_S
     last_trade_age_s: Optional[float]  # the newest trade's age at this write
-    lag_p50_ms: Optional[float]  # trade time -> stored, of the last non-empty period
+    # trade time -> stored, of the trades stored in the last reporter.LAG_WINDOW_S (each trade's
+    # own time); None when none was stored in it (nothing recent to tell)
+    lag_p50_ms: Optional[float]
     lag_p99_ms: Optional[float]
     spool_backlog_bytes: int
     queue_batches: int

@@ -187,6 +187,37 @@ def test_gap_audit_finds_a_punched_hole_and_repair_fills_it(tmp_path, exchange_s
     cap.assert_values_exact("BTCUSDT")
 
 
+def test_gap_audit_of_a_misspelt_or_uncaptured_symbol_or_with_a_wrong_token_is_no_pass(
+        tmp_path, exchange_sim, influx_front, influx_db):
+    """Issue 21.4: `gap-audit BTCUSTD --since 1h` printed `0 trades stored ... 0 missing`, exit
+    0; 21.9: a refused token printed InfluxDB's raw b'...' body."""
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--symbol", "ETHUSDT:rate=5")
+    wait_until(lambda: len(cap.stored_ids("BTCUSDT")) > 10, 20, what="BTCUSDT trades stored")
+
+    def audit(symbol: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workers.tools.audit", symbol, "--since",
+                               "1h", "--env-file", "/dev/null"], env={**cap.worker.env, **env},
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    misspelt = audit("BTCUSTD")
+    assert misspelt.returncode == 2 and misspelt.stdout == ""
+    assert misspelt.stderr == (f"gap-audit: BTCUSTD is unknown to the exchange (exchangeInfo at "
+                               f"{cap.sim.rest_url}): fix the spelling; stored symbols: "
+                               "BTCUSDT\n")
+    uncaptured = audit("ETHUSDT")  # the exchange knows it; no worker captures it
+    assert uncaptured.returncode == 1
+    assert uncaptured.stderr.startswith("gap-audit: nothing stored for ETHUSDT between ")
+    assert "is the symbol right? stored symbols: BTCUSDT; the exchange knows ETHUSDT" in \
+        uncaptured.stderr
+    refused = audit("BTCUSDT", INFLUXDB_TOKEN="wrong")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("gap-audit: InfluxDB refused the token for a read (401): "
+                                     "check INFLUXDB_TOKEN in .env.local; it needs read access")
+    assert len(refused.stderr.splitlines()) == 1  # the server's words, not its raw b'...' body
+    assert refused.stderr.endswith("(/query answered 401: unauthorized access)\n")
+    print(misspelt.stderr, uncaptured.stderr, refused.stderr, sep="")
+
+
 def test_a_gap_over_the_backfill_cap_gives_up_the_oldest_ids_and_names_them(
         tmp_path, exchange_sim, influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, BACKFILL_MAX_TRADES="100")

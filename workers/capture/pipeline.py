@@ -77,6 +77,7 @@ class Pipeline:
         self.resume_from = dict(resume_from)
         self.lock = threading.Lock()
         self._lines: List[str] = []
+        self._others: List[int] = []  # indices in _lines of the lines that are not trades
         self._first_time_ms = 0
         self._opened_at = 0.0
         self._trades = 0  # trade lines in the open batch (it may also hold health lines)
@@ -144,6 +145,7 @@ class Pipeline:
         with self.lock:
             if not self._lines:
                 self._opened_at = time.monotonic()
+            self._others.append(len(self._lines))
             self._lines.append(line)
 
     def expect_up_to(self, symbol: str, last_id: int) -> None:
@@ -187,7 +189,9 @@ class Pipeline:
             mark = seq.checkpoint()
             if mark is not None:
                 marks[symbol] = mark
-        batch = Batch(self._seq, self._lines, self._trades, marks, self._first_time_ms)
+        batch = Batch(self._seq, self._lines, self._trades, marks, self._first_time_ms,
+                      others=self._others)
         self._lines = []
+        self._others = []
         self._trades = 0
         return batch

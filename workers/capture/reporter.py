@@ -28,7 +28,11 @@ from workers.health import (
 )
 
 log = logging.getLogger(__name__)
-RATE_WINDOW_S = 5.0  # TRADES/S and the lag percentiles cover this much of the recent past
+RATE_WINDOW_S = 5.0  # TRADES/S covers this much of the recent past
+# LAG covers the trades stored in this much of the recent past; with none stored in it (an
+# InfluxDB outage, a silent stream, a quiet pair) it is unknown, not its last figures. 10 s: the
+# worker's health-point period, so each point's lag covers the trades stored since the last one.
+LAG_WINDOW_S = 10.0
 
 
 @dataclass
@@ -60,8 +64,8 @@ class Reporter:
         self.pid = os.getpid()
         self.started = clock()
         self.last: Optional[StatusFile] = None  # the last status file written
-        self._last_lags: List[float] = []  # trade time -> stored, last non-empty period
-        self._lags_at = self.started
+        # (taken at, lags) of the trades stored in the last LAG_WINDOW_S
+        self._lags: Deque[Tuple[float, List[float]]] = deque()
         # (time, received) of the snapshots of the last RATE_WINDOW_S, for TRADES/S
         self._rate_samples: Deque[Tuple[float, int]] = deque([(self.started, 0)])
         self._connected_once: Set[str] = set()  # connections that have been open since start
@@ -69,15 +73,15 @@ class Reporter:
     def snapshot(self) -> StatusFile:
         """Every figure, as of now."""
         now = self.clock()
-        self._take_lags(now)
+        lags = self._recent_lags(now)
         received = self.stats.received = self.sources.received()
         connections = self._connections()
         status: StatusFile = {
             "worker": self.worker, "host": self.host, "symbols": list(self.symbols),
             "pid": self.pid, "started": self.started, "updated": now,
             "trades_per_s": round(self._rate(now, received), 2),
-            "lag_p50_ms": percentile(self._last_lags, 0.5),
-            "lag_p99_ms": percentile(self._last_lags, 0.99),
+            "lag_p50_ms": percentile(lags, 0.5),
+            "lag_p99_ms": percentile(lags, 0.99),
             "spool_backlog_bytes": self.sources.spool_bytes(),
             "queue_batches": self.sources.queue_batches(),
             "checkpoint": self.sources.checkpoint(),
@@ -109,12 +113,14 @@ class Reporter:
         status = self.snapshot()
         self.add_line(point_line(self.point_key, status, int(status["updated"] * 1e9)))
 
-    def _take_lags(self, now: float) -> None:
-        if now - self._lags_at >= RATE_WINDOW_S or not self._last_lags:
-            lags = self.stats.take_lags()
-            self._lags_at = now
-            if lags:  # keep the last figures through a quiet period
-                self._last_lags = lags
+    def _recent_lags(self, now: float) -> List[float]:
+        """The lags of the trades stored in the last LAG_WINDOW_S, sorted."""
+        taken = self.stats.take_lags()
+        if taken:
+            self._lags.append((now, taken))
+        while self._lags and now - self._lags[0][0] >= LAG_WINDOW_S:
+            self._lags.popleft()
+        return sorted(lag for _, lags in self._lags for lag in lags)
 
     def _rate(self, now: float, received: int) -> float:
         samples = self._rate_samples

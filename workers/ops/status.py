@@ -9,15 +9,23 @@ runtime failure, as with every command). `--json` prints the same as one JSON ob
 
 A worker is unhealthy when (and only when), each a rule of PROBLEMS below:
   - supervisord does not have it RUNNING (STARTING counts as healthy: it lasts `startsecs`);
+  - it exited unexpectedly CRASH_LOOP_EXITS (3) times in the last RESTART_WINDOW_S (10 min),
+    counted from supervisord's log (workers/ops/restarts.py says why there): a crash loop,
+    however healthy each fresh start looks (STARTING, uptime 0-3 s); fewer exits are a warning;
   - it has run for 30 s and its status file (written every second) is older than 30 s or was
     written by another process: the worker is hung;
   - its spool holds data: InfluxDB writes have failed for over a minute (the data is safe on
     disk, but not in the database yet);
   - it is disconnected and has had no trade for 60 s (or has not connected once in its first
     60 s: until then that is a warning with the cause, shown at once).
-Every problem line names the worker's log file. TRADES/S, LAG and LAST TRADE come only from a
-status file of the running process: a stopped worker shows them blank. LAST TRADE is the newest
-trade's age when the worker last wrote its status (at most FRESH_S ago).
+Every problem line names the worker's log file, and the error behind it in full (the last
+crash's cause, the configuration error, the write error, why the connection ended). The table
+keeps its columns: a LAST ERROR too long for the terminal's width is cut there and printed in
+full below the table, and the lines below are wrapped to the width, never cut.
+TRADES/S, LAG and LAST TRADE come only from a status file of the running process: a stopped
+worker shows them blank. LAST TRADE is the newest trade's age when the worker last wrote its
+status (at most FRESH_S ago). LAG (trade time to stored) covers the trades stored in the
+worker's last 10 s (capture/reporter.py LAG_WINDOW_S): `-` when none was stored in them.
 An error of the symbols file, a symbol unknown to the exchange included (the reconciler's
 finding: run/symbols-error.json), is shown in full, and the rows are the workers it last applied.
 A file with 'hosts:' (shards) gives the rows of this host's share (CAPTURE_HOST) only; the
@@ -35,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,8 +55,22 @@ from workers.common.timefmt import iso_seconds
 from workers.errors import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, ConfigError, exit_codes_help
 from workers.health import ConnectionState, StatusFile, as_status, read_status
 from workers.ops.reconcile import config_error
+from workers.ops.restarts import (
+    RESTART_WINDOW_S,
+    WORKER_TAIL_BYTES,
+    Exit,
+    History,
+    crash_cause,
+    read_exits,
+)
 from workers.ops.supervisor_render import RenderSettings, parse_rendered, read_text
-from workers.ops.supervisor_rpc import RPC_ERRORS, connect, describe, exit_config_error
+from workers.ops.supervisor_rpc import (
+    RPC_ERRORS,
+    connect,
+    describe,
+    exit_config_error,
+    log_tail,
+)
 from workers.settings import PROJECT_ROOT, load_env, load_settings
 from workers.symbols import load_file, this_host
 
@@ -86,6 +110,9 @@ class Row:
 
 
 UP = ("RUNNING", "STARTING")  # supervisord states of a process that is (being) up
+DOWN = ("FATAL", "EXITED", "BACKOFF")  # ... of one that exited: its log says why
+WIDTH = 100  # the lines' width when the output is not a terminal (and COLUMNS is unset)
+LAST_ERROR_MIN = 30  # the LAST ERROR column's width at least, however wide the others are
 
 
 @dataclass
@@ -98,6 +125,7 @@ class Facts:
     live: bool  # the status file is the running process's own
     fresh: bool  # ... and was written within stale_s
     never: List[ConnectionState]  # the live process's connections never open since its start
+    history: History = field(default_factory=History)  # its recent exits and their cause
 
     @property
     def past_grace(self) -> bool:
@@ -107,14 +135,14 @@ class Facts:
 
 def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
            status: Optional[Mapping[str, Any]], now: float, stale_s: float = STALE_S,
-           log: str = "") -> Row:
-    """One worker's row and health, from its supervisor info (None: unknown to supervisord)
-    and its status file (parsed JSON, None: none).
+           log: str = "", history: Optional[History] = None) -> Row:
+    """One worker's row and health, from its supervisor info (None: unknown to supervisord),
+    its status file (parsed JSON, None: none) and its recent exits (None: none known).
 
     `log` is the worker's log file, named in every problem line (default `logs/<name>.log`).
     """
     log = log or f"logs/{name}.log"
-    facts = gather(name, symbols, info, as_status(status), now, stale_s, log)
+    facts = gather(name, symbols, info, as_status(status), now, stale_s, log, history)
     row = facts.row
     row.problems = [text for rule in PROBLEMS for text in rule(facts)]
     row.warnings = [text for rule in WARNINGS for text in rule(facts)]
@@ -126,8 +154,10 @@ def assess(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
 
 def gather(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
            status: Optional[StatusFile], now: float, stale_s: float = STALE_S,
-           log: str = "") -> Facts:
-    """The facts the rules read: the row filled from supervisord and the status file."""
+           log: str = "", history: Optional[History] = None) -> Facts:
+    """The facts the rules read: the row filled from supervisord, the status file and the
+    worker's recent exits."""
+    history = history or History()
     row = Row(worker=name, state=info["statename"] if info else "MISSING", symbols=symbols,
               log=log)
     if info is not None and info["statename"] in UP:
@@ -144,7 +174,13 @@ def gather(name: str, symbols: List[str], info: Optional[Dict[str, Any]],
             _fill_live(row, status, now)
             never = [c for c in status.get("connections") or []
                      if c.get("connected_once") is False and not c.get("connected")]
-    return Facts(row, info, status, live, fresh, never)
+    if info is not None and info["statename"] in DOWN:
+        # Why it is down, rather than an older error of its last run.
+        row.last_error = history.config_error or history.cause or info.get("spawnerr") or \
+            row.last_error
+    elif history.exits and history.cause:
+        row.last_error = history.cause  # up again, or starting again: why it last crashed
+    return Facts(row, info, status, live, fresh, never, history)
 
 
 # -- the health rules: each returns its problem or warning lines (none: the rule holds) ----------
@@ -157,10 +193,46 @@ def not_loaded(f: Facts) -> List[str]:
 
 
 def not_running(f: Facts) -> List[str]:
-    """supervisord has it, but not RUNNING (STARTING counts: it lasts `startsecs`)."""
+    """supervisord has it, but not RUNNING (STARTING counts: it lasts `startsecs`); with the
+    configuration error that stopped it, or its last crash's cause."""
     if f.info is None or f.info["statename"] in UP:
         return []
-    return [f"{f.info['statename']}: {f.info.get('description') or 'not running'}"]
+    state, h = f.info["statename"], f.history
+    if h.config_error:
+        return [f"{state}: configuration error, not restarted: {h.config_error} (fix it, then "
+                f"scripts/supervisorctl start {f.row.worker})"]
+    text = f"{state}: {f.info.get('description') or 'not running'}"
+    if h.cause and not h.crash_loop:  # (crash_loop says it)
+        text += f"; last error: {h.cause}"
+    return [text]
+
+
+def crash_loop(f: Facts) -> List[str]:
+    """Exited unexpectedly CRASH_LOOP_EXITS times in RESTART_WINDOW_S: the restarts do not cure
+    it, however fresh its row looks (STARTING, uptime 0-3 s, at every sample)."""
+    if not f.history.crash_loop or f.history.config_error:  # (not_running says that one)
+        return []
+    return [f"crash loop: {_exits(f.history.exits)}, restarted by supervisord each time; "
+            f"last error: {f.history.cause or 'none found at the end of its log'}"]
+
+
+def restarted(f: Facts) -> List[str]:
+    """Exited unexpectedly, fewer than CRASH_LOOP_EXITS times: the restart did its job, but
+    the crash and its cause are shown."""
+    exits = f.history.exits
+    if not exits or f.history.crash_loop:
+        return []
+    return [f"{_exits(exits)} (last at {iso_seconds(exits[-1].at)}), restarted by supervisord; "
+            f"last error: {f.history.cause or 'none found at the end of its log'} "
+            f"(log: {f.row.log})"]
+
+
+def _exits(exits: List[Exit]) -> str:
+    """`exited unexpectedly 4 times in the last 10 min (exit status 1)`."""
+    hows = ", ".join(dict.fromkeys(e.how for e in exits))
+    times = "once" if len(exits) == 1 else f"{len(exits)} times"
+    return (f"exited unexpectedly {times} in the last {RESTART_WINDOW_S / 60:.0f} min "
+            f"({hows})")
 
 
 def hung(f: Facts) -> List[str]:
@@ -186,7 +258,10 @@ def disconnected(f: Facts) -> List[str]:
     if f.never:
         return [f"has not connected to the exchange once in {row.uptime_s or 0.0:.0f} s: "
                 f"{_why(f.never[0])} (it keeps retrying)"]
-    return [f"disconnected from the exchange, no trade for over {DISCONNECTED_S:.0f} s "
+    ended = [c.get("last_end", "") for c in (f.status or {}).get("connections") or []
+             if not c.get("connected") and c.get("last_end")]
+    why = f": {ended[0]}" if ended else ""
+    return [f"disconnected from the exchange, no trade for over {DISCONNECTED_S:.0f} s{why} "
             "(it keeps retrying)"]
 
 
@@ -196,7 +271,7 @@ def spool_backlog(f: Facts) -> List[str]:
     if not (f.past_grace and f.fresh and backlog > 0):
         return []
     return [f"InfluxDB writes failing: {backlog} bytes wait in the spool (replayed once "
-            "InfluxDB accepts them)"]
+            "InfluxDB accepts them)" + _last_error(f)]
 
 
 def connection_waits(f: Facts) -> List[str]:
@@ -258,9 +333,14 @@ def write_quota_wait(f: Facts) -> List[str]:
 
 
 PROBLEMS: Tuple[Callable[[Facts], List[str]], ...] = (
-    not_loaded, not_running, hung, disconnected, spool_backlog)
+    not_loaded, not_running, crash_loop, hung, disconnected, spool_backlog)
 WARNINGS: Tuple[Callable[[Facts], List[str]], ...] = (
-    connection_waits, not_connected_yet, given_up, rejected, write_quota_wait)
+    restarted, connection_waits, not_connected_yet, given_up, rejected, write_quota_wait)
+
+
+def _last_error(f: Facts) -> str:
+    """`; last error: <the status file's last error>`, or nothing without one."""
+    return f"; last error: {f.row.last_error}" if f.row.last_error else ""
 
 
 def _with_log(text: str, log: str) -> str:
@@ -336,6 +416,10 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     by_name = {i["name"]: i for i in infos or []}
     names = list(expected) + sorted(n for n in by_name if n not in expected and n != RECONCILER)
     t = now()
+    exits = read_exits(rpc, t) if infos is not None else {}
+    if exits is None:
+        report["restarts"] = ("not counted: supervisord's log cannot be read over its socket "
+                              "(its logfile setting)")
     rows = []
     for name in names:
         symbols = expected.get(name) or []
@@ -345,8 +429,9 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
             continue
         info = by_name.get(name)
         row = assess(name, symbols, info, _read_status(run_dir, name), t,
-                     log=_log_path(name, info, settings))
-        rows.append(_placed(row, expected, elsewhere, info, rpc))
+                     log=_log_path(name, info, settings),
+                     history=_history(info, (exits or {}).get(name, []), rpc))
+        rows.append(_placed(row, expected, elsewhere))
     if infos is not None:
         rec = by_name.get(RECONCILER)
         report["reconciler"] = rec["statename"] if rec else "MISSING"
@@ -383,17 +468,26 @@ def _expected(settings: RenderSettings,
     return expected, elsewhere
 
 
-def _placed(row: Row, expected: Dict[str, List[str]], elsewhere: Dict[str, List[str]],
-            info: Optional[Dict[str, Any]], rpc: Any) -> Row:
-    """The row, with why a worker that should not run here still does, and why it exited."""
+def _placed(row: Row, expected: Dict[str, List[str]], elsewhere: Dict[str, List[str]]) -> Row:
+    """The row, with why a worker that should not run here still does."""
     if row.worker in elsewhere:
         row.warnings.append(f"not this host's share any more (it runs on "
                             f"{', '.join(elsewhere[row.worker])}): being stopped here")
     elif row.worker not in expected:
         row.warnings.append("not in the symbols file any more: being removed")
-    if info is not None and info["statename"] in ("FATAL", "EXITED", "BACKOFF"):
-        row.last_error = exit_config_error(info, rpc) or info.get("spawnerr") or row.last_error
     return row
+
+
+def _history(info: Optional[Dict[str, Any]], exits: List[Exit], rpc: Any) -> History:
+    """The worker's recent exits, and why: the configuration error that stopped it, or its
+    last crash's cause from its log (read only for a worker that exited)."""
+    if info is None:
+        return History()
+    down = info["statename"] in DOWN
+    config = (exit_config_error(info, rpc) or "") if down else ""
+    cause = crash_cause(log_tail(rpc, info["name"], WORKER_TAIL_BYTES)) \
+        if (exits or down) and not config else ""
+    return History(exits, cause, config)
 
 
 def _log_path(name: str, info: Optional[Dict[str, Any]],
@@ -436,11 +530,21 @@ def _num(v: Optional[float], fmt: str = "{:.0f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _lag(r: Dict[str, Any]) -> str:
+    """`180/420`, or `-`: nothing stored in the worker's last LAG_WINDOW_S (or not running)."""
+    if r["lag_p50_ms"] is None and r["lag_p99_ms"] is None:
+        return "-"
+    return f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}"
+
+
 def _symbols(symbols: List[str]) -> str:
     return ",".join(symbols) if len(symbols) <= 2 else f"{symbols[0]},+{len(symbols) - 1}"
 
 
-def table(report: Dict[str, Any]) -> str:
+def table(report: Dict[str, Any], width: Optional[int] = None) -> str:
+    """The table, then a line per problem and warning (and per LAST ERROR cut in the table),
+    wrapped to `width` (default: the terminal's, WIDTH when it is not one)."""
+    width = width or shutil.get_terminal_size((WIDTH, 24)).columns
     header = ("WORKER", "HEALTH", "STATE", "UPTIME", "SYMBOLS", "LAST TRADE", "TRADES/S",
               "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "REJECTED", "LAST ERROR")
     lines: List[Tuple[str, ...]] = [header]
@@ -451,14 +555,22 @@ def table(report: Dict[str, Any]) -> str:
                       _age(r["uptime_s"]), _symbols(r["symbols"]),
                       _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-",
                       _num(r["trades_per_s"], "{:.1f}"),
-                      f"{_num(r['lag_p50_ms'])}/{_num(r['lag_p99_ms'])}",
-                      _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r),
-                      _short(r["last_error"], 60)))
+                      _lag(r),
+                      _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r), ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    room = max(LAST_ERROR_MIN, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    errors = [" ".join(r["last_error"].split()) for r in report["workers"]]
+    lines[1:] = [line[:-1] + (_short(e, room),) for line, e in zip(lines[1:], errors)]
+    widths[-1] = max(len(line[-1]) for line in lines)
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-    for r in report["workers"]:
-        out += [f"{r['worker']}: {p}" for p in r["problems"]]
-        out += [f"{r['worker']}: warning: {w}" for w in r["warnings"]]
+    below: List[str] = []
+    for r, error in zip(report["workers"], errors):
+        said = [f"{r['worker']}: {p}" for p in r["problems"]] + \
+            [f"{r['worker']}: warning: {w}" for w in r["warnings"]]
+        if len(error) > room and not any(error in " ".join(s.split()) for s in said):
+            said.append(f"{r['worker']}: last error: {error}")
+        below += said
+    out += [_wrap(line, width) for line in below]
     if report.get("elsewhere"):
         others = ", ".join(f"{w['worker']} ({', '.join(w['hosts'])})"
                            for w in report["elsewhere"])
@@ -467,9 +579,11 @@ def table(report: Dict[str, Any]) -> str:
         out.append(f"supervisord: {report['supervisord']}")
     elif "reconciler" in report:
         out.append(f"reconciler: {report['reconciler']}")
-    out += [f"problem: {p}" for p in report["problems"]]
+    if "restarts" in report:
+        out.append(f"restarts: {report['restarts']}")
+    out += [_wrap(f"problem: {p}", width) for p in report["problems"]]
     if "stored" in report:
-        out += stored_lines(report["stored"])
+        out += [_wrap(line, width) for line in stored_lines(report["stored"])]
     out.append("healthy" if report["healthy"] else "UNHEALTHY")
     return "\n".join(out)
 
@@ -498,7 +612,7 @@ def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
         found = InfluxQuery(settings.influx).last_trades(symbols or None,
                                                          settings.resume_lookback_h, 10.0)
     except Exception as exc:  # a status report must come out whatever the database does
-        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"error": f"{type(exc).__name__}: {exc}"}  # whole: its fix is at the end
     now = time.time() if now is None else now
     return {"lookback_h": settings.resume_lookback_h,
             "symbols": {s: {"last_id": found[s][0],
@@ -517,6 +631,12 @@ def stored_lines(report: Dict[str, Any]) -> List[str]:
 def _short(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _wrap(line: str, width: int) -> str:
+    """One line below the table, wrapped to `width` (continuations indented), never cut."""
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)) or line
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -20,6 +20,7 @@ import urllib3
 from workers.errors import NoMapping, SinkError
 from workers.settings import InfluxSettings
 from workers.storage.influx_http import read_pool
+from workers.storage.sink import server_message
 
 # Over this many symbols, the last-trade query asks for every symbol of the measurement and
 # keeps the wanted ones: a 1,000-symbol filter would make a URL of ~25 KB.
@@ -95,8 +96,7 @@ class InfluxQuery:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise SinkError(f"InfluxDB at {s.url} unreachable: {exc}") from None
         if resp.status >= 300:
-            raise SinkError(f"InfluxDB /query answered {resp.status}: {resp.data[:200]!r}",
-                            resp.status)
+            raise SinkError(query_refused(resp.status, resp.data, s), resp.status)
         try:
             data = json.loads(resp.data)
         except ValueError:
@@ -142,9 +142,28 @@ class InfluxQuery:
                 return str(bucket["id"])
         return None
 
+    def symbols(self, since_ns: int, until_ns: int) -> List[str]:
+        """The symbols of the measurement (on servers that index by time, those with points
+        between `since_ns` and `until_ns`; InfluxDB 1.x lists every one it holds)."""
+        q = (f"SHOW TAG VALUES FROM {_quote_ident(self.settings.measurement)} WITH KEY = "
+             f"\"symbol\" WHERE time >= {since_ns} AND time < {until_ns}")
+        return sorted({str(row[-1]) for series in self.query(q)
+                       for row in series.get("values") or []})
+
     def close(self) -> None:
         """Close the kept-alive connection (it closes with the object too)."""
         self.pool.clear()
+
+
+def query_refused(status: int, body: bytes, s: InfluxSettings) -> str:
+    """One readable line for a /query refused: the server's words, and for 401/403 the fix,
+    as the worker's write errors say it."""
+    words = server_message(body.decode("utf-8", "replace"))[:200]
+    if status in (401, 403):
+        return (f"InfluxDB refused the token for a read ({status}): check INFLUXDB_TOKEN in "
+                f".env.local; it needs read access to bucket {s.bucket!r} of org {s.org!r} "
+                f"(/query answered {status}: {words})")
+    return f"InfluxDB /query answered {status}: {words}"
 
 
 def _quote_string(text: str) -> str:

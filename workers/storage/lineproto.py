@@ -34,6 +34,11 @@ def trade_timestamp_ns(time_ms: int, trade_id: int) -> int:
     return time_ms * NS_PER_MS + trade_id % NS_PER_MS
 
 
+def line_time_ms(line: str) -> int:
+    """The trade time (ms) of a trade line: its timestamp, the line's last field, undone."""
+    return int(line[line.rindex(" ") + 1:]) // NS_PER_MS
+
+
 class LineRenderer:
     """Renders trades of one measurement; the per-symbol line prefix is built once."""
 

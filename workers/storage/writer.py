@@ -173,7 +173,7 @@ class Writer:
         written = batch.trades - self._set_aside[1]
         self.stats.written += written
         if written:
-            self.stats.record_lag(batch.first_time_ms)
+            self.stats.record_lags(batch.trade_times_ms())
         self._stored(batch)
 
     def _attempt(self, body: str, trades: int) -> Optional[bool]:

@@ -379,6 +379,20 @@ def test_a_non_trade_line_is_batched_but_not_counted_as_a_trade():
     assert batch.first_time_ms == BASE_MS + 1
 
 
+def test_a_batch_knows_its_trades_times_apart_from_the_health_point():
+    pipe, rec = make()
+    pipe.accept(trade(1))
+    pipe.add_line("streamer_health,worker=btcusdt received=1i 1")
+    pipe.accept(trade(2))
+    batch = pipe.flush()
+
+    assert batch.others == [1]
+    assert batch.trade_times_ms() == [BASE_MS + 1, BASE_MS + 2]
+    assert pipe.flush() is None  # the next batch starts with no other lines
+    pipe.accept(trade(3))
+    assert pipe.flush().others == []
+
+
 def test_a_batch_of_only_non_trade_lines_has_no_trades():
     pipe, rec = make()
     pipe.add_line("streamer_health,worker=btcusdt received=0i 1")

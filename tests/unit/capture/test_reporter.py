@@ -195,6 +195,38 @@ def test_the_lag_percentiles_stay_through_a_quiet_period(fakes, clock, tmp_path)
     assert rep.snapshot()["lag_p99_ms"] == 30.0
 
 
+def test_the_lag_is_unknown_once_nothing_was_stored_for_10_s(fakes, clock, tmp_path):
+    """Issue 21.8: LAG kept its last figures through a 75 s InfluxDB outage."""
+    stats = Stats()
+    rep = reporter(fakes, clock, tmp_path, stats)
+    stats.lags_ms.extend([100.0, 500.0, 900.0])
+    assert rep.snapshot()["lag_p99_ms"] == 900.0
+    for _ in range(9):  # InfluxDB down: nothing stored, nothing recorded
+        clock.now += 1
+        status = rep.snapshot()
+    assert status["lag_p99_ms"] == 900.0  # stored 9 s ago: still recent
+    clock.now += 1
+    status = rep.snapshot()
+    assert (status["lag_p50_ms"], status["lag_p99_ms"]) == (None, None)
+    assert "lag_p50_ms=- lag_p99_ms=-" in summary_text(status)
+    assert "lag_p99_ms" not in point_line(KEY, status, 1)
+    # Stored again: the new trades' lags only.
+    stats.lags_ms.extend([40.0])
+    status = rep.snapshot()
+    assert (status["lag_p50_ms"], status["lag_p99_ms"]) == (40.0, 40.0)
+
+
+def test_the_lag_covers_every_trade_stored_in_the_last_10_s(fakes, clock, tmp_path):
+    stats = Stats()
+    rep = reporter(fakes, clock, tmp_path, stats)
+    for second in range(12):  # one trade stored a second, lag 10, 20, ... 120 ms
+        clock.now += 1
+        stats.lags_ms.append(10.0 * (second + 1))
+        status = rep.snapshot()
+    # the 10 stored in the last 10 s: 30 ... 120 ms
+    assert status["lag_p50_ms"] == 70.0 and status["lag_p99_ms"] == 120.0
+
+
 def test_a_connection_that_was_up_once_is_remembered(fakes, clock, tmp_path):
     rep = reporter(fakes, clock, tmp_path)
     fakes.connections = [{"conn": "s1", "connected": False}]

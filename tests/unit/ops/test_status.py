@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -125,9 +126,11 @@ def test_the_table_has_a_rejected_column(extra: Dict[str, Any], shown: str) -> N
 
 
 class FakeRpc:
-    def __init__(self, infos: List[Dict[str, Any]], logs: Optional[Dict[str, str]] = None):
+    def __init__(self, infos: List[Dict[str, Any]], logs: Optional[Dict[str, str]] = None,
+                 supervisord_log: str = ""):
         self.infos = infos
         self.logs = logs or {}
+        self.supervisord_log = supervisord_log
 
     @property
     def supervisor(self) -> "FakeRpc":
@@ -138,6 +141,9 @@ class FakeRpc:
 
     def tailProcessStdoutLog(self, name: str, offset: int, length: int) -> list:
         return [self.logs.get(name, ""), 0, False]
+
+    def readLog(self, offset: int, length: int) -> str:
+        return self.supervisord_log[offset:] if offset < 0 else self.supervisord_log
 
 
 @pytest.fixture
@@ -250,6 +256,15 @@ def test_a_stopped_worker_shows_no_live_figures(state: str) -> None:
     header, line = text.splitlines()[:2]
     for column in ("LAST TRADE", "TRADES/S", "LAG p50/p99 ms"):
         assert line[header.index(column):].split()[0] in ("-", "-/-"), (column, line)
+
+
+def test_lag_is_a_dash_when_nothing_was_stored_recently() -> None:
+    """Issue 21.8: the worker writes null lags once nothing was stored in its last 10 s."""
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(lag_p50_ms=None, lag_p99_ms=None), NOW)
+    text = table({"workers": [asdict(row)], "supervisord": "running", "problems": [],
+                  "healthy": True, "reconciler": "RUNNING"})
+    header, line = text.splitlines()[:2]
+    assert line[header.index("LAG p50/p99 ms"):].split()[0] == "-"
 
 
 def test_a_new_process_before_its_first_write_shows_no_old_figures() -> None:
@@ -434,7 +449,8 @@ def facts(inf: Optional[Dict[str, Any]] = None,
 
 def test_every_rule_is_applied_once():
     rules = list(st.PROBLEMS) + list(st.WARNINGS)
-    assert len(set(rules)) == len(rules) == 10
+    # crash_loop and restarted (a crash loop seen), write_quota_wait (a 429 waited out)
+    assert len(set(rules)) == len(rules) == 12
 
 
 def test_rule_not_loaded():
@@ -562,3 +578,206 @@ def test_a_status_file_that_is_not_an_object_is_no_status_file(tmp_path: Path):
     assert read_status(path) is None
     path.write_text(json.dumps(status()))
     assert read_status(path) == status()
+
+
+# -- issue 21.2: a crash loop is not healthy; 21.5: whole errors, wrapped, never cut ---------
+
+from workers.ops.restarts import Exit, History  # noqa: E402
+
+INJECTED = "RuntimeError: injected fault in main"
+
+
+def crashed(times: int, cause: str = INJECTED, config_error: str = "") -> History:
+    return History([Exit(NOW - 60 + 7 * i, "exit status 1") for i in range(times)], cause,
+                   config_error)
+
+
+def test_rule_crash_loop():
+    starting = info(state="STARTING", up_s=2)
+    assert st.crash_loop(facts(starting)) == []
+    assert st.crash_loop(st.gather("btcusdt", ["BTCUSDT"], starting, None, NOW,
+                                   history=crashed(2))) == []  # restarted's (a warning)
+    (line,) = st.crash_loop(st.gather("btcusdt", ["BTCUSDT"], starting, None, NOW,
+                                      history=crashed(4)))
+    assert line == ("crash loop: exited unexpectedly 4 times in the last 10 min (exit status 1), "
+                    f"restarted by supervisord each time; last error: {INJECTED}")
+
+
+def test_rule_restarted():
+    f = st.gather("btcusdt", ["BTCUSDT"], info(up_s=40), as_status(status()), NOW,
+                  log="logs/b.log", history=crashed(1))
+    (line,) = st.restarted(f)
+    assert line.startswith("exited unexpectedly once in the last 10 min (exit status 1) (last at ")
+    assert line.endswith(f"restarted by supervisord; last error: {INJECTED} (log: logs/b.log)")
+    assert st.restarted(facts(info(), status())) == []
+
+
+@pytest.mark.parametrize("up_s", [0.0, 1.5, 3.0])
+def test_a_worker_starting_afresh_at_every_sample_of_a_crash_loop_is_unhealthy(up_s: float):
+    """Issue 21.2: rows `ok STARTING`, uptime 0-3 s, while it crashed every 6-7 s."""
+    row = assess("btcusdt", ["BTCUSDT"], info(state="STARTING", up_s=up_s), status(pid=41), NOW,
+                 history=crashed(3))
+    assert not row.healthy
+    assert row.problems == [f"crash loop: exited unexpectedly 3 times in the last 10 min (exit "
+                            f"status 1), restarted by supervisord each time; last error: "
+                            f"{INJECTED} (log: logs/btcusdt.log)"]
+    assert row.last_error == INJECTED
+
+
+def test_one_crash_is_a_warning_with_its_cause_and_the_exit_code_stays_0():
+    row = assess("btcusdt", ["BTCUSDT"], info(up_s=40), status(), NOW, history=crashed(1))
+    assert row.healthy and INJECTED in row.warnings[0] and row.last_error == INJECTED
+
+
+def test_a_fatal_worker_names_its_configuration_error_and_the_fix():
+    error = ("worker btcusdt (line 2 of the symbols file): unknown to the exchange: BTCUSTD; "
+             "fix the spelling or remove it")
+    row = assess("btcusdt", ["BTCUSTD"], info(state="FATAL", pid=0,
+                                              description="Exited too quickly"), None, NOW,
+                 history=crashed(6, cause="", config_error=error))
+    # One line: supervisord calls its quick exits "not expected", but it is no crash loop.
+    assert row.problems == [f"FATAL: configuration error, not restarted: {error} (fix it, "
+                            "then scripts/supervisorctl start btcusdt; log: logs/btcusdt.log)"]
+    assert row.last_error == error
+
+
+def test_a_fatal_worker_names_its_last_crash():
+    row = assess("btcusdt", ["BTCUSDT"], info(state="FATAL", pid=0,
+                                              description="Exited too quickly"), None, NOW,
+                 history=crashed(0, cause="OSError: [Errno 30] Read-only file system"))
+    assert row.problems == ["FATAL: Exited too quickly; last error: OSError: [Errno 30] "
+                            "Read-only file system (log: logs/btcusdt.log)"]
+
+
+TOKEN = ("2026-11-30T04:12:03Z InfluxDB refused the token (401): check INFLUXDB_TOKEN in "
+         ".env.local; it needs write access to bucket 'ticks' of org 'acme'")
+
+
+def test_a_spool_backlog_says_why_the_writes_fail():
+    row = assess("btcusdt", ["BTCUSDT"], info(),
+                 status(spool_backlog_bytes=4096, last_error=TOKEN), NOW)
+    assert row.problems == ["InfluxDB writes failing: 4096 bytes wait in the spool (replayed "
+                            f"once InfluxDB accepts them); last error: {TOKEN} (log: "
+                            "logs/btcusdt.log)"]
+
+
+def test_a_disconnect_says_why_the_connection_ended():
+    conns = [{"conn": "s1", "streams": 1, "connected": False, "connected_once": True,
+              "last_end": "2026-11-30T04:12:03Z closed by the server: 1008 policy violation"}]
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(
+        connected=False, connections=conns,
+        last_trade_ms={"BTCUSDT": int((NOW - 120) * 1000)}), NOW)
+    assert row.problems == ["disconnected from the exchange, no trade for over 60 s: "
+                            "2026-11-30T04:12:03Z closed by the server: 1008 policy violation "
+                            "(it keeps retrying; log: logs/btcusdt.log)"]
+
+
+def report_of(*rows: st.Row) -> Dict[str, Any]:
+    return {"workers": [asdict(r) for r in rows], "supervisord": "running", "problems": [],
+            "healthy": all(r.healthy for r in rows), "reconciler": "RUNNING"}
+
+
+def test_a_long_last_error_is_printed_whole_below_the_table_wrapped_to_the_width():
+    """Issue 21.5: LAST ERROR was cut at 60 characters, `refused the token (401): ch...`."""
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(last_error=TOKEN), NOW)
+    text = table(report_of(row), width=100)
+    lines = text.splitlines()
+    header, first = lines[:2]
+    assert header.split()[:3] == ["WORKER", "HEALTH", "STATE"] and header.endswith("LAST ERROR")
+    assert first[header.index("LAST ERROR"):].startswith("2026-11-30T04:12:03Z Influx")
+    assert first.endswith("...")  # the table keeps its columns: cut there ...
+    below = "\n".join(lines[2:])
+    assert below.startswith("btcusdt: last error: 2026-11-30T04:12:03Z InfluxDB refused")
+    assert TOKEN in " ".join(below.split())  # ... and whole below it
+    assert all(len(line) <= 100 for line in lines[2:]), below  # wrapped, not cut
+
+
+def test_an_error_that_fits_is_not_repeated_below_nor_one_a_problem_line_says():
+    short = assess("btcusdt", ["BTCUSDT"], info(), status(last_error="2026 closed"), NOW)
+    assert "last error:" not in table(report_of(short), width=400)
+    assert table(report_of(short), width=400).splitlines()[1].endswith("2026 closed")
+    spool = assess("btcusdt", ["BTCUSDT"], info(),
+                   status(spool_backlog_bytes=4096, last_error=TOKEN), NOW)
+    text = table(report_of(spool), width=100)
+    assert "btcusdt: last error:" not in text
+    assert TOKEN in " ".join(text.split())
+
+
+def test_the_width_is_the_terminals(monkeypatch: pytest.MonkeyPatch):
+    row = assess("btcusdt", ["BTCUSDT"], info(), status(last_error=TOKEN * 2), NOW)
+    monkeypatch.setenv("COLUMNS", "60")
+    assert max(len(line) for line in table(report_of(row)).splitlines()[2:]) <= 60
+    monkeypatch.setenv("COLUMNS", "400")
+    assert "last error:" not in table(report_of(row))  # room enough in the column
+
+
+def test_json_carries_the_whole_texts(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture) -> None:
+    (root / "run" / "status" / "btcusdt.json").write_text(json.dumps(status(last_error=TOKEN)))
+    rpc = FakeRpc([info(), info("alts", pid=43), info("reconciler", pid=7)])
+    monkeypatch.setattr(st, "collect", lambda: collect(root, rpc, now=lambda: NOW))
+    st.main(["--json"])
+    rows = {r["worker"]: r for r in json.loads(capsys.readouterr().out)["workers"]}
+    assert rows["btcusdt"]["last_error"] == TOKEN
+
+
+def supervisord_log(name: str, times: int) -> str:
+    lines = []
+    for i in range(times):
+        at = NOW - 40 + 7 * i
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + ",000"
+        lines += [f"{stamp} INFO spawned: '{name}' with pid {100 + i}",
+                  f"{stamp} WARN exited: {name} (exit status 1; not expected)"]
+    return "\n".join(lines) + "\n"
+
+
+WORKER_LOG = ("2026-11-30T04:12:03Z CRITICAL host=h worker=btcusdt event=thread_crashed "
+              f"thread=main error='{INJECTED}'\nTraceback (most recent call last):\n"
+              '  File "workers/capture/worker.py", line 240, in run\n    self._loop()\n'
+              f"{INJECTED}\n2026-11-30T04:12:03Z INFO host=h worker=btcusdt event=stopped exit=1\n")
+
+
+def test_status_counts_restarts_from_supervisords_log_and_exits_1(
+        root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    rpc = FakeRpc([info(state="STARTING", pid=107, up_s=1), info("alts", pid=43),
+                   info("reconciler", pid=7)], logs={"btcusdt": WORKER_LOG},
+                  supervisord_log=supervisord_log("btcusdt", 5) + supervisord_log("alts", 1))
+    (root / "run" / "status" / "alts.json").write_text(json.dumps(status(pid=43)))
+    monkeypatch.setattr(st, "collect", lambda: collect(root, rpc, now=lambda: NOW))
+    assert st.main([]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:3] == ["btcusdt", "FAIL", "STARTING"]
+    assert ("btcusdt: crash loop: exited unexpectedly 5 times in the last 10 min (exit status 1), "
+            f"restarted by supervisord each time; last error: {INJECTED} (log: logs/btcusdt.log)"
+            ) in " ".join(out.split("\n    "))
+    assert "alts: warning: exited unexpectedly once" in out  # one crash: shown, not a failure
+    assert out.rstrip().endswith("UNHEALTHY")
+
+
+def test_a_supervisord_log_that_cannot_be_read_is_said(root: Path) -> None:
+    class NoLog(FakeRpc):
+        def readLog(self, offset: int, length: int) -> str:
+            raise OSError("no logfile")
+    report = collect(root, NoLog([info(), info("alts", pid=43), info("reconciler", pid=7)]),
+                     now=lambda: NOW)
+    assert "restarts: not counted" in table(report, width=100)
+
+
+def test_stored_says_a_refused_token_whole_with_its_fix(monkeypatch: pytest.MonkeyPatch):
+    from workers.errors import SinkError
+    from workers.storage.influx_query import InfluxQuery
+
+    long = ("InfluxDB refused the token for a read (401): check INFLUXDB_TOKEN in .env.local; it "
+            "needs read access to bucket 'a-rather-long-bucket-name/autogen' of org "
+            "'a-rather-long-organisation-name' (/query answered 401: unauthorized access)")
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise SinkError(long, 401)
+    for name, value in (("INFLUXDB_URL", "http://127.0.0.1:9"), ("INFLUXDB_TOKEN", "x"),
+                        ("INFLUXDB_ORG", "o"), ("INFLUXDB_BUCKET", "b")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(InfluxQuery, "last_trades", refused)
+    report = {**report_of(), "stored": st.stored(["BTCUSDT"])}
+    text = table(report, width=100)
+    assert f"stored: cannot tell: SinkError: {long}" in " ".join(text.split("\n    "))
+    assert all(len(line) <= 100 for line in text.splitlines()[1:])

@@ -851,3 +851,37 @@ def test_a_batch_without_trades_records_no_lag(make_rig):
 
     assert wait_for(lambda: rig.sink.stored)
     assert rig.stats.take_lags() == []
+
+
+def test_each_stored_trade_lags_from_its_own_trade_time_not_the_batchs_oldest(make_rig):
+    """Issue 21.8: LAG read ~1,000 ms at defaults, the oldest trade of each 1 s batch."""
+    rig = make_rig()
+    now_ms = int(time.time() * 1000)
+    ages_ms = [900, 500, 100]  # a batch cut after 1 s holds trades of every age up to 1 s
+    lines = ["streamer_health,worker=btcusdt received=3i 1"] + [
+        RENDERER.line(Trade("BTCUSDT", 101 + i, "100.00000000", "0.50000000", now_ms - age,
+                            False)) for i, age in enumerate(ages_ms)]
+    batch = Batch(1, lines, 3, {"BTCUSDT": 103}, now_ms - 900, others=[0])
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.sink.stored)
+    lags = rig.stats.take_lags()
+    assert len(lags) == 3  # one per trade; the health point is not a trade
+    assert [round(lag, -2) for lag in lags] == sorted(ages_ms), lags  # stored within 50 ms
+
+
+def test_a_big_batch_records_an_even_sample_of_its_trades(make_rig):
+    rig = make_rig()
+    now_ms = int(time.time() * 1000)
+    lines = [RENDERER.line(Trade("BTCUSDT", 1 + i, "1.0", "1.0", now_ms - 5000 + i, False))
+             for i in range(5000)]
+    rig.writer.start()
+
+    rig.writer.submit(Batch(1, lines, 5000, {"BTCUSDT": 5000}, now_ms - 5000))
+
+    assert wait_for(lambda: rig.sink.stored)
+    lags = sorted(rig.stats.take_lags())
+    assert len(lags) == 100  # batch.LAG_SAMPLES: the writer parses 100 lines, not 5,000
+    assert lags[0] < 200 and lags[-1] > 4800  # from the newest trade to the oldest
