@@ -154,6 +154,20 @@ def test_scripts_supervisorctl_reaches_supervisord_from_any_directory(clone: tup
     assert INCLUDE_WARNING not in (root / "logs" / "supervisord.log").read_text()
 
 
+def test_scripts_run_daemon_says_what_it_started_and_how_to_see_and_stop_it(clone: tuple) -> None:
+    """It said nothing at all: a user could not tell whether anything had started."""
+    root, env = clone
+    started = run([str(root / "scripts" / "run"), "--daemon"], root, env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = (root / "run" / "supervisord.pid").read_text().strip()
+    assert started.stdout.strip() == (
+        f"scripts/run: supervisord runs in the background (pid {pid}); the reconciler starts "
+        "the workers of config/symbols.yaml within seconds: see them with scripts/status, logs "
+        "under logs/, stop with scripts/supervisorctl shutdown"), started.stdout
+    stopped = run([str(root / "scripts" / "supervisorctl"), "shutdown"], root, env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
 # -- starting things twice ------------------------------------------------------------------------
 def test_a_second_scripts_run_says_already_running_with_the_pid(clone: tuple) -> None:
     root, env = clone
