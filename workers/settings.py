@@ -1,7 +1,15 @@
 """Settings from the environment and `.env.local` (the process environment wins).
 
-Every setting is listed, with its default and a one-line comment, in `.env.example`.
+Every setting is listed, with its default and a one-line comment, in `.env.example`, and by
+name in SETTINGS below (a spec keeps the two the same).
 A missing or invalid value raises ConfigError with one line that names the variable and the fix.
+
+A line of `.env.local` that cannot be read, or a key that is no setting (`LOG_LEVL`), is a
+warning naming the file, the line and the fix ("did you mean LOG_LEVEL?"), never its value (it
+could be a token). A warning, not a configuration error: the worker must not stop capturing
+(and supervisord must not give up on it) for a leftover or harmless line, and the line that
+matters is named by every command reading the settings (the worker's log at start,
+scripts/status, gap-audit, plot, load-files), each warning once per process.
 
 The only module that reads the environment (a spec greps workers/ for it): the others take a
 Settings, or call one of the functions at the end for the few variables that only the process
@@ -9,16 +17,20 @@ environment carries (supervisord's, a library's, the crash specs' test seam).
 """
 from __future__ import annotations
 
+import difflib
+import io
+import logging
 import math
 import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional, TypeVar
+from typing import Callable, Dict, Iterator, Mapping, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import Binding, parse_stream
 
 from workers.errors import ConfigError
 
@@ -26,6 +38,45 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = PROJECT_ROOT / ".env.local"
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# ---- every setting: the one list ---------------------------------------------------------------
+# Name -> what it is. The keys a `.env.local` may hold: any other key there gets a warning.
+SETTINGS: Dict[str, str] = {
+    "INFLUXDB_URL": "base URL of the InfluxDB written to (empty: line-protocol files)",
+    "INFLUXDB_TOKEN": "token with write access to the bucket",
+    "INFLUXDB_ORG": "organisation name",
+    "INFLUXDB_BUCKET": "bucket written to",
+    "INFLUXDB_MEASUREMENT": "measurement of the trades",
+    "INFLUXDB_HEALTH_MEASUREMENT": "measurement of the workers' self-metrics",
+    "INFLUXDB_TIMEOUT_S": "seconds one write request may take",
+    "INFLUXDB_GZIP": "gzip request bodies",
+    "BINANCE_WS_URL": "stream host",
+    "BINANCE_REST_URL": "REST host",
+    "WS_CONNECT_LIMIT": "connection attempts N/S of all workers of the host",
+    "CAPTURE_HOST": "this host's name",
+    "WRITE_BATCH_SIZE": "lines per write request at most",
+    "WRITE_FLUSH_INTERVAL_MS": "a batch is sent at the latest this long after its first trade",
+    "WRITE_RETRY_INITIAL_MS": "first retry delay of a failed write",
+    "WRITE_RETRY_MAX_DELAY_S": "longest wait between two retries",
+    "WRITE_RETRY_BUDGET_S": "seconds a batch is retried before it goes to the spool",
+    "WRITE_QUEUE_BATCHES": "full batches held in memory",
+    "STREAM_DEAD_AFTER_S": "no frame for this long: reconnect",
+    "STREAM_STALL_AFTER_S": "no trade for this long: ask REST",
+    "STREAM_MAX_AGE_S": "rotate the connection at this age",
+    "BACKFILL_MAX_TRADES": "largest gap backfilled",
+    "RESUME_LOOKBACK_H": "hours of InfluxDB searched for a pair without a checkpoint",
+    "RECONCILER_REVIVE_AFTER_S": "seconds a FATAL worker stays down",
+    "DATA_DIR": "checkpoints, spool and line-protocol files",
+    "RUN_DIR": "status files",
+    "FILE_ROTATE_S": "no-database mode: a new file this often",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "SUMMARY_INTERVAL_S": "seconds between two summary lines",
+}
+# Read from the process environment only (see the functions at the end): in .env.local they
+# would do nothing.
+PROCESS_ONLY: Tuple[str, ...] = ("SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME",
+                                 "WEBSOCKET_CLIENT_CA_BUNDLE", "WORKER_INJECT_FAULT")
 
 
 @dataclass(frozen=True)
@@ -77,16 +128,102 @@ class Settings:
 
 
 def load_env(env_file: Optional[Path] = None) -> dict[str, str]:
-    """The process environment over the values of `env_file` (default `.env.local`)."""
+    """The process environment over the values of `env_file` (default `.env.local`); a line
+    of the file that cannot be read, or a key that is no setting, is a warning (once)."""
     path = env_file or DEFAULT_ENV_FILE
     values: dict[str, str] = {}
     if path.exists():
+        _warn_once(env_file_problems(path))
         values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
     elif env_file is not None:
         raise ConfigError(f"{path}: env file not found; create it from .env.example or drop "
                           "--env-file")
     values.update(os.environ)
     return values
+
+
+# ---- .env.local's mistakes ---------------------------------------------------------------------
+class _DropVagueWarning(logging.Filter):
+    """python-dotenv's "could not parse statement starting at line N" names neither the file
+    nor the fix: env_file_problems says both instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "could not parse statement" not in str(record.msg)
+
+
+logging.getLogger("dotenv.main").addFilter(_DropVagueWarning())
+_warned: Set[str] = set()
+_SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
+_KEY_PART = re.compile(r"\s*(?:export\s+)?([^=\s#:'\"]+)")
+
+
+def _warn_once(messages: Iterator[str]) -> None:
+    for message in messages:
+        if message not in _warned:
+            _warned.add(message)
+            log.warning("%s", message)
+
+
+def env_file_problems(path: Path) -> Iterator[str]:
+    """`PATH:LINE: what is wrong and the fix`, for each line of an env file that cannot be
+    read or sets no setting. Only a key is ever shown, and only one that looks like a name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # dotenv_values says it, or the values stay unset
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"{path}:{binding.original.line}"
+        if binding.error:
+            yield f"{where}: {_unreadable(binding)}"
+        elif binding.key is not None and binding.key not in SETTINGS:
+            yield f"{where}: {_unknown(binding.key, path.name)}"
+        elif binding.key is not None and "\n" in binding.original.string.rstrip("\r\n"):
+            # valid for dotenv (a multi-line value), but no setting has one: a quote left open
+            last = binding.original.line + binding.original.string.rstrip("\r\n").count("\n")
+            yield (f"{where}: the quoted value of {binding.key} runs over lines "
+                   f"{binding.original.line}-{last}, so the lines inside are no settings: "
+                   f"close the quote on line {binding.original.line}")
+
+
+def _shown(key: str, like_a_setting: bool = False) -> str:
+    """The key as printed: only a name-like one (a pasted token could stand where a key does)."""
+    if like_a_setting or _SETTING_NAME.match(key) or key.upper() in SETTINGS:
+        return key
+    return f"a key of {len(key)} characters (not shown: it could be a secret)"
+
+
+def _unknown(key: str, file_name: str) -> str:
+    if key in PROCESS_ONLY:
+        return (f"{key} is read from the process environment only, never from {file_name}, so "
+                "this line is ignored: remove it (or set the variable in the environment)")
+    close = difflib.get_close_matches(key.upper(), SETTINGS, n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]}?" if close else "every setting is in .env.example"
+    return f"{_shown(key, bool(close))} is not a setting, so this line is ignored: {hint}"
+
+
+def _unreadable(binding: Binding) -> str:
+    """Why python-dotenv could not read a statement, and the fix; the key only, never a value."""
+    start = binding.original.line
+    text = binding.original.string.rstrip("\r\n")
+    first = text.split("\n")[0].rstrip("\r")
+    match = _KEY_PART.match(first)
+    what = f"the line of {_shown(match.group(1))}" if match else "this line"
+    if "\n" in text:  # a quote opened on the first line swallowed the next ones
+        return (f"cannot read {what}: a quote opened there closes only further down, so lines "
+                f"{start}-{start + text.count(chr(10))} are ignored: close the quote on line "
+                f"{start}")
+    rest = first[match.end():].lstrip() if match else ""
+    value = rest[1:].lstrip()
+    if not match:
+        fix = "write KEY=value (a key before the '=')"
+    elif not rest.startswith("="):
+        key = match.group(1) if _SETTING_NAME.match(match.group(1)) else "KEY"
+        fix = f"write {key}=value, with '='"
+    elif value[:1] in ("'", '"') and value.count(value[0]) < 2:
+        fix = "close the quote (a value with spaces or '#' goes in quotes: KEY=\"a b\")"
+    else:
+        fix = "put the whole value inside the quotes: nothing may follow after the closing quote"
+    return f"cannot read {what} (its value not shown), so it is ignored: {fix}"
 
 
 def _get(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], hint: str) -> T:

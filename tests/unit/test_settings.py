@@ -11,8 +11,10 @@ from dotenv import dotenv_values
 from workers.errors import EXIT_CONFIG, ConfigError
 from workers.exchange.stream_plan import plan_connections
 from workers.settings import (
+    PROCESS_ONLY,
     PROJECT_ROOT,
     REVIVE_AFTER_S,
+    SETTINGS,
     InfluxSettings,
     default_host,
     injected_fault,
@@ -412,3 +414,101 @@ def test_process_only_variables_come_from_the_process_not_the_env_file(tmp_path,
         monkeypatch.setenv(name, "set")
     assert (supervisor_server_url(), supervisor_process_name("reconciler"),
             websocket_ca_bundle_set(), injected_fault()) == ("set", "set", True, "set")
+
+
+# -- .env.local mistakes: named with their file and line (issue 21.9) ------------------------------
+
+def env_file_warnings(tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+                      ) -> Dict[int, str]:
+    """Line number -> the warning load_env gives about that line of a .env.local holding `text`."""
+    path = tmp_path / ".env.local"
+    path.write_text(text)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_env(path)
+    found: Dict[int, str] = {}
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "python-dotenv could not parse" not in message  # its vague line is replaced
+        match = re.match(re.escape(str(path)) + r":(\d+): ", message)
+        assert match, message  # every warning begins with the file and the line
+        found[int(match.group(1))] = message
+    return found
+
+
+def test_an_unreadable_line_is_named_by_file_line_and_key_with_the_fix_never_its_value(
+        tmp_path, caplog):
+    found = env_file_warnings(tmp_path, 'LOG_LEVEL=INFO\nWRITE_BATCH_SIZE: 4321\n'
+                              'INFLUXDB_ORG="acme" corp\nINFLUXDB_TOKEN="s3cret-t0ken\n', caplog)
+
+    assert sorted(found) == [2, 3, 4]
+    assert "WRITE_BATCH_SIZE" in found[2] and "WRITE_BATCH_SIZE=" in found[2]  # the right form
+    assert "INFLUXDB_ORG" in found[3] and "after the closing quote" in found[3]
+    assert "INFLUXDB_TOKEN" in found[4] and "close the quote" in found[4]
+    assert all("ignored" in m for m in found.values())
+    for secret in ("s3cret", "4321", "acme", "corp"):
+        assert not any(secret in m for m in found.values()), secret
+
+
+def test_a_quote_left_open_names_every_line_it_swallowed(tmp_path, caplog):
+    found = env_file_warnings(tmp_path, 'INFLUXDB_TOKEN="abc\nLOG_LEVEL=DEBUG\n'
+                              'INFLUXDB_ORG="acme"\n', caplog)
+
+    (message,) = found.values()
+    assert list(found) == [1] and "lines 1-3" in message and "INFLUXDB_TOKEN" in message
+    assert "abc" not in message and "acme" not in message
+
+
+def test_a_misspelt_key_gets_a_did_you_mean_and_the_default_still_applies(tmp_path, caplog,
+                                                                          monkeypatch):
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    found = env_file_warnings(tmp_path, "# comment\nLOG_LEVL=DEBUG\nlog_level=debug\n"
+                              "INFLUX_URL=http://x:8086\n", caplog)
+
+    assert sorted(found) == [2, 3, 4]
+    assert "LOG_LEVL" in found[2] and "did you mean LOG_LEVEL?" in found[2]
+    assert "did you mean LOG_LEVEL?" in found[3]
+    assert "did you mean INFLUXDB_URL?" in found[4]
+    assert all("ignored" in m and "DEBUG" not in m for m in found.values())
+    # a warning, not an error: the worker runs (with the default the operator is told about)
+    assert load_settings(load_env(tmp_path / ".env.local")).log_level == "INFO"
+
+
+def test_an_unknown_key_that_could_be_a_pasted_secret_is_not_printed(tmp_path, caplog):
+    found = env_file_warnings(tmp_path, "LOG_LEVEL=INFO\nqT4kZ9vB1xw==\nGRAFANA_PORT=3000\n",
+                              caplog)
+
+    assert sorted(found) == [2, 3]
+    assert "qT4kZ9vB1xw" not in found[2] and "not a setting" in found[2]
+    assert "GRAFANA_PORT is not a setting" in found[3] and "did you mean" not in found[3]
+
+
+def test_a_process_only_variable_in_the_env_file_is_said_to_be_ignored(tmp_path, caplog):
+    found = env_file_warnings(tmp_path, "SUPERVISOR_SERVER_URL=unix:///x.sock\n", caplog)
+
+    assert "SUPERVISOR_SERVER_URL" in found[1] and "process environment" in found[1]
+
+
+def test_known_keys_and_the_process_environment_give_no_warning(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("SOME_SHELL_VARIABLE", "1")  # the process environment holds everything
+
+    assert env_file_warnings(tmp_path, "LOG_LEVEL=INFO\nexport DATA_DIR=data\n"
+                             "INFLUXDB_URL=\n\n# LOG_LEVL=DEBUG\n", caplog) == {}
+
+
+def test_each_env_file_warning_is_given_once_per_process(tmp_path, caplog):
+    path = tmp_path / ".env.local"
+    path.write_text("LOG_LEVL=DEBUG\n")
+    with caplog.at_level("WARNING"):
+        load_env(path)
+        load_env(path)  # status, the reconciler's polls: the same file read again
+
+    assert len(caplog.records) == 1
+
+
+def test_the_settings_table_is_env_example_and_holds_every_variable_read():
+    example = list(dotenv_values(PROJECT_ROOT / ".env.example"))
+
+    assert sorted(example) == sorted(SETTINGS)
+    assert all(doc.strip() for doc in SETTINGS.values())
+    assert set(PROCESS_ONLY).isdisjoint(SETTINGS)
