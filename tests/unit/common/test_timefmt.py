@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from workers.common.timefmt import file_stamp, iso_millis, iso_seconds, parse_time
 
 AT = 1_764_478_800  # 2025-11-30T05:00:00Z
@@ -44,3 +46,30 @@ def test_what_is_written_reads_back():
 
 def test_relative_times_count_back_from_now():
     assert abs(parse_time("2h") / 1e9 - (time.time() - 7200)) < 5
+
+
+def test_a_time_it_cannot_read_names_every_accepted_form_with_an_example():
+    """`--since yesterday` (issue 21.9): the error lists what would have worked."""
+    for text in ("yesterday", "1w", "1.5h", "-2h", "", "2026-13-01"):
+        with pytest.raises(ValueError) as info:
+            parse_time(text)
+        message = str(info.value)
+        assert repr(text) in message
+        for example in ("90s", "30m", "24h", "7d", "2026-11-24", "2026-11-24T00:00:00Z",
+                        "2026-11-24T02:00:00+02:00"):
+            assert example in message, (text, message)
+    with pytest.raises(ValueError, match="month must be in 1..12"):  # and why, when known
+        parse_time("2026-13-01")
+
+
+def test_the_error_names_the_option_when_told():
+    with pytest.raises(ValueError, match=r"^--since 'yesterday' is not a time"):
+        parse_time("yesterday", "--since")
+
+
+def test_every_accepted_form_reads():
+    assert parse_time("2026-11-24") == parse_time("2026-11-24T00:00:00Z")
+    assert parse_time("2026-11-24T02:00:00+02:00") == parse_time("2026-11-24T00:00:00Z")
+    assert parse_time("2026-11-24T00:00:00") == parse_time("2026-11-24T00:00:00Z")  # no zone: UTC
+    for span, seconds in (("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800)):
+        assert abs(parse_time(span) / 1e9 - (time.time() - seconds)) < 5
