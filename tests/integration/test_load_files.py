@@ -131,6 +131,10 @@ def test_influxdb_down_exits_3_after_the_retry_budget(tmp_path):
     assert time.monotonic() - started < 30
     assert "unreachable" in done.stdout and "WRITE_RETRY_BUDGET_S=2" in done.stdout
     assert "run it again once fixed" in done.stderr
+    # said at once, on the first failed attempt, not only when the budget is spent (issue 21.9)
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("load-files: InfluxDB at http://127.0.0.1:") and \
+        "unreachable" in first and "retrying until WRITE_RETRY_BUDGET_S=2 s" in first, first
 
 
 def test_a_refused_token_exits_3_at_once_naming_the_fix(tmp_path, influx_front, influx_db):

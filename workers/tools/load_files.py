@@ -16,7 +16,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from workers.common.backoff import SYSTEM_CLOCK, Clock
 from workers.errors import (
@@ -44,21 +44,38 @@ class FileResult:
     problem: str = ""  # why (part of) the file was not loaded
 
 
+Notice = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
 def write_with_retries(sink: Sink, body: str, write: WriteSettings,
-                       clock: Clock = SYSTEM_CLOCK) -> None:
+                       clock: Clock = SYSTEM_CLOCK, notice: Notice = _quiet) -> None:
     """One batch as the worker's writer sends it: retryable failures again with backoff until
     WRITE_RETRY_BUDGET_S is spent (then LoadFailed); a token or bucket refusal is LoadFailed at
-    once; a content refusal (ContentRefused) goes to the caller."""
+    once; a content refusal (ContentRefused) goes to the caller. The first failure is told to
+    `notice` at once (what failed, how long it keeps trying), and so is a recovery after it:
+    a user must not stare at a silent terminal for the whole budget."""
     backoff = batch_backoff(write, clock)
+    failures = 0
     while True:
         try:
             sink.write(body)
+            if failures:
+                notice(f"InfluxDB took the batch after {failures} failed attempt"
+                       f"{'s' if failures > 1 else ''}: loading goes on")
             return
         except ContentRefused:
             raise
         except PermanentWriteError as exc:
             raise LoadFailed(str(exc)) from None
         except RetryableWriteError as exc:
+            failures += 1
+            if failures == 1:
+                notice(f"{exc}; retrying until WRITE_RETRY_BUDGET_S={write.retry_budget_s:g} s "
+                       "have passed (Ctrl-C stops)")
             delay = backoff.next_delay(exc.retry_after or 0.0)
             if not backoff.fits(delay):
                 raise LoadFailed(f"{exc} (still failing after WRITE_RETRY_BUDGET_S="
@@ -66,7 +83,8 @@ def write_with_retries(sink: Sink, body: str, write: WriteSettings,
             clock.sleep(delay)
 
 
-def load_file(path: Path, sink: Optional[Sink], write: WriteSettings) -> FileResult:
+def load_file(path: Path, sink: Optional[Sink], write: WriteSettings,
+              notice: Notice = _quiet) -> FileResult:
     """Write every point of `path` (count them only when `sink` is None). Stops at the first
     batch InfluxDB refuses for its content, and says which lines and why."""
     result = FileResult(path)
@@ -75,7 +93,7 @@ def load_file(path: Path, sink: Optional[Sink], write: WriteSettings) -> FileRes
         for batch in point_batches(path, write.batch_size):
             if sink is not None:
                 try:
-                    write_with_retries(sink, "\n".join(batch), write)
+                    write_with_retries(sink, "\n".join(batch), write, notice=notice)
                 except ContentRefused as exc:
                     result.problem = (f"InfluxDB refused points {line_no + 1}..."
                                       f"{line_no + len(batch)} of the file: {exc.reason}")
@@ -93,6 +111,10 @@ def shown(path: Path) -> Path:
         return path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
         return path
+
+
+def _say(message: str) -> None:
+    print(f"load-files: {message}", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -128,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     code = EXIT_OK
     try:
         for path in files:
-            result = load_file(path, sink, settings.write)
+            result = load_file(path, sink, settings.write, _say)
             total += result.points
             verb = "points counted (dry run)" if sink is None else "points loaded"
             line = f"{shown(path)}: {result.points} {verb}"

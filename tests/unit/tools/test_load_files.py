@@ -8,7 +8,7 @@ from typing import List, Optional
 import pytest
 
 from tests.support.clock import FakeClock
-from workers.errors import ContentRefused, LoadFailed
+from workers.errors import ContentRefused, LoadFailed, RetryableWriteError
 from workers.settings import InfluxSettings, WriteSettings
 from workers.storage.sink import classify_status
 from workers.tools.load_files import write_with_retries
@@ -90,3 +90,41 @@ def test_a_batch_refused_for_its_content_is_left_to_the_caller():
         write_with_retries(sink, "x", WRITE, FakeClock())
 
     assert sink.tries == 1
+
+
+# -- saying at once what it waits for (issue 21.9: silent for a minute with InfluxDB down) --------
+
+UNREACHABLE = RetryableWriteError("InfluxDB at http://influx:8086 unreachable: [Errno 111] "
+                                  "Connection refused")
+
+
+def test_the_first_failed_attempt_says_at_once_what_failed_and_how_long_it_keeps_trying():
+    notices: List[str] = []
+    sink = FailingSink(always=UNREACHABLE)
+
+    with pytest.raises(LoadFailed):
+        write_with_retries(sink, "a b=1 1", WRITE, FakeClock(), notices.append)
+
+    assert sink.tries >= 2
+    assert notices == ["InfluxDB at http://influx:8086 unreachable: [Errno 111] Connection "
+                       "refused; retrying until WRITE_RETRY_BUDGET_S=10 s have passed "
+                       "(Ctrl-C stops)"]
+
+
+def test_a_server_that_answers_again_is_said_to_and_loading_goes_on():
+    notices: List[str] = []
+    sink = FailingSink(UNREACHABLE, UNREACHABLE)
+
+    write_with_retries(sink, "a b=1 1", WRITE, FakeClock(), notices.append)
+
+    assert sink.stored == ["a b=1 1"]
+    assert len(notices) == 2 and notices[0].startswith("InfluxDB at http://influx:8086 unreach")
+    assert notices[1] == "InfluxDB took the batch after 2 failed attempts: loading goes on"
+
+
+def test_a_write_that_succeeds_at_once_says_nothing():
+    notices: List[str] = []
+
+    write_with_retries(FailingSink(), "a b=1 1", WRITE, FakeClock(), notices.append)
+
+    assert notices == []
