@@ -1,18 +1,28 @@
 """PNG charts of the stored trades and of the workers' health, without Grafana (scripts/plot).
 
-    scripts/plot BTCUSDT ETHUSDT --since 1h --out market.png     # from InfluxDB (.env.local)
-    scripts/plot --health --since 1h --out health.png            # streamer_health, per worker
-    scripts/plot BTCUSDT --lp-dir data/lp --since 1h --out m.png  # from the no-database files
+    scripts/plot BTCUSDT ETHUSDT                 # from InfluxDB (.env.local), the last hour
+    scripts/plot --health                        # streamer_health, per worker
+    scripts/plot BTCUSDT --lp-dir data/lp        # from the no-database files
+    scripts/plot --health --since 6h --until 2h --out outage.png
+
+The PNG goes to charts/ (git-ignored) unless --out names one; the command prints its path.
+Without --since the range starts at the first point of the last hour (a service started four
+minutes ago gets four minutes, not an hour 90 % empty); the end is --until or now, so a capture
+that stopped shows as an empty tail. Given --since, the range is as given.
 
 The market chart has, per symbol, the last price per interval with the interval's VWAP, the
 number of trades per interval, and the taker buy (up) and sell (down) volume per interval.
 The health chart has, per worker, trades received and written per second, lag p50/p99, spool
-bytes, and the increases of reconnects, gaps, backfilled, invalid and rejected.
+bytes, and the increases of reconnects, gaps, backfilled, invalid and rejected; each worker
+has one colour in every panel (the 8 busiest: the others share grey), the line style names the
+figure, counters that never rose are left out, and red shades the time the spool held data.
 matplotlib (the `plot` extra) is imported only when drawing; the Agg backend needs no display.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
 import re
 import sys
 import time
@@ -21,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from workers.common.timefmt import iso_seconds, parse_time
+from workers.common.timefmt import file_stamp, iso_seconds, parse_time
 from workers.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -32,7 +42,7 @@ from workers.errors import (
     SinkError,
     exit_codes_help,
 )
-from workers.settings import load_env, load_settings
+from workers.settings import PROJECT_ROOT, load_env, load_settings
 from workers.storage.influx_query import InfluxQuery
 from workers.storage.lp_files import lp_files, point_batches
 
@@ -42,12 +52,79 @@ STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
 HEALTH_FIELDS = ("received", "written", "lag_p50_ms", "lag_p99_ms", "spool_bytes", "reconnects",
                  "gaps", "backfilled", "invalid", "rejected")
 COUNTERS = ("reconnects", "gaps", "invalid", "rejected")  # backfilled: an axis of its own
+LOOKBACK_S = 3600  # without --since: the data of this span back from the end
+MIN_SPAN_S = 60  # a range picked from the data is at least this long
+CHARTS_DIR = PROJECT_ROOT / "charts"  # the default output folder (git-ignored)
+# One colour per worker, none repeated within a figure: tab10 without its grey (the others') and
+# its red (the spool's shading).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+           "#17becf")
+OTHERS_COLOUR = "#9a9a9a"
+SHADE_COLOUR = "#d62728"
+STYLES = {"received": "-", "written": "--", "lag_p50_ms": "-", "lag_p99_ms": ":",
+          "reconnects": "-", "gaps": "--", "invalid": ":", "rejected": "-."}
+Span = Tuple[int, int]
 
 
 def bucket_seconds(since_ns: int, until_ns: int, buckets: int = 120) -> int:
     """A round interval giving about `buckets` intervals over the range (1 s at the least)."""
     wanted = (until_ns - since_ns) / NS / buckets
     return next((s for s in STEPS_S if s >= wanted), STEPS_S[-1])
+
+
+def pick_range(first_ns: Optional[int], since_ns: int, until_ns: int, since_given: bool
+               ) -> Span:
+    """The range drawn: [since, until) as given with --since; without it, from the first point
+    found (`first_ns`, None: none) to the end, at least MIN_SPAN_S long. The end is never
+    taken from the data: a capture that stopped shows as the empty tail it is."""
+    if since_given or first_ns is None:
+        return since_ns, until_ns
+    return max(since_ns, min(first_ns, until_ns - MIN_SPAN_S * NS)), until_ns
+
+
+@dataclass(frozen=True)
+class Legend:
+    """A colour per series: the busiest len(PALETTE) each their own, the rest grey."""
+    colours: Dict[str, str]  # every series
+    named: List[str]  # in the legend, busiest first
+    others: List[str]  # drawn grey, one legend entry "others (N)"
+
+
+def cap_legend(volumes: Dict[str, float], palette: Sequence[str] = PALETTE) -> Legend:
+    """Colour the series by volume (largest first, then by name): no colour repeats, and the
+    legend has at most len(palette) entries plus one for the others."""
+    ranked = sorted(volumes, key=lambda name: (-volumes[name], name))
+    named, others = ranked[:len(palette)], ranked[len(palette):]
+    colours = {name: palette[i] for i, name in enumerate(named)}
+    colours.update({name: OTHERS_COLOUR for name in others})
+    return Legend(colours, named, others)
+
+
+def nonzero_spans(times: Sequence[int], values: Sequence[Optional[float]], step_ns: int
+                  ) -> List[Span]:
+    """The spans in which `values` was above 0: from such a point to the next point (the last
+    one's span lasts one step); a missing value counts as unknown, not as a problem."""
+    spans: List[Span] = []
+    for i, (t, v) in enumerate(zip(times, values)):
+        if not v or v <= 0:
+            continue
+        end = times[i + 1] if i + 1 < len(times) else t + step_ns
+        if spans and spans[-1][1] >= t:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((t, end))
+    return spans
+
+
+def merge_spans(spans: Iterable[Span]) -> List[Span]:
+    """The union of spans, sorted, overlapping or touching ones joined."""
+    out: List[Span] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 @dataclass
@@ -158,9 +235,26 @@ def _regex(values: Sequence[str]) -> str:
     return "/^(" + "|".join(re.escape(v) for v in values) + ")$/"
 
 
+def influx_first(query: InfluxQuery, measurement: str, field_name: str, where: str
+                 ) -> Optional[int]:
+    """The time (epoch ns) of the first point matching `where`, or None."""
+    q = f'SELECT first("{field_name}") FROM "{measurement}" WHERE {where}'
+    times = [int(row["time"]) for _, row in _series_rows(query.query(q)) if row.get("time")]
+    return min(times, default=None)
+
+
+def market_where(symbols: Sequence[str], since_ns: int, until_ns: int) -> str:
+    return f'"symbol" =~ {_regex(symbols)} AND time >= {since_ns} AND time < {until_ns}'
+
+
+def health_where(workers: Sequence[str], since_ns: int, until_ns: int) -> str:
+    where = f"time >= {since_ns} AND time < {until_ns}"
+    return where + (f' AND "worker" =~ {_regex(workers)}' if workers else "")
+
+
 def influx_market(query: InfluxQuery, measurement: str, symbols: Sequence[str],
                   since_ns: int, until_ns: int, step_s: int) -> Dict[str, Market]:
-    where = (f'"symbol" =~ {_regex(symbols)} AND time >= {since_ns} AND time < {until_ns}')
+    where = market_where(symbols, since_ns, until_ns)
     by = f'GROUP BY time({step_s}s), "symbol" fill(none)'
     m = f'"{measurement}"'
     per: Dict[str, Dict[int, Dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
@@ -202,9 +296,7 @@ def influx_health(query: InfluxQuery, measurement: str, workers: Sequence[str],
     step_s = max(step_s, 10)  # one point per 10 s: smaller intervals would be mostly empty
     aggs = ", ".join(f'{"max" if f.startswith("lag") else "last"}("{f}") AS "{f}"'
                      for f in HEALTH_FIELDS)
-    where = f"time >= {since_ns} AND time < {until_ns}"
-    if workers:
-        where += f' AND "worker" =~ {_regex(workers)}'
+    where = health_where(workers, since_ns, until_ns)
     q = (f'SELECT {aggs} FROM "{measurement}" WHERE {where} '
          f'GROUP BY time({step_s}s), "host", "worker" fill(none)')
     out: Dict[str, Dict[str, List[Any]]] = {}
@@ -246,7 +338,7 @@ def draw_market(markets: Dict[str, Market], step_s: int, out: Path, source: str,
         ax_p.plot([d for d, _ in xv], [v for _, v in xv], color="#ff7f0e", lw=1, ls="--",
                   label="VWAP")
         ax_p.set_title(f"{symbol}  (per {step_s} s, {source})", fontsize=10, loc="left")
-        ax_p.legend(loc="upper left", fontsize=8)
+        ax_p.legend(loc="best", fontsize=8)
         ax_p.grid(alpha=0.3)
         ax_p.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax_n.bar(x, m.trades, width=width, align="edge", color="#7f7f7f")
@@ -259,41 +351,107 @@ def draw_market(markets: Dict[str, Market], step_s: int, out: Path, source: str,
         ax_v.set_ylabel("volume", fontsize=8)
         ax_v.legend(loc="upper left", fontsize=7)
         ax_v.grid(alpha=0.3)
-    axes[-1][0].set_xlabel("time (UTC)")
+    axes[-1][0].set_xlabel(f"time (UTC), {iso_seconds(span[0] // NS)} to "
+                           f"{iso_seconds(span[1] // NS)}")
     axes[-1][0].set_xlim(*_dates(span))
+    _time_axis(axes[-1][0], span)
     _save(fig, plt, out)
 
 
-def draw_health(health: Dict[str, Dict[str, List[Any]]], out: Path, span: Tuple[int, int]
+def health_legend(health: Dict[str, Dict[str, List[Any]]]) -> Legend:
+    """The workers' colours, the busiest (most trades received over the range) first."""
+    return cap_legend({w: float((_increase(s["received"]) or [0])[-1]) for w, s in health.items()})
+
+
+def spool_spans(health: Dict[str, Dict[str, List[Any]]], step_s: int) -> List[Span]:
+    """When any worker's spool held data: the time InfluxDB writes were failing."""
+    step_ns = max(step_s, 10) * NS
+    return merge_spans(span for s in health.values()
+                       for span in nonzero_spans(s["time"], s["spool_bytes"], step_ns))
+
+
+def draw_health(health: Dict[str, Dict[str, List[Any]]], out: Path, span: Span, step_s: int
                 ) -> None:
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     fig, axes = plt.subplots(5, 1, figsize=(9, 10.5), sharex=True)
     ax_rate, ax_lag, ax_spool, ax_cnt, ax_fill = axes
-    for worker, s in sorted(health.items()):
+    legend = health_legend(health)
+    risen: List[str] = []  # the counters that rose, for their panel's legend
+    for worker in reversed(legend.named + legend.others):  # the busiest drawn last, on top
+        s, colour = health[worker], legend.colours[worker]
+        lw = 0.8 if worker in legend.others else 1.2
         x = _dates(s["time"])
-        for name, style in (("received", "-"), ("written", "--")):
-            rates = _rates(s["time"], s[name])
-            ax_rate.plot(x[1:], rates, ls=style, lw=1, label=f"{worker} {name}")
-        for name, style in (("lag_p50_ms", "-"), ("lag_p99_ms", ":")):
-            pts = [(d, v) for d, v in zip(x, s[name]) if v is not None]
-            ax_lag.plot([d for d, _ in pts], [v for _, v in pts], ls=style, lw=1,
-                        label=f"{worker} {name[4:7]}")
-        ax_spool.plot(x, [v or 0 for v in s["spool_bytes"]], lw=1, label=worker)
+        for name in ("received", "written"):
+            ax_rate.plot(x[1:], _rates(s["time"], s[name]), color=colour, ls=STYLES[name], lw=lw)
+        for name in ("lag_p50_ms", "lag_p99_ms"):  # no lag (nothing stored): a break
+            ax_lag.plot(x, [math.nan if v is None else v for v in s[name]], color=colour,
+                        ls=STYLES[name], lw=lw)
+        # a step, as the shading: a point's value holds until the next point
+        ax_spool.step(x, [v or 0 for v in s["spool_bytes"]], where="post", color=colour, lw=lw)
         for name in COUNTERS:
-            ax_cnt.step(x, _increase(s[name]), where="post", lw=1, label=f"{worker} {name}")
-        ax_fill.step(x, _increase(s["backfilled"]), where="post", lw=1, label=worker)
-    ax_spool.axhspan(1, max(1, ax_spool.get_ylim()[1]), color="#d62728", alpha=0.08)
+            rise = _increase(s[name])
+            if rise and rise[-1]:
+                ax_cnt.step(x, rise, where="post", color=colour, ls=STYLES[name], lw=lw)
+                risen.append(name)
+        fill = _increase(s["backfilled"])
+        if fill and fill[-1]:
+            ax_fill.step(x, fill, where="post", color=colour, lw=lw)
+    shaded = spool_spans(health, step_s)
+    for start, end in shaded:
+        for ax in axes:
+            ax.axvspan(*_dates((start, end)), color=SHADE_COLOUR, alpha=0.12, lw=0)
+    styles = {"received": "received", "written": "written", "lag_p50_ms": "p50",
+              "lag_p99_ms": "p99", **{c: c for c in COUNTERS}}
+
+    def style_legend(ax: Any, names: Sequence[str]) -> None:
+        handles = [Line2D([], [], color="black", ls=STYLES[n], lw=1, label=styles[n])
+                   for n in names]
+        if handles:
+            ax.legend(handles=handles, loc="upper left", fontsize=7, ncol=len(handles))
+
+    style_legend(ax_rate, ("received", "written"))
+    style_legend(ax_lag, ("lag_p50_ms", "lag_p99_ms"))
+    style_legend(ax_cnt, [c for c in COUNTERS if c in risen])
+    for ax, what in ((ax_cnt, "no reconnect, gap, invalid message or rejected line"),
+                     (ax_fill, "no trade backfilled")):
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"{what} in the range", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="#555555")
+            ax.set_yticks([])
     for ax, title in ((ax_rate, "trades per second: received vs written"),
-                      (ax_lag, "lag, trade time to stored (ms)"),
-                      (ax_spool, "spool bytes (red zone: InfluxDB writes failing)"),
-                      (ax_cnt, "reconnects, gaps, invalid, rejected: increase over the range"),
+                      (ax_lag, "lag, trade time to stored (ms): the worst per interval"),
+                      (ax_spool, "spool bytes (shaded red: the spool held data, InfluxDB "
+                                 "writes failing)"),
+                      (ax_cnt, "reconnects, gaps, invalid, rejected: increase over the range "
+                               "(only those that rose)"),
                       (ax_fill, "trades backfilled from REST: increase over the range")):
         ax.set_title(title, fontsize=9, loc="left")
-        ax.legend(loc="upper left", fontsize=7, ncol=3)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("time (UTC)")
+    handles: List[Any] = [Line2D([], [], color=legend.colours[w], lw=2, label=w)
+                          for w in legend.named]
+    if legend.others:
+        handles.append(Line2D([], [], color=OTHERS_COLOUR, lw=2,
+                              label=f"others ({len(legend.others)})"))
+    if shaded:
+        handles.append(Patch(color=SHADE_COLOUR, alpha=0.25, label="spool held data"))
+    fig.legend(handles=handles, loc="upper center", ncol=min(5, len(handles)), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.995))
+    top = 0.955 if len(handles) <= 5 else 0.93
+    axes[-1].set_xlabel(f"time (UTC), {iso_seconds(span[0] // NS)} to "
+                        f"{iso_seconds(span[1] // NS)}")
     axes[-1].set_xlim(*_dates(span))
-    _save(fig, plt, out)
+    _time_axis(axes[-1], span)
+    _save(fig, plt, out, top)
+
+
+def _time_axis(ax: Any, span: Span) -> None:
+    """Ticks as clock times (the date is in the axis label), with seconds on short ranges."""
+    dates: Any = importlib.import_module("matplotlib.dates")  # untyped: Any, as pyplot is
+    seconds = (span[1] - span[0]) / NS
+    form = "%H:%M:%S" if seconds <= 900 else "%H:%M" if seconds <= 86400 else "%m-%d %H:%M"
+    ax.xaxis.set_major_formatter(dates.DateFormatter(form))
 
 
 def _rates(times: Sequence[int], values: Sequence[Optional[int]]) -> List[float]:
@@ -315,15 +473,21 @@ def _increase(values: Sequence[Optional[int]]) -> List[int]:
     return out
 
 
-def _save(fig: Any, plt: Any, out: Path) -> None:
+def _save(fig: Any, plt: Any, out: Path, top: float = 1.0) -> None:
     fig.autofmt_xdate()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, top))  # `top`: room for a figure legend above the panels
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=72)
     plt.close(fig)
 
 
 # ------------------------------------------------------------------ command line
+def default_out(symbols: Sequence[str], health: bool, files: bool) -> Path:
+    """charts/health-<UTC>.png, charts/market-BTCUSDT-ETHUSDT[-files]-<UTC>.png."""
+    kind = "health" if health else "-".join(["market", *symbols[:4]] + (["files"] if files else []))
+    return CHARTS_DIR / f"{kind}-{file_stamp()}.png"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/plot", description=__doc__.split("\n\n")[0],
@@ -335,14 +499,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the capture-health chart (streamer_health) instead")
     parser.add_argument("--worker", action="append", default=[],
                         help="with --health: only this worker (repeatable)")
-    parser.add_argument("--since", default="1h", help="ISO time or a span back from now (1h)")
-    parser.add_argument("--until", default=None, help="ISO time or a span back; default now")
+    parser.add_argument("--since", default=None,
+                        help="start: ISO time or a span back from now (1h, 90m, 7d); default: "
+                             "the first point of the hour before the end")
+    parser.add_argument("--until", default=None, help="end: ISO time or a span back; default now")
     parser.add_argument("--interval", type=int, default=None,
                         help="seconds per interval (default: about 120 intervals)")
     parser.add_argument("--lp-dir", type=Path, default=None,
                         help="read the no-database mode's files (.lp, .lp.gz) under this "
                              "directory instead of InfluxDB")
-    parser.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the PNG file to write (default: under {CHARTS_DIR}, git-ignored)")
     parser.add_argument("--env-file", type=Path, default=None, help="settings file (.env.local)")
     args = parser.parse_args(argv)
     symbols = [s.upper() for s in args.symbols]
@@ -351,11 +518,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ConfigError("name one or more SYMBOLs, or --health (not both)")
         if args.health and args.lp_dir:
             raise ConfigError("--health reads InfluxDB's streamer_health: drop --lp-dir")
-        since = parse_time(args.since)
-        until = parse_time(args.until) if args.until else time.time_ns()
+        until = parse_time(args.until, "--until") if args.until else time.time_ns()
+        since = (parse_time(args.since, "--since") if args.since
+                 else until - LOOKBACK_S * NS)
         if until <= since:
             raise ConfigError("--since must be before --until")
-        step_s = args.interval or bucket_seconds(since, until)
         settings = load_settings(load_env(args.env_file))
         measurement = settings.measurement
         if args.lp_dir is None and settings.influx is None:
@@ -364,38 +531,52 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    span = f"between {iso_seconds(since // NS)} and {iso_seconds(until // NS)}"
+    out = args.out or default_out(symbols, args.health, args.lp_dir is not None)
+    looked = f"between {iso_seconds(since // NS)} and {iso_seconds(until // NS)}"
+    given = args.since is not None
     try:
         if args.lp_dir is not None:
             if not args.lp_dir.is_dir():
                 raise NoData(f"no directory {args.lp_dir}")
-            markets = {s: aggregate(t, since, until, step_s)
-                       for s, t in file_trades(args.lp_dir, measurement, symbols).items()}
+            trades = file_trades(args.lp_dir, measurement, symbols)
+            first = min((t[0] for ts in trades.values() for t in ts if since <= t[0] < until),
+                        default=None)
+            span = pick_range(first, since, until, given)
+            step_s = args.interval or bucket_seconds(*span)
+            markets = {s: aggregate(t, *span, step_s) for s, t in trades.items()}
             markets = {s: m for s, m in markets.items() if any(m.trades)}
-            _require(markets, symbols, f"in the files under {args.lp_dir} {span}")
-            draw_market(markets, step_s, args.out, "files", (since, until))
+            _require(markets, symbols, f"in the files under {args.lp_dir} {looked}")
+            draw_market(markets, step_s, out, "files", span)
         else:
             assert settings.influx is not None
             query = InfluxQuery(settings.influx)
             if args.health:
-                health = influx_health(query, settings.influx.health_measurement, args.worker,
-                                       since, until, step_s)
+                health_m = settings.influx.health_measurement
+                first = None if given else influx_first(
+                    query, health_m, "received", health_where(args.worker, since, until))
+                span = pick_range(first, since, until, given)
+                step_s = args.interval or bucket_seconds(*span)
+                health = influx_health(query, health_m, args.worker, *span, step_s)
                 if not health:
-                    raise NoData(f"no {settings.influx.health_measurement} points"
+                    raise NoData(f"no {health_m} points"
                                  f"{' of ' + ', '.join(args.worker) if args.worker else ''} "
-                                 f"{span}")
-                draw_health(health, args.out, (since, until))
+                                 f"{looked}")
+                draw_health(health, out, span, step_s)
             else:
-                markets = influx_market(query, measurement, symbols, since, until, step_s)
-                _require(markets, symbols, f"in InfluxDB {span}")
-                draw_market(markets, step_s, args.out, "InfluxDB", (since, until))
+                first = None if given else influx_first(
+                    query, measurement, "price", market_where(symbols, since, until))
+                span = pick_range(first, since, until, given)
+                step_s = args.interval or bucket_seconds(*span)
+                markets = influx_market(query, measurement, symbols, *span, step_s)
+                _require(markets, symbols, f"in InfluxDB {looked}")
+                draw_market(markets, step_s, out, "InfluxDB", span)
     except NoData as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     except SinkError as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    print(f"plot: wrote {args.out}")
+    print(f"plot: wrote {out}")
     return EXIT_OK
 
 
