@@ -132,8 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = load_settings(load_env(args.env_file))
         if settings.influx is None:
             raise ConfigError("INFLUXDB_URL is not set: the audit reads InfluxDB")
-        since = parse_time(args.since)
-        until = parse_time(args.until) if args.until else time.time_ns()
+        since = parse_time(args.since, "--since")
+        until = parse_time(args.until, "--until") if args.until else time.time_ns()
     except (ConfigError, ValueError) as exc:
         print(f"gap-audit: {exc}", file=sys.stderr)
         return EXIT_CONFIG
