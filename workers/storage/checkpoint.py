@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Iterable, Set
 
+from workers.common import diskerrors
 from workers.common.atomic import write_atomic
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,16 @@ class Checkpoint:
             return moved
 
     def _save(self, ids: Dict[str, int]) -> None:
-        write_atomic(self.path, json.dumps({"worker": self.worker, "last_stored_id": ids},
-                                           sort_keys=True))
+        try:
+            write_atomic(self.path, json.dumps({"worker": self.worker, "last_stored_id": ids},
+                                               sort_keys=True))
+        except OSError as exc:
+            # Said with its real cause and fix before it ends the worker (the writer thread's
+            # crash): a read-only disk is not a full one.
+            log.error("worker=%s event=checkpoint_failed file=%s cause=%s error=%s fix='%s'",
+                      self.worker, self.path, diskerrors.cause(exc), exc,
+                      diskerrors.fix(exc, str(self.path.parent), "DATA_DIR"))
+            raise
 
     def snapshot(self) -> Dict[str, int]:
         with self.lock:

@@ -1,11 +1,13 @@
 """The checkpoint: per symbol, the highest trade id known stored, moved only over stored batches."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 
 import pytest
 
+from workers.storage import checkpoint as checkpoint_module
 from workers.storage.checkpoint import Checkpoint
 
 
@@ -156,3 +158,19 @@ def test_checkpoints_of_symbols_a_worker_does_not_serve_are_not_adopted(tmp_path
     mine = Checkpoint(tmp_path / "btcusdt" / "checkpoint.json", "btcusdt", ["BTCUSDT"])
 
     assert mine.snapshot() == {}
+
+
+def test_a_failed_save_names_its_real_cause_and_fix_before_it_ends_the_worker(
+        tmp_path, caplog, monkeypatch):
+    """A read-only disk was reported as if it were full ("free disk space")."""
+    cp = Checkpoint(tmp_path / "checkpoint.json", "btcusdt")
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint_module, "write_atomic", read_only)
+    caplog.set_level(logging.ERROR, logger="workers.storage.checkpoint")
+    with pytest.raises(OSError):
+        cp.batch_durable(1, {"BTCUSDT": 5})
+    [line] = [r.getMessage() for r in caplog.records if "event=checkpoint_failed" in r.getMessage()]
+    assert "cause=read-only" in line and "remount" in line and "free disk space" not in line
