@@ -12,9 +12,13 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 from tests.support.capture import Capture, new_worker
+from tests.support.grafana import DEFAULT_FILE, FLAVOR_FILES, GrafanaInfluxQL
+from tests.support.influx_fixtures import InfluxDb
+from tests.support.influx_front import InfluxFront
+from tests.support.influx_server import InfluxError, InfluxServer, rows_from_response
 from tests.support.procs import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,6 +26,9 @@ DASHBOARDS = REPO / "config" / "grafana" / "dashboards"
 PROVISIONING = REPO / "config" / "grafana" / "provisioning"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 PAUSED = '{"action": "pause"}'
+TOKEN = "grafana-token-0123"
+USER_1_8 = "grafana"  # 1.8 with auth on: the front takes `user:password` as its token
+Rows = List[Dict[str, Any]]
 
 
 def capture_sample(tmp_path: Path, exchange_sim: Any, influx_front: Any, influx_db: Any,
@@ -119,16 +126,16 @@ def test_the_dashboards_are_importable_grafana_json_with_provisioning() -> None:
     assert "/etc/grafana/dashboards/tick-capture" in board
 
 
-def test_every_dashboard_query_answers_with_the_columns_its_panel_uses(
-        tmp_path, exchange_sim, influx_front, influx_db) -> None:
-    capture_sample(tmp_path, exchange_sim, influx_front, influx_db)
+def answer_every_dashboard_query(query: Callable[[str], Rows]) -> int:
+    """Run every variable, panel and annotation query of every dashboard through `query`;
+    each must answer rows with the columns its panel uses. Returns how many ran."""
     checked = 0
     for name, d in dashboards().items():
         values: Dict[str, List[str]] = {}
         for var in d["templating"]["list"]:
             if var["type"] != "query":
                 continue
-            rows = influx_db.query(substitute(var["query"], values))
+            rows = query(substitute(var["query"], values))
             found = sorted({r["value"] for r in rows})
             if var["name"] == "host" and not found:
                 found = []  # workers without a host tag yet: "All" (.*) matches them
@@ -141,15 +148,65 @@ def test_every_dashboard_query_answers_with_the_columns_its_panel_uses(
                    for p in panels(d) for t in p.get("targets", [])]
         queries += [(a["name"], a["query"], [a["textColumn"], a["tagsColumn"]])
                     for a in d["annotations"]["list"] if "query" in a]
-        for title, query, columns in queries:
-            q = substitute(query, values)
-            rows = influx_db.query(q)
+        for title, query_text, columns in queries:
+            q = substitute(query_text, values)
+            rows = query(q)
             assert rows, f"{name}: {title}: no rows for {q}"
             assert columns, f"{name}: {title}: no column names in {q}"
             for column in columns:
                 assert any(r.get(column) is not None for r in rows), \
                     f"{name}: {title}: column {column} empty in {rows[:3]} for {q}"
-            if "\"symbol\"" in query and "GROUP BY" in query:
+            if "\"symbol\"" in query_text and "GROUP BY" in query_text:
                 assert {r.get("symbol") for r in rows} >= set(SYMBOLS), (title, q)
             checked += 1
-    assert checked >= 20
+    return checked
+
+
+def grafana_rows(source: GrafanaInfluxQL) -> Callable[[str], Rows]:
+    """Rows of a query Grafana sends through `source`; any refusal fails with its answer."""
+    def query(q: str) -> Rows:
+        answer = source.query(q)
+        assert "status" not in answer, f"HTTP {answer.get('status')}: {answer.get('body')} for {q}"
+        return rows_from_response(answer)
+    return query
+
+
+def grafana_env(front: InfluxFront, db: InfluxDb) -> Dict[str, str]:
+    """Grafana's environment for a front: what .env.local (and, for 1.8, the user) give."""
+    return {"INFLUXDB_URL": front.url, "INFLUXDB_BUCKET": db.name,
+            "INFLUXDB_TOKEN": front.token or "", "INFLUXDB_USER": USER_1_8,
+            "INFLUXDB_PASSWORD": TOKEN}
+
+
+def start_front(tmp_path: Path, server: InfluxServer, db: InfluxDb, flavor: str) -> InfluxFront:
+    """A front of `flavor` before the captured database; on Serverless with the DBRP mapping
+    its provisioning file names (database = bucket name), made as `influx v1 dbrp create`."""
+    token = f"{USER_1_8}:{TOKEN}" if flavor == "1.8" else TOKEN
+    front = InfluxFront.start(tmp_path / f"front-{flavor}", server.url, token=token,
+                              flavor=flavor)
+    if flavor == "serverless":
+        unmapped = GrafanaInfluxQL.provisioned(FLAVOR_FILES[flavor], grafana_env(front, db))
+        answer = unmapped.query('SHOW TAG VALUES FROM "price_ticks" WITH KEY = "symbol"')
+        assert f"database not found: {db.name}" in json.dumps(answer), answer
+        front.create_dbrp(db.name, db.name)
+    return front
+
+
+def test_every_dashboard_query_answers_with_the_columns_its_panel_uses(
+        tmp_path, exchange_sim, influx_front, influx_db, influx_server) -> None:
+    capture_sample(tmp_path, exchange_sim, influx_front, influx_db)
+    assert answer_every_dashboard_query(influx_db.query) >= 20
+    failures: Dict[str, str] = {}
+    for flavor, flavor_file in FLAVOR_FILES.items():
+        front = start_front(tmp_path, influx_server, influx_db, flavor)
+        try:
+            for provisioning in (flavor_file, DEFAULT_FILE):
+                source = GrafanaInfluxQL.provisioned(provisioning,
+                                                     grafana_env(front, influx_db))
+                try:
+                    assert answer_every_dashboard_query(grafana_rows(source)) >= 20
+                except (AssertionError, InfluxError) as exc:
+                    failures[f"{flavor} with {provisioning.name}"] = str(exc)
+        finally:
+            front.stop()
+    assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
