@@ -541,36 +541,59 @@ def _symbols(symbols: List[str]) -> str:
     return ",".join(symbols) if len(symbols) <= 2 else f"{symbols[0]},+{len(symbols) - 1}"
 
 
+HEADER = ("WORKER", "HEALTH", "STATE", "UPTIME", "SYMBOLS", "LAST TRADE", "TRADES/S",
+          "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "REJECTED", "LAST ERROR")
+
+
 def table(report: Dict[str, Any], width: Optional[int] = None) -> str:
     """The table, then a line per problem and warning (and per LAST ERROR cut in the table),
     wrapped to `width` (default: the terminal's, WIDTH when it is not one)."""
     width = width or shutil.get_terminal_size((WIDTH, 24)).columns
-    header = ("WORKER", "HEALTH", "STATE", "UPTIME", "SYMBOLS", "LAST TRADE", "TRADES/S",
-              "LAG p50/p99 ms", "SPOOL", "GAPS/FILLED", "REJECTED", "LAST ERROR")
-    lines: List[Tuple[str, ...]] = [header]
-    for r in report["workers"]:
-        gaps = "-" if r["gaps"] is None else f"{r['gaps']}/{r['backfilled']}" + (
-            f" ({r['given_up']} lost)" if r["given_up"] else "")
-        lines.append((r["worker"], "ok" if r["healthy"] else "FAIL", r["state"],
-                      _age(r["uptime_s"]), _symbols(r["symbols"]),
-                      _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-",
-                      _num(r["trades_per_s"], "{:.1f}"),
-                      _lag(r),
-                      _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r), ""))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    room = max(LAST_ERROR_MIN, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    rows, room = _rows(report["workers"], width)
     errors = [" ".join(r["last_error"].split()) for r in report["workers"]]
-    lines[1:] = [line[:-1] + (_short(e, room),) for line, e in zip(lines[1:], errors)]
+    out = rows + [_wrap(line, width) for line in _below(report["workers"], errors, room)]
+    out += _footer(report, width)
+    out.append("healthy" if report["healthy"] else "UNHEALTHY")
+    return "\n".join(out)
+
+
+def _cells(r: Dict[str, Any]) -> Tuple[str, ...]:
+    """One worker's cells but LAST ERROR (left empty: its width is what remains)."""
+    gaps = "-" if r["gaps"] is None else f"{r['gaps']}/{r['backfilled']}" + (
+        f" ({r['given_up']} lost)" if r["given_up"] else "")
+    last_trade = _age(r["last_trade_age_s"]) if r["last_trade_age_s"] is not None else "-"
+    return (r["worker"], "ok" if r["healthy"] else "FAIL", r["state"], _age(r["uptime_s"]),
+            _symbols(r["symbols"]), last_trade, _num(r["trades_per_s"], "{:.1f}"), _lag(r),
+            _bytes(r["spool_backlog_bytes"]), gaps, _rejected(r), "")
+
+
+def _rows(workers: List[Dict[str, Any]], width: int) -> Tuple[List[str], int]:
+    """The aligned header and rows, and the room LAST ERROR had in them."""
+    lines: List[Tuple[str, ...]] = [HEADER] + [_cells(r) for r in workers]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    room = max(LAST_ERROR_MIN, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    lines[1:] = [line[:-1] + (_short(" ".join(r["last_error"].split()), room),)
+                 for line, r in zip(lines[1:], workers)]
     widths[-1] = max(len(line[-1]) for line in lines)
-    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines], room
+
+
+def _below(workers: List[Dict[str, Any]], errors: List[str], room: int) -> List[str]:
+    """Each worker's problems and warnings, and its last error whole where the table cut it."""
     below: List[str] = []
-    for r, error in zip(report["workers"], errors):
+    for r, error in zip(workers, errors):
         said = [f"{r['worker']}: {p}" for p in r["problems"]] + \
             [f"{r['worker']}: warning: {w}" for w in r["warnings"]]
         if len(error) > room and not any(error in " ".join(s.split()) for s in said):
             said.append(f"{r['worker']}: last error: {error}")
         below += said
-    out += [_wrap(line, width) for line in below]
+    return below
+
+
+def _footer(report: Dict[str, Any], width: int) -> List[str]:
+    """Other hosts' workers, supervisord and the reconciler, restarts, host-wide problems and
+    the --stored lines."""
+    out: List[str] = []
     if report.get("elsewhere"):
         others = ", ".join(f"{w['worker']} ({', '.join(w['hosts'])})"
                            for w in report["elsewhere"])
@@ -584,8 +607,7 @@ def table(report: Dict[str, Any], width: Optional[int] = None) -> str:
     out += [_wrap(f"problem: {p}", width) for p in report["problems"]]
     if "stored" in report:
         out += [_wrap(line, width) for line in stored_lines(report["stored"])]
-    out.append("healthy" if report["healthy"] else "UNHEALTHY")
-    return "\n".join(out)
+    return out
 
 
 def _rejected(r: Dict[str, Any]) -> str:

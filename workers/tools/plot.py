@@ -42,7 +42,7 @@ from workers.errors import (
     SinkError,
     exit_codes_help,
 )
-from workers.settings import PROJECT_ROOT, load_env, load_settings
+from workers.settings import PROJECT_ROOT, Settings, load_env, load_settings
 from workers.storage.influx_query import InfluxQuery
 from workers.storage.lp_files import lp_files, point_batches
 
@@ -488,7 +488,7 @@ def default_out(symbols: Sequence[str], health: bool, files: bool) -> Path:
     return CHARTS_DIR / f"{kind}-{file_stamp()}.png"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scripts/plot", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -511,65 +511,105 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"the PNG file to write (default: under {CHARTS_DIR}, git-ignored)")
     parser.add_argument("--env-file", type=Path, default=None, help="settings file (.env.local)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@dataclass
+class Request:
+    """What to draw, checked: the symbols (none for --health), the range asked and the settings."""
+
+    args: argparse.Namespace
+    symbols: List[str]
+    since: int
+    until: int
+    settings: Settings
+
+    @property
+    def given(self) -> bool:  # an explicit --since is kept exactly (no range picking)
+        return self.args.since is not None
+
+    @property
+    def looked(self) -> str:
+        return f"between {iso_seconds(self.since // NS)} and {iso_seconds(self.until // NS)}"
+
+    def span_and_step(self, first: Optional[int]) -> Tuple[Tuple[int, int], int]:
+        span = pick_range(first, self.since, self.until, self.given)
+        return span, self.args.interval or bucket_seconds(*span)
+
+
+def checked_request(args: argparse.Namespace) -> Request:
+    """The arguments and settings, or a ConfigError/ValueError saying what is wrong."""
     symbols = [s.upper() for s in args.symbols]
+    if args.health == bool(symbols):
+        raise ConfigError("name one or more SYMBOLs, or --health (not both)")
+    if args.health and args.lp_dir:
+        raise ConfigError("--health reads InfluxDB's streamer_health: drop --lp-dir")
+    until = parse_time(args.until, "--until") if args.until else time.time_ns()
+    since = parse_time(args.since, "--since") if args.since else until - LOOKBACK_S * NS
+    if until <= since:
+        raise ConfigError("--since must be before --until")
+    settings = load_settings(load_env(args.env_file))
+    if args.lp_dir is None and settings.influx is None:
+        raise ConfigError("INFLUXDB_URL is not set: set it in .env.local, or read the "
+                          "files with --lp-dir data/lp")
+    return Request(args, symbols, since, until, settings)
+
+
+def chart_from_files(req: Request, out: Path) -> None:
+    lp_dir = req.args.lp_dir
+    if not lp_dir.is_dir():
+        raise NoData(f"no directory {lp_dir}")
+    trades = file_trades(lp_dir, req.settings.measurement, req.symbols)
+    first = min((t[0] for ts in trades.values() for t in ts if req.since <= t[0] < req.until),
+                default=None)
+    span, step_s = req.span_and_step(first)
+    markets = {s: aggregate(t, *span, step_s) for s, t in trades.items()}
+    markets = {s: m for s, m in markets.items() if any(m.trades)}
+    _require(markets, req.symbols, f"in the files under {lp_dir} {req.looked}")
+    draw_market(markets, step_s, out, "files", span)
+
+
+def chart_of_health(req: Request, query: InfluxQuery, out: Path) -> None:
+    assert req.settings.influx is not None
+    health_m, workers = req.settings.influx.health_measurement, req.args.worker
+    first = None if req.given else influx_first(
+        query, health_m, "received", health_where(workers, req.since, req.until))
+    span, step_s = req.span_and_step(first)
+    health = influx_health(query, health_m, workers, *span, step_s)
+    if not health:
+        of = f" of {', '.join(workers)}" if workers else ""
+        raise NoData(f"no {health_m} points{of} {req.looked}")
+    draw_health(health, out, span, step_s)
+
+
+def chart_of_market(req: Request, query: InfluxQuery, out: Path) -> None:
+    measurement = req.settings.measurement
+    first = None if req.given else influx_first(
+        query, measurement, "price", market_where(req.symbols, req.since, req.until))
+    span, step_s = req.span_and_step(first)
+    markets = influx_market(query, measurement, req.symbols, *span, step_s)
+    _require(markets, req.symbols, f"in InfluxDB {req.looked}")
+    draw_market(markets, step_s, out, "InfluxDB", span)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.health == bool(symbols):
-            raise ConfigError("name one or more SYMBOLs, or --health (not both)")
-        if args.health and args.lp_dir:
-            raise ConfigError("--health reads InfluxDB's streamer_health: drop --lp-dir")
-        until = parse_time(args.until, "--until") if args.until else time.time_ns()
-        since = (parse_time(args.since, "--since") if args.since
-                 else until - LOOKBACK_S * NS)
-        if until <= since:
-            raise ConfigError("--since must be before --until")
-        settings = load_settings(load_env(args.env_file))
-        measurement = settings.measurement
-        if args.lp_dir is None and settings.influx is None:
-            raise ConfigError("INFLUXDB_URL is not set: set it in .env.local, or read the "
-                              "files with --lp-dir data/lp")
+        req = checked_request(args)
     except (ConfigError, ValueError) as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    out = args.out or default_out(symbols, args.health, args.lp_dir is not None)
-    looked = f"between {iso_seconds(since // NS)} and {iso_seconds(until // NS)}"
-    given = args.since is not None
+    out = args.out or default_out(req.symbols, args.health, args.lp_dir is not None)
     try:
         if args.lp_dir is not None:
-            if not args.lp_dir.is_dir():
-                raise NoData(f"no directory {args.lp_dir}")
-            trades = file_trades(args.lp_dir, measurement, symbols)
-            first = min((t[0] for ts in trades.values() for t in ts if since <= t[0] < until),
-                        default=None)
-            span = pick_range(first, since, until, given)
-            step_s = args.interval or bucket_seconds(*span)
-            markets = {s: aggregate(t, *span, step_s) for s, t in trades.items()}
-            markets = {s: m for s, m in markets.items() if any(m.trades)}
-            _require(markets, symbols, f"in the files under {args.lp_dir} {looked}")
-            draw_market(markets, step_s, out, "files", span)
+            chart_from_files(req, out)
         else:
-            assert settings.influx is not None
-            query = InfluxQuery(settings.influx)
+            assert req.settings.influx is not None
+            query = InfluxQuery(req.settings.influx)
             if args.health:
-                health_m = settings.influx.health_measurement
-                first = None if given else influx_first(
-                    query, health_m, "received", health_where(args.worker, since, until))
-                span = pick_range(first, since, until, given)
-                step_s = args.interval or bucket_seconds(*span)
-                health = influx_health(query, health_m, args.worker, *span, step_s)
-                if not health:
-                    raise NoData(f"no {health_m} points"
-                                 f"{' of ' + ', '.join(args.worker) if args.worker else ''} "
-                                 f"{looked}")
-                draw_health(health, out, span, step_s)
+                chart_of_health(req, query, out)
             else:
-                first = None if given else influx_first(
-                    query, measurement, "price", market_where(symbols, since, until))
-                span = pick_range(first, since, until, given)
-                step_s = args.interval or bucket_seconds(*span)
-                markets = influx_market(query, measurement, symbols, *span, step_s)
-                _require(markets, symbols, f"in InfluxDB {looked}")
-                draw_market(markets, step_s, out, "InfluxDB", span)
+                chart_of_market(req, query, out)
     except NoData as exc:
         print(f"plot: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
