@@ -43,7 +43,7 @@ import sys
 import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
@@ -114,17 +114,21 @@ class Product:
     name: str
 
 
-class Unreachable(Exception):
-    """No HTTP answer at all; `tls` when the TLS handshake (the certificate) failed."""
+@dataclass(frozen=True)
+class NoAnswer:
+    """No HTTP answer at all; `tls` when the TLS handshake (the certificate) failed. A value,
+    not an error class: those live in workers/errors.py only."""
 
-    def __init__(self, detail: str, tls: bool) -> None:
-        super().__init__(detail)
-        self.tls = tls
+    detail: str
+    tls: bool
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 # ---- judgements: each check's verdict on the server's answers (pure, specified in units) ----
 
-def judge_reach(url: str, error: Optional[Unreachable]) -> Check:
+def judge_reach(url: str, error: Optional[NoAnswer]) -> Check:
     https = url.lower().startswith("https:")
     if error is None:
         how = ("TLS verified: certificate and host name" if https else "plain http: no TLS")
@@ -380,7 +384,7 @@ class Server:
         self.reader = InfluxQuery(settings)
 
     def request(self, method: str, path: str, fields: Optional[Mapping[str, str]] = None,
-                body: Optional[bytes] = None) -> Answer:
+                body: Optional[bytes] = None) -> Union[Answer, NoAnswer]:
         url = f"{self.settings.url}{path}"
         try:
             if body is None:
@@ -391,13 +395,12 @@ class Server:
                 resp = self.reader.pool.request(method, f"{url}?{query}", body=body,
                                                 timeout=PROBE_TIMEOUT_S)
         except urllib3.exceptions.SSLError as exc:
-            raise Unreachable(_one_line(exc), tls=True) from None
+            return NoAnswer(_one_line(exc), tls=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Unreachable(_one_line(exc), tls="CERTIFICATE_VERIFY_FAILED" in str(exc)
-                              ) from None
+            return NoAnswer(_one_line(exc), tls="CERTIFICATE_VERIFY_FAILED" in str(exc))
         return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.data)
 
-    def write_probe(self) -> Answer:
+    def write_probe(self) -> Union[Answer, NoAnswer]:
         """An EMPTY write to the bucket. Never a point, not even to a throwaway measurement:
         3.x fixes a table's column types for ever on its first write (and Core caps tables),
         Cloud Serverless counts every byte against the quota, and no flavor lets us delete a
@@ -456,10 +459,9 @@ def retention_check(server: Server, product: Product, lookback_h: float) -> Chec
             return Check("retention", SKIP, f"cannot tell: {_one_line(exc)[:100]}")
         return judge_retention(policy_retention_s(series, rp),
                                f"retention policy {rp or '(default)'!r}", lookback_h)
-    try:
-        answer = server.request("GET", "/api/v2/buckets", {"name": s.bucket, "org": s.org})
-    except Unreachable as exc:
-        return Check("retention", SKIP, f"cannot tell: {exc}")
+    answer = server.request("GET", "/api/v2/buckets", {"name": s.bucket, "org": s.org})
+    if isinstance(answer, NoAnswer):
+        return Check("retention", SKIP, f"cannot tell: {answer}")
     if answer.status != 200:
         return Check("retention", SKIP, f"cannot tell: /api/v2/buckets answered "
                                         f"{answer.status} (the token may not read buckets)")
@@ -491,30 +493,24 @@ def run_checks(settings: Settings, pairs: Sequence[str]) -> List[Check]:
     server = Server(settings.influx)
     quota = judge_quota(write_limit(settings), pairs, settings.measurement)
     try:
-        try:
-            ping = server.request("GET", "/ping")
-        except Unreachable as exc:
+        ping = server.request("GET", "/ping")
+        if isinstance(ping, NoAnswer):
             rest = ("product", "write", "read", "dbrp", "retention", "schema")
-            return ([judge_reach(settings.influx.url, exc)]
+            return ([judge_reach(settings.influx.url, ping)]
                     + [Check(name, SKIP, "InfluxDB not reached") for name in rest] + [quota])
-        health = None if ping.headers.get("x-influxdb-version") else _maybe(server, "/health")
+        health = None
+        if not ping.headers.get("x-influxdb-version"):
+            asked = server.request("GET", "/health")
+            health = asked if isinstance(asked, Answer) else None
         product, product_check = judge_product(settings.influx.url, ping, health)
         checks = [judge_reach(settings.influx.url, None), product_check]
-        try:
-            checks.append(judge_write(server.write_probe(), settings.influx))
-        except Unreachable as exc:
-            checks.append(Check("write", FAIL, f"no answer to the write: {exc}",
-                                "try again; the connection broke", runtime=True))
+        probe = server.write_probe()
+        checks.append(judge_write(probe, settings.influx) if isinstance(probe, Answer) else
+                      Check("write", FAIL, f"no answer to the write: {probe}",
+                            "try again; the connection broke", runtime=True))
         return checks + _query_checks(server, product, settings) + [quota]
     finally:
         server.close()
-
-
-def _maybe(server: Server, path: str) -> Optional[Answer]:
-    try:
-        return server.request("GET", path)
-    except Unreachable:
-        return None
 
 
 def exit_code(checks: Sequence[Check]) -> int:

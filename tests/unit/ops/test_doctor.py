@@ -15,8 +15,8 @@ from workers.ops.doctor import (
     WARN,
     Answer,
     Check,
+    NoAnswer,
     Product,
-    Unreachable,
     bucket_retention_s,
     exit_code,
     first_start,
@@ -57,8 +57,8 @@ def test_reachable_says_whether_tls_was_verified():
 
 
 def test_no_answer_is_a_runtime_failure_an_untrusted_certificate_is_not():
-    down = judge_reach("http://h:8086", Unreachable("Connection refused", tls=False))
-    untrusted = judge_reach("https://h", Unreachable("CERTIFICATE_VERIFY_FAILED", tls=True))
+    down = judge_reach("http://h:8086", NoAnswer("Connection refused", tls=False))
+    untrusted = judge_reach("https://h", NoAnswer("CERTIFICATE_VERIFY_FAILED", tls=True))
     assert (down.result, down.runtime) == (FAIL, True) and "8181 for 3 Core" in down.fix
     assert (untrusted.result, untrusted.runtime) == (FAIL, False)
     assert "CA" in untrusted.fix
@@ -271,7 +271,7 @@ def test_first_start_checks_once_per_set_up(tmp_path, capsys):
 
 
 def test_first_start_goes_on_while_influxdb_is_down_and_stops_on_a_failure(tmp_path, capsys):
-    down = [judge_reach("http://influx:8086", Unreachable("refused", tls=False))]
+    down = [judge_reach("http://influx:8086", NoAnswer("refused", tls=False))]
     assert first_start(settings_for(tmp_path), lambda _: down) == 0
     assert "starting anyway" in capsys.readouterr().out
     assert not (tmp_path / "doctor.ok").exists(), "checked again at the next start"
