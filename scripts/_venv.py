@@ -1,19 +1,19 @@
 """The one launcher of scripts/: every entry point there but run, test and setup-env uses it.
 
-Each of apply-symbols, bench, demo, exchange-sim, gap-audit, influx-rig, load-files, plot, status
-and supervisorctl is the same thin shim: `#!/usr/bin/env python3`, a docstring that is its short
-usage, and one call, `launch("package.module:function", __doc__, ...)`. It starts under whatever
-`python3` the shell finds (`scripts/NAME` or `python3 scripts/NAME`, usually the system one,
-which has none of the project's dependencies). `launch`, standard library only, then:
+Each of apply-symbols, bench, demo, doctor, exchange-sim, gap-audit, influx-rig, load-files, plot,
+status and supervisorctl is the same thin shim: `#!/usr/bin/env python3`, a docstring that is its
+short usage, and one call, `launch("package.module:function", __doc__, ...)`. It starts under
+whatever `python3` the shell finds (`scripts/NAME` or `python3 scripts/NAME`, usually the system
+one, which has none of the project's dependencies). `launch`, standard library only, then:
 
 1. `-h`/`--help` while there is no `.venv/bin/python`: prints the shim's usage and how to get the
    full help, exit 0, and sets nothing up;
 2. not running in `<project>/.venv`: re-executes the shim there, with the same arguments;
 3. when there is no working .venv (none, its python gone, not a venv) or it lacks a module the
    project needs (the `extras` too):
-   - a tool (`sets_up=True`: bench, demo, exchange-sim, gap-audit, influx-rig, load-files,
-     plot) runs `scripts/setup-env EXTRAS`, saying so in one line on stderr (setup-env's own
-     lines are kept for the failure line), then re-executes once;
+   - a tool (`sets_up=True`: bench, demo, doctor, exchange-sim, gap-audit, influx-rig,
+     load-files, plot) runs `scripts/setup-env EXTRAS`, saying so in one line on stderr
+     (setup-env's own lines are kept for the failure line), then re-executes once;
    - a command of the running service (`sets_up=False`: status, apply-symbols, supervisorctl;
      scripts/run set their .venv up) changes nothing: a cron health check must read "not set up",
      not "unhealthy", and never waits on pip;

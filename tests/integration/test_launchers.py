@@ -37,6 +37,7 @@ SHIMS: Dict[str, Tuple[bool, str]] = {  # script -> (sets .venv up itself, the e
     "apply-symbols": (False, ""),
     "bench": (True, "test"),
     "demo": (True, "test"),
+    "doctor": (True, ""),
     "exchange-sim": (True, "test"),
     "gap-audit": (True, ""),
     "influx-rig": (True, "test"),
