@@ -9,6 +9,7 @@ the file's figures the summary line and the health point carry, and under which 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -50,6 +51,14 @@ class Stats:
     rejected_lines: int = 0  # lines the server refused, set aside in rejected.lp (all kinds)
     rejected_trades: int = 0  # of them, trade lines (the rest are health points)
     write_quota_until: float = 0.0  # epoch s: InfluxDB's 429 asked to wait until then
+    # Uncompressed line-protocol bytes the server counted against its write quota (writer.py
+    # says which requests count), in the fixed window of quota_window_s from quota_window_start
+    # (epoch s, a multiple of the length: aligned like Cloud Serverless's), and in all (sent_*)
+    quota_window_s: float = 300.0
+    quota_window_start: float = 0.0
+    quota_window_bytes: int = 0
+    sent_bytes: int = 0
+    sent_lines: int = 0
     reconnects: int = 0
     gaps: int = 0
     backfilled: int = 0
@@ -63,6 +72,16 @@ class Stats:
         """Add to a counter that more than one thread updates (`+=` is not atomic)."""
         with self.lock:
             setattr(self, counter, getattr(self, counter) + n)
+
+    def count_sent(self, nbytes: int, lines: int, now: float) -> None:
+        """A request's body the server counted: in the window holding `now`, and in all."""
+        start = math.floor(now / self.quota_window_s) * self.quota_window_s
+        with self.lock:  # (the reporter copies the window's start and bytes as a pair)
+            if start != self.quota_window_start:
+                self.quota_window_start, self.quota_window_bytes = start, 0
+            self.quota_window_bytes += nbytes
+            self.sent_bytes += nbytes
+            self.sent_lines += lines
 
     def error(self, text: str) -> None:
         self.last_error = f"{iso_seconds()} {text}"
@@ -142,6 +161,11 @@ class StatusFile(TypedDict, total=False):
     rejected_lines: int
     rejected_trades: int
     write_quota_until: float  # epoch seconds; in the past (or 0): no wait
+    quota_window_s: float  # the write quota's window (INFLUXDB_WRITE_LIMIT's, else 300 s)
+    quota_window_start: float  # epoch seconds, a multiple of quota_window_s
+    quota_window_bytes: int  # uncompressed bytes sent in that window (that the server counted)
+    sent_bytes: int  # ... since the start
+    sent_lines: int  # lines in those requests: sent_bytes / sent_lines = bytes per line
     reconnects: int
     gaps: int
     backfilled: int
@@ -152,8 +176,9 @@ class StatusFile(TypedDict, total=False):
 
 def counters(stats: Stats) -> StatusFile:
     """The counters as the status file holds them (plain JSON-able values)."""
-    data: Dict[str, Any] = {f.name: getattr(stats, f.name) for f in fields(stats)
-                            if f.name not in NOT_COUNTERS}
+    with stats.lock:  # a window's start and bytes as one pair (count_sent)
+        data: Dict[str, Any] = {f.name: getattr(stats, f.name) for f in fields(stats)
+                                if f.name not in NOT_COUNTERS}
     data["invalid"] = dict(stats.invalid)
     data["last_trade_ms"] = dict(stats.last_trade_ms)
     return cast(StatusFile, data)

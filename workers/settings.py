@@ -51,6 +51,7 @@ SETTINGS: Dict[str, str] = {
     "INFLUXDB_HEALTH_MEASUREMENT": "measurement of the workers' self-metrics",
     "INFLUXDB_TIMEOUT_S": "seconds one write request may take",
     "INFLUXDB_GZIP": "gzip request bodies",
+    "INFLUXDB_WRITE_LIMIT": "the server's write quota, SIZE/WINDOW (e.g. 5MB/5m)",
     "BINANCE_WS_URL": "stream host",
     "BINANCE_REST_URL": "REST host",
     "WS_CONNECT_LIMIT": "connection attempts N/S of all workers of the host",
@@ -92,6 +93,32 @@ class InfluxSettings:
 
 
 @dataclass(frozen=True)
+class WriteLimit:
+    """`limit_bytes` of uncompressed line protocol per fixed window of `window_s` seconds,
+    windows aligned to the epoch (Cloud Serverless's free plan: 5 MB per 5 minutes)."""
+    limit_bytes: int
+    window_s: float
+
+
+QUOTA_WINDOW_S = 300.0  # Cloud Serverless's fixed window: the writer counts per this without one
+SIZE_UNITS = {"kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3}  # decimal, as the Cloud plans say
+WINDOW_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_LIMIT_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z]+)\s*/\s*(\d+(?:\.\d+)?)\s*([a-z]+)$")
+
+
+def _write_limit(raw: str) -> WriteLimit:
+    """`5MB/5m` -> WriteLimit(5_000_000, 300.0): kB/MB/GB (decimal) per s/m/h."""
+    match = _LIMIT_RE.match(raw.lower())
+    if not match or match.group(2) not in SIZE_UNITS or match.group(4) not in WINDOW_UNITS:
+        raise ValueError(raw)
+    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+    window = float(match.group(3)) * WINDOW_UNITS[match.group(4)]
+    if size < 1 or not window > 0:
+        raise ValueError(raw)
+    return WriteLimit(size, window)
+
+
+@dataclass(frozen=True)
 class WriteSettings:
     batch_size: int  # lines per request at most
     flush_interval_s: float  # a batch is sent at the latest this long after its first line
@@ -99,6 +126,9 @@ class WriteSettings:
     retry_max_delay_s: float
     retry_budget_s: float  # after this long failing, a batch goes to the disk spool
     queue_batches: int  # full batches held in RAM before they go to the spool
+    # INFLUXDB_WRITE_LIMIT: the server's write quota (None: none); the writer counts its bytes
+    # per window of this length (5 minutes without one), scripts/status warns before it is used
+    write_limit: Optional[WriteLimit] = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +350,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                                "seconds > 0"),
         retry_budget_s=_get(env, "WRITE_RETRY_BUDGET_S", 60.0, _positive(float), "seconds > 0"),
         queue_batches=_get(env, "WRITE_QUEUE_BATCHES", 20, _positive(int), "an integer > 0"),
+        write_limit=_get(env, "INFLUXDB_WRITE_LIMIT", None, _write_limit,
+                         "SIZE/WINDOW in kB, MB or GB per s, m or h, e.g. 5MB/5m (InfluxDB "
+                         "Cloud's free plan), or nothing for no limit"),
     )
     if write.retry_max_delay_s < write.retry_initial_s:
         raise ConfigError(f"WRITE_RETRY_MAX_DELAY_S={write.retry_max_delay_s:g} is below "

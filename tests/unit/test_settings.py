@@ -16,6 +16,7 @@ from workers.settings import (
     REVIVE_AFTER_S,
     SETTINGS,
     InfluxSettings,
+    WriteLimit,
     default_host,
     injected_fault,
     load_env,
@@ -512,3 +513,31 @@ def test_the_settings_table_is_env_example_and_holds_every_variable_read():
     assert sorted(example) == sorted(SETTINGS)
     assert all(doc.strip() for doc in SETTINGS.values())
     assert set(PROCESS_ONLY).isdisjoint(SETTINGS)
+
+
+# -- INFLUXDB_WRITE_LIMIT --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, limit_bytes, window_s", [
+    ("5MB/5m", 5_000_000, 300.0),  # Cloud Serverless's free plan
+    ("50kB/60s", 50_000, 60.0),
+    ("1.5 GB / 1h", 1_500_000_000, 3600.0),
+    ("250kb/0.5m", 250_000, 30.0),
+])
+def test_the_write_limit_is_bytes_decimal_per_window(raw, limit_bytes, window_s):
+    limit = load_settings({"INFLUXDB_WRITE_LIMIT": raw}).write.write_limit
+
+    assert limit == WriteLimit(limit_bytes, window_s)
+
+
+def test_no_write_limit_by_default():
+    assert load_settings({}).write.write_limit is None
+    assert load_settings({"INFLUXDB_WRITE_LIMIT": " "}).write.write_limit is None
+
+
+@pytest.mark.parametrize("raw", ["5MB", "5MB/", "5/5m", "5MiB/5m", "5MB/5d", "0MB/5m",
+                                 "5MB/0s", "-5MB/5m", "five MB/5m", "5MB per 5m"])
+def test_a_bad_write_limit_names_the_variable_and_an_example(raw):
+    text = config_error({"INFLUXDB_WRITE_LIMIT": raw})
+
+    assert text.startswith(f"INFLUXDB_WRITE_LIMIT={raw!r} is invalid")
+    assert "e.g. 5MB/5m" in text

@@ -23,6 +23,15 @@ A 429 (Cloud Serverless: the write quota of a fixed 5-minute window is used up) 
 whole, however long its Retry-After: no request until then, batches go to the spool meanwhile
 (never dropped, never set aside), and the wait is said once (`event=write_quota_wait until=`)
 and kept in the status file (`write_quota_until`) for scripts/status.
+
+So that the quota can be seen coming, each request's uncompressed body is counted (Stats
+`count_sent`: one add per request, never per trade) in fixed windows of INFLUXDB_WRITE_LIMIT's
+length (300 s without one) aligned to the epoch, as Cloud Serverless counts. Which requests
+count: Cloud counts what it ingests, so every request the server answered counts, a refused or
+partial one included (it may have been parsed and counted; counting too much warns early, never
+late), except the answers given before the body is ingested: 429 (the quota itself), 401/403/404
+(token, bucket) and 413 (too large). A request with no answer (unreachable, timed out) does not
+count: an outage's retries would fill the window with bytes the server never saw.
 """
 from __future__ import annotations
 
@@ -37,7 +46,7 @@ from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
 from workers.common.timefmt import iso_seconds
 from workers.errors import ContentRefused, PermanentWriteError, RetryableWriteError
 from workers.health import Stats
-from workers.settings import WriteSettings
+from workers.settings import QUOTA_WINDOW_S, WriteSettings
 from workers.storage.batch import Batch
 from workers.storage.checkpoint import Checkpoint
 from workers.storage.refusals import SERVER_ERROR, SPLIT_STATUSES, Outcome, Refusals
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 # After a refusal a person must fix (token, bucket), probe again this often, and say it again
 # this often: once clearly, never in a hot loop.
 SETUP_REFUSALS = (401, 403, 404)  # the server refuses us; other refusals are about the batch
+NOT_INGESTED = SETUP_REFUSALS + (413, 429)  # answers that leave the quota's count as it was
 PERMANENT_PROBE_S = 30.0
 PERMANENT_REMIND_S = 600.0
 QUOTA_STATUS = 429
@@ -69,6 +79,8 @@ class Writer:
         self.checkpoint = checkpoint
         self.settings = settings
         self.stats = stats
+        limit = settings.write_limit
+        stats.quota_window_s = limit.window_s if limit else QUOTA_WINDOW_S
         self.queue: "queue.Queue[Batch]" = queue.Queue(maxsize=settings.queue_batches)
         self.stopping = threading.Event()
         self.clock = clock  # the retries' time and waits
@@ -193,8 +205,16 @@ class Writer:
         try:
             self.sink.write(body)
         except (RetryableWriteError, PermanentWriteError) as exc:
+            if exc.status and exc.status not in NOT_INGESTED:
+                self._count_sent(body)
             return exc
+        self._count_sent(body)
         return None
+
+    def _count_sent(self, body: str) -> None:
+        """The body's uncompressed bytes (what the quota counts, gzip or not) and lines."""
+        nbytes = len(body) if body.isascii() else len(body.encode())  # isascii: O(1)
+        self.stats.count_sent(nbytes, body.count("\n") + 1, self.clock.time())
 
     def _judge(self, error: Optional[Exception]) -> Optional[bool]:
         """Log an answer and say what it means: see `_attempt`."""

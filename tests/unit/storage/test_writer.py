@@ -19,9 +19,9 @@ import pytest
 from tests.support.clock import FakeClock
 from tests.support.timing import poll as wait_for
 from workers.common.timefmt import iso_seconds
-from workers.errors import PartialWrite
+from workers.errors import PartialWrite, RetryableWriteError
 from workers.health import Stats
-from workers.settings import InfluxSettings, WriteSettings
+from workers.settings import InfluxSettings, WriteLimit, WriteSettings
 from workers.storage import refusals
 from workers.storage import writer as writer_module
 from workers.storage.batch import Batch
@@ -737,6 +737,59 @@ def test_a_429_without_a_spool_is_waited_out_in_the_writer_whole(make_rig):
 
     assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
     assert rig.clock.sleeps[0] >= 120.0 and len(rig.sink.offered) == 2
+
+
+# -- the bytes the quota counts (INFLUXDB_WRITE_LIMIT) ------------------------------------------
+
+def test_the_bytes_sent_are_counted_per_window_of_the_write_limit_aligned_to_the_epoch(make_rig):
+    rig = make_rig(write_limit=WriteLimit(50_000, 60.0))
+    first, second = make_batch(1, 101, n=5), make_batch(2, 201, n=7)
+    start = rig.clock.time() // 60 * 60  # the fake wall clock's window: 35 s of it gone
+    rig.writer.start()
+
+    rig.writer.submit(first)
+    assert wait_for(lambda: rig.stats.written == 5)
+    assert rig.stats.quota_window_s == 60.0
+    assert (rig.stats.quota_window_start, rig.stats.quota_window_bytes) == (
+        start, len(first.body()))
+
+    rig.clock.advance(30)  # into the next window: counted from zero
+    rig.writer.submit(second)
+    assert wait_for(lambda: rig.stats.written == 12)
+    assert (rig.stats.quota_window_start, rig.stats.quota_window_bytes) == (
+        start + 60, len(second.body()))
+    assert rig.stats.sent_bytes == len(first.body()) + len(second.body())
+    assert rig.stats.sent_lines == 12
+
+
+def test_without_a_write_limit_the_bytes_are_counted_per_5_minutes(make_rig):
+    rig = make_rig()
+    rig.writer.start()
+
+    rig.writer.submit(make_batch(1, 101))
+
+    assert wait_for(lambda: rig.stats.written == 3)
+    assert rig.stats.quota_window_s == 300.0
+    assert rig.stats.quota_window_start % 300 == 0
+
+
+@pytest.mark.parametrize("first_answer, counted", [
+    (BUSY, 2),  # answered: the server may have counted it (conservative), then the retry
+    (classify_status(429, "", 1.0, INFLUX), 1),  # the quota refused it before ingesting
+    (RetryableWriteError("InfluxDB at http://influx:8086 unreachable: refused"), 1),  # no answer
+    (classify_status(413, "too large", None, INFLUX), 1),  # refused unread; then taken
+])
+def test_a_request_counts_when_the_server_may_have_ingested_it(make_rig, first_answer, counted):
+    rig = make_rig(use_spool=False, retry_budget_s=10.0)
+    rig.sink.fail_next(first_answer)
+    batch = make_batch(1, 101)
+    rig.writer.start()
+
+    rig.writer.submit(batch)
+
+    assert wait_for(lambda: rig.checkpoint.snapshot() == {"BTCUSDT": 103})
+    assert rig.stats.sent_bytes == counted * len(batch.body())
+    assert rig.stats.sent_lines == counted * 3
 
 
 def test_each_reason_is_logged_once_whatever_its_counts_and_values(make_rig, caplog):
