@@ -38,11 +38,18 @@ restarting cannot bring them back. So are a connection waiting for the host's co
 or for a refused handshake's Retry-After (the exchange's 429/418: the wait and its end are
 shown), and lines InfluxDB refused (REJECTED: trade lines, plus health lines after a `+`): they
 are kept in `data/<worker>/rejected.lp` and need a person, not a restart.
+
+With INFLUXDB_WRITE_LIMIT set (e.g. Cloud Serverless's free plan, 5MB/5m), a line below the
+table says how much of the current window's quota this host's workers used and how many trades/s
+it allows (at the bytes per trade line the workers measured) against what the host's pairs
+produce; QUOTA_WARNINGS warn before it is used up (80 %, or the current rate reaching it before
+the window ends) and when the pairs produce more than it allows. `--json`: the `quota` object.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import textwrap
@@ -71,7 +78,7 @@ from workers.ops.supervisor_rpc import (
     exit_config_error,
     log_tail,
 )
-from workers.settings import PROJECT_ROOT, load_env, load_settings
+from workers.settings import PROJECT_ROOT, WriteLimit, load_env, load_settings
 from workers.symbols import load_file, this_host
 
 STALE_S = 30.0  # a status file older than this (30 missed writes) means a hung worker
@@ -338,6 +345,100 @@ WARNINGS: Tuple[Callable[[Facts], List[str]], ...] = (
     restarted, connection_waits, not_connected_yet, given_up, rejected, write_quota_wait)
 
 
+# -- the host's use of InfluxDB's write quota (INFLUXDB_WRITE_LIMIT) ------------------------------
+QUOTA_WARN_SHARE = 0.8  # warn once this share of the window's bytes is used
+# Bytes per trade line until a worker has sent any (then its own sent_bytes / sent_lines):
+# the median of BTCUSDT and ETHUSDT lines, measured by `scripts/bench --only quota`.
+BYTES_PER_LINE = 168.5
+
+
+@dataclass
+class Quota:
+    """This host's use of the write quota in the current fixed window, from its workers'
+    status files (other hosts writing to the same bucket use the same quota unseen here)."""
+    limit_bytes: int
+    window_s: float
+    window_end: float  # epoch s: the current window ends (and the count restarts) then
+    used_bytes: int  # sent by this host's workers in this window (writer.py: what counts)
+    used_share: float  # used_bytes / limit_bytes
+    bytes_per_line: float  # measured by the workers, BYTES_PER_LINE before they sent any
+    allowed_trades_per_s: float  # limit_bytes / window_s / bytes_per_line
+    host_trades_per_s: float  # the running workers' recent trades/s, summed
+    projected_bytes: int  # used_bytes + what the host's rate adds until the window ends
+    uncounted: List[str] = field(default_factory=list)  # workers counting another window
+    warnings: List[str] = field(default_factory=list)
+
+
+def host_quota(limit: WriteLimit, statuses: Mapping[str, Optional[StatusFile]],
+               rows: List[Row], now: float) -> Quota:
+    """The quota's figures at `now` from each worker's status file ({worker: file}) and row
+    (TRADES/S: running workers only), its warnings (QUOTA_WARNINGS) filled in."""
+    start = math.floor(now / limit.window_s) * limit.window_s
+    files = [f for f in statuses.values() if f is not None]
+    counted = [f for f in files if f.get("quota_window_s") == limit.window_s]
+    used = sum(f.get("quota_window_bytes", 0) for f in counted
+               if f.get("quota_window_start") == start)
+    lines = sum(f.get("sent_lines", 0) for f in files)
+    per_line = sum(f.get("sent_bytes", 0) for f in files) / lines if lines else BYTES_PER_LINE
+    rate = sum(r.trades_per_s or 0.0 for r in rows)
+    end = start + limit.window_s
+    quota = Quota(limit.limit_bytes, limit.window_s, end, used, used / limit.limit_bytes,
+                  per_line, limit.limit_bytes / limit.window_s / per_line, rate,
+                  int(used + rate * per_line * max(0.0, end - now)),
+                  uncounted=sorted(w for w, f in statuses.items() if f is not None and
+                                   f.get("quota_window_s", limit.window_s) != limit.window_s))
+    quota.warnings = [text for rule in QUOTA_WARNINGS for text in rule(quota)]
+    return quota
+
+
+def quota_near(q: Quota) -> List[str]:
+    """QUOTA_WARN_SHARE of the window's bytes used, or the host's rate uses the rest before
+    the window ends: writes will wait (429) until it does."""
+    ends = f"the window that ends at {iso_seconds(q.window_end)}"
+    wait = "writes then wait until it ends (spooled, none lost)"
+    if q.used_bytes >= q.limit_bytes * QUOTA_WARN_SHARE:
+        return [f"InfluxDB write quota: {_mb(q.used_bytes)} of {_mb(q.limit_bytes)} used in "
+                f"{ends} ({q.used_share:.0%}); past the limit, {wait}"]
+    if q.projected_bytes > q.limit_bytes:
+        left = (q.limit_bytes - q.used_bytes) / (q.host_trades_per_s * q.bytes_per_line)
+        return [f"InfluxDB write quota: at this host's {q.host_trades_per_s:.1f} trades/s the "
+                f"{_mb(q.limit_bytes)} of {ends} are used up in about {left:.0f} s "
+                f"({q.used_share:.0%} used now); {wait}"]
+    return []
+
+
+def quota_too_small(q: Quota) -> List[str]:
+    """This host's pairs produce more trades/s than the quota allows: writes will wait in
+    every window and the spool grow."""
+    if q.host_trades_per_s <= q.allowed_trades_per_s:
+        return []
+    return [f"this host's pairs produce {q.host_trades_per_s:.1f} trades/s, the write quota "
+            f"(INFLUXDB_WRITE_LIMIT, {_mb(q.limit_bytes)} per {q.window_s:g} s) allows "
+            f"{q.allowed_trades_per_s:.1f} at {q.bytes_per_line:.0f} bytes per trade line: "
+            "writes wait part of every window and the spool grows; capture fewer pairs or "
+            "raise the plan"]
+
+
+QUOTA_WARNINGS: Tuple[Callable[[Quota], List[str]], ...] = (quota_near, quota_too_small)
+
+
+def quota_line(q: Quota) -> str:
+    """The headroom, shown below the table whenever INFLUXDB_WRITE_LIMIT is set."""
+    line = (f"write quota: {_mb(q.used_bytes)} of {_mb(q.limit_bytes)} used by this host in "
+            f"the window that ends at {iso_seconds(q.window_end)} ({q.used_share:.0%}); it "
+            f"allows {q.allowed_trades_per_s:.1f} trades/s at {q.bytes_per_line:.0f} bytes per "
+            f"trade line, this host's pairs produce {q.host_trades_per_s:.1f}")
+    if q.uncounted:
+        line += (f"; not counted: {', '.join(q.uncounted)} (count per another window: restart "
+                 "them to apply INFLUXDB_WRITE_LIMIT)")
+    return line
+
+
+def _mb(n: int) -> str:
+    """Decimal units, as the plans state them: `4.20 MB`, `950 kB`."""
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
 def _last_error(f: Facts) -> str:
     """`; last error: <the status file's last error>`, or nothing without one."""
     return f"; last error: {f.row.last_error}" if f.row.last_error else ""
@@ -403,8 +504,10 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
     report: Dict[str, Any] = {"healthy": True, "problems": [], "supervisord": "running",
                               "host": None, "elsewhere": []}
     expected, elsewhere = _expected(settings, report)
+    limit: Optional[WriteLimit] = None
     try:
-        run_dir = load_settings(load_env()).run_dir
+        loaded = load_settings(load_env())
+        run_dir, limit = loaded.run_dir, loaded.write.write_limit
     except ConfigError:
         run_dir = root / "run"
     infos: Optional[List[Dict[str, Any]]] = None
@@ -421,6 +524,7 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
         report["restarts"] = ("not counted: supervisord's log cannot be read over its socket "
                               "(its logfile setting)")
     rows = []
+    statuses: Dict[str, Optional[StatusFile]] = {}
     for name in names:
         symbols = expected.get(name) or []
         if infos is None:
@@ -428,7 +532,8 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
                             problems=["supervisord not reachable"]))
             continue
         info = by_name.get(name)
-        row = assess(name, symbols, info, _read_status(run_dir, name), t,
+        statuses[name] = _read_status(run_dir, name)
+        row = assess(name, symbols, info, statuses[name], t,
                      log=_log_path(name, info, settings),
                      history=_history(info, (exits or {}).get(name, []), rpc))
         rows.append(_placed(row, expected, elsewhere))
@@ -439,6 +544,7 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
             report["problems"].append(f"the reconciler is {report['reconciler']}: edits of the "
                                       "symbols file are not applied, FATAL workers not revived")
     report["workers"] = [asdict(r) for r in rows]
+    report["quota"] = asdict(host_quota(limit, statuses, rows, t)) if limit else None
     report["healthy"] = infos is not None and not report["problems"] and \
         all(r.healthy for r in rows)
     return report
@@ -552,7 +658,7 @@ def table(report: Dict[str, Any], width: Optional[int] = None) -> str:
     rows, room = _rows(report["workers"], width)
     errors = [" ".join(r["last_error"].split()) for r in report["workers"]]
     out = rows + [_wrap(line, width) for line in _below(report["workers"], errors, room)]
-    out += _footer(report, width)
+    out += _quota_lines(report, width) + _footer(report, width)
     out.append("healthy" if report["healthy"] else "UNHEALTHY")
     return "\n".join(out)
 
@@ -588,6 +694,15 @@ def _below(workers: List[Dict[str, Any]], errors: List[str], room: int) -> List[
             said.append(f"{r['worker']}: last error: {error}")
         below += said
     return below
+
+
+def _quota_lines(report: Dict[str, Any], width: int) -> List[str]:
+    """The write quota's headroom and warnings, when INFLUXDB_WRITE_LIMIT is set."""
+    if not report.get("quota"):
+        return []
+    quota = Quota(**report["quota"])
+    return [_wrap(line, width) for line in
+            [quota_line(quota)] + [f"warning: {w}" for w in quota.warnings]]
 
 
 def _footer(report: Dict[str, Any], width: int) -> List[str]:

@@ -12,6 +12,7 @@ import pytest
 from workers.health import as_status, read_status
 from workers.ops import status as st
 from workers.ops.status import assess, collect, table
+from workers.settings import WriteLimit
 
 NOW = 1_700_000_000.0
 
@@ -448,9 +449,10 @@ def facts(inf: Optional[Dict[str, Any]] = None,
 
 
 def test_every_rule_is_applied_once():
-    rules = list(st.PROBLEMS) + list(st.WARNINGS)
-    # crash_loop and restarted (a crash loop seen), write_quota_wait (a 429 waited out)
-    assert len(set(rules)) == len(rules) == 12
+    rules = list(st.PROBLEMS) + list(st.WARNINGS) + list(st.QUOTA_WARNINGS)
+    # crash_loop and restarted (a crash loop seen), write_quota_wait (a 429 waited out),
+    # quota_near and quota_too_small (the host's share of INFLUXDB_WRITE_LIMIT)
+    assert len(set(rules)) == len(rules) == 14
 
 
 def test_rule_not_loaded():
@@ -781,3 +783,110 @@ def test_stored_says_a_refused_token_whole_with_its_fix(monkeypatch: pytest.Monk
     text = table(report, width=100)
     assert f"stored: cannot tell: SinkError: {long}" in " ".join(text.split("\n    "))
     assert all(len(line) <= 100 for line in text.splitlines()[1:])
+
+
+# -- the host's use of the write quota (INFLUXDB_WRITE_LIMIT) ------------------------------------
+FREE_PLAN = WriteLimit(5_000_000, 300.0)
+WINDOW = NOW // 300 * 300  # 1_699_999_800: the window of NOW ends in 100 s
+
+
+def sending(window_bytes: int, trades_per_s: float = 12.5, start: float = WINDOW,
+            window_s: float = 300.0, **extra: Any) -> Dict[str, Any]:
+    """A worker's status file: `window_bytes` sent in the window from `start`, 170 B a line."""
+    return status(quota_window_s=window_s, quota_window_start=start,
+                  quota_window_bytes=window_bytes, sent_bytes=1_700_000, sent_lines=10_000,
+                  trades_per_s=trades_per_s, **extra)
+
+
+def quota(**files: Optional[Dict[str, Any]]) -> st.Quota:
+    """The quota over workers named by the keywords, each running (its row live) or not."""
+    rows = [assess(name, [], info(name, pid=42), f, NOW) for name, f in files.items()]
+    return st.host_quota(FREE_PLAN, {n: as_status(f) for n, f in files.items()}, rows, NOW)
+
+
+def test_the_quota_sums_the_hosts_workers_and_gives_its_headroom_in_trades_per_s():
+    q = quota(btcusdt=sending(1_200_000, 30.0), alts=sending(800_000, 12.5))
+
+    assert q.used_bytes == 2_000_000 and q.used_share == 0.4
+    assert q.window_end == WINDOW + 300
+    assert q.bytes_per_line == 170.0  # the workers' own sent_bytes / sent_lines
+    assert q.allowed_trades_per_s == pytest.approx(5_000_000 / 300 / 170)  # 98.0
+    assert q.host_trades_per_s == 42.5
+    assert q.projected_bytes == 2_000_000 + 42.5 * 170 * 100  # the 100 s left at this rate
+    assert q.warnings == []
+    assert st.quota_line(q) == (
+        "write quota: 2.00 MB of 5.00 MB used by this host in the window that ends at "
+        "2023-11-14T22:15:00Z (40%); it allows 98.0 trades/s at 170 bytes per trade line, this "
+        "host's pairs produce 42.5")
+
+
+def test_rule_quota_near_warns_at_80_percent_of_the_window():
+    q = quota(btcusdt=sending(4_100_000, 1.0))
+
+    assert st.quota_near(q) == [
+        "InfluxDB write quota: 4.10 MB of 5.00 MB used in the window that ends at "
+        "2023-11-14T22:15:00Z (82%); past the limit, writes then wait until it ends (spooled, "
+        "none lost)"]
+    assert st.quota_near(quota(btcusdt=sending(3_900_000, 1.0))) == []
+
+
+def test_rule_quota_near_warns_when_the_current_rate_reaches_the_limit_before_the_window_ends():
+    q = quota(btcusdt=sending(3_000_000, 150.0))  # + 150 x 170 B x 100 s = 5.55 MB
+
+    assert st.quota_near(q) == [
+        "InfluxDB write quota: at this host's 150.0 trades/s the 5.00 MB of the window that "
+        "ends at 2023-11-14T22:15:00Z are used up in about 78 s (60% used now); writes then "
+        "wait until it ends (spooled, none lost)"]
+    assert st.quota_near(quota(btcusdt=sending(3_000_000, 100.0))) == []  # 4.7 MB at the end
+
+
+def test_rule_quota_too_small_when_the_pairs_produce_more_than_it_allows():
+    q = quota(btcusdt=sending(0, 60.0), ethusdt=sending(0, 45.0))
+
+    assert st.quota_too_small(q) == [
+        "this host's pairs produce 105.0 trades/s, the write quota (INFLUXDB_WRITE_LIMIT, "
+        "5.00 MB per 300 s) allows 98.0 at 170 bytes per trade line: writes wait part of "
+        "every window and the spool grows; capture fewer pairs or raise the plan"]
+    assert st.quota_too_small(quota(btcusdt=sending(0, 98.0))) == []
+    assert q.warnings == st.quota_near(q) + st.quota_too_small(q)
+
+
+def test_the_quota_counts_only_this_windows_bytes_and_running_workers_rates():
+    q = quota(btcusdt=sending(900_000),
+              old=sending(4_000_000, start=WINDOW - 300),  # the last window's: not now
+              stopped=sending(500_000, pid=7))  # another process's file: bytes, no rate
+
+    assert q.used_bytes == 1_400_000
+    assert q.host_trades_per_s == 25.0
+
+
+def test_a_worker_counting_another_window_is_named_not_counted():
+    q = quota(btcusdt=sending(900_000), alts=sending(100_000, window_s=60.0, start=NOW - 40))
+
+    assert q.used_bytes == 900_000 and q.uncounted == ["alts"]
+    assert st.quota_line(q).endswith(
+        "; not counted: alts (count per another window: restart them to apply "
+        "INFLUXDB_WRITE_LIMIT)")
+
+
+def test_before_any_request_the_measured_bytes_per_trade_line_stand_in():
+    q = quota(btcusdt=status(trades_per_s=10.0))  # an older worker's file, or nothing sent
+
+    assert q.bytes_per_line == st.BYTES_PER_LINE
+    assert q.used_bytes == 0 and q.host_trades_per_s == 10.0
+
+
+def test_the_table_shows_the_quota_and_its_warnings_and_the_json_its_figures():
+    row = assess("btcusdt", ["BTCUSDT"], info(), sending(4_500_000, 40.0), NOW)
+    q = quota(btcusdt=sending(4_500_000, 40.0))
+    report = {"workers": [asdict(row)], "supervisord": "running", "problems": [],
+              "reconciler": "RUNNING", "healthy": True, "quota": asdict(q)}
+
+    text = table(report, width=400)
+
+    assert st.quota_line(q) in text
+    assert f"warning: {q.warnings[0]}" in text
+    figures = json.loads(json.dumps(report))["quota"]
+    assert figures["used_bytes"] == 4_500_000 and figures["limit_bytes"] == 5_000_000
+    assert figures["allowed_trades_per_s"] == pytest.approx(98.04, abs=0.01)
+    assert figures["host_trades_per_s"] == 40.0
