@@ -9,7 +9,7 @@ behind the v2-write front, the worker (`python -m workers`), and supervisord. Mo
     probes.py     standalone load/receive loops run as their own processes
     original_app.py  the original design, re-created for comparison (not product code)
     ceilings.py, ramp.py, original.py, latency.py, memory.py, scale.py, storm.py,
-    recovery.py, hotpath.py   one section each
+    recovery.py, hotpath.py, quota.py   one section each
     backlog.py    like for like: each reader drains the same queued backlog (ceilings)
     targets.py    the goal / measured / verdict rows (and the README's table)
     report.py     section results and the markdown they render to

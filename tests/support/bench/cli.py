@@ -30,6 +30,7 @@ from . import (
     machine,
     memory,
     original,
+    quota,
     ramp,
     recovery,
     scale,
@@ -51,6 +52,7 @@ SECTIONS: List[Tuple[str, str, SectionRun]] = [
     ("storm", "7. A start of many workers under the connection budget", storm.run),
     ("recovery", "8. Recovery: spool drain, backfill, first trade, kill -9", recovery.run),
     ("hotpath", "9. The hot path, stage by stage (one process, no network)", hotpath.run),
+    ("quota", "10. The write quota: bytes per trade line, gzip's cost", quota.run),
 ]
 DISTURBED_CORES = 0.5  # other processes using this much CPU on average: the section re-runs
 DEFAULT_OUT = REPO_ROOT / "bench-results" / "latest.md"
