@@ -470,12 +470,9 @@ def retention_check(server: Server, product: Product, lookback_h: float) -> Chec
 
 
 def write_limit(settings: Settings) -> Optional[Tuple[float, float]]:
-    """INFLUXDB_WRITE_LIMIT as (bytes, window seconds), once settings.py has it; None until
-    then (and when unset)."""
-    value = getattr(settings, "write_limit", None)
-    if isinstance(value, tuple) and len(value) == 2:
-        return float(value[0]), float(value[1])
-    return None
+    """INFLUXDB_WRITE_LIMIT as (bytes, window seconds); None when unset."""
+    limit = settings.write.write_limit
+    return None if limit is None else (float(limit.limit_bytes), limit.window_s)
 
 
 def host_pairs() -> List[str]:

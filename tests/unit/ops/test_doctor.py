@@ -280,3 +280,11 @@ def test_first_start_goes_on_while_influxdb_is_down_and_stops_on_a_failure(tmp_p
     assert first_start(settings_for(tmp_path), lambda _: failed) == 1
     assert "the set-up check FAILED" in capsys.readouterr().out
     assert not (tmp_path / "doctor.ok").exists()
+
+
+def test_the_quota_row_reads_the_write_limit_setting():
+    from workers.ops.doctor import write_limit
+    from workers.settings import load_settings
+
+    assert write_limit(load_settings({})) is None
+    assert write_limit(load_settings({"INFLUXDB_WRITE_LIMIT": "5MB/5m"})) == (5_000_000.0, 300.0)
