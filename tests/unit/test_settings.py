@@ -253,7 +253,9 @@ def test_original_scripts_full_combined_url_becomes_the_base_url():
     s = load_settings({"BINANCE_WS_URL": ORIGINAL_SCRIPT_URL})
 
     assert s.ws_url == "wss://stream.binance.com:9443"
-    assert plan_connections(s.ws_url, ["BTCUSDT"])[0].url == ORIGINAL_SCRIPT_URL
+    # the same URL, asking for µs times
+    assert plan_connections(s.ws_url, ["BTCUSDT"])[0].url == \
+        ORIGINAL_SCRIPT_URL + "&timeUnit=MICROSECOND"
 
 
 @pytest.mark.parametrize("raw, base", [

@@ -3,6 +3,14 @@
 A message that fails a check raises InvalidMessage (errors.py) with a short reason; the caller
 counts it and goes on. Facts: Binance's spot API documentation (binance-spot-api-docs: "Web Socket
 Streams" for the URL forms and the trade payload, "REST API" for historicalTrades rows).
+
+Times: the worker asks for microseconds (`timeUnit=MICROSECOND` on the stream URL,
+`X-MBX-TIME-UNIT: MICROSECOND` on REST), and a time is told to be µs or ms by its magnitude
+(MICROSECOND_THRESHOLD), so an answer in ms (an exchange that ignores the request, a replayed
+capture) is still read right. Every Trade gets both: `time_ms` is the µs time floor-divided by
+1000, exactly what it was when only ms was asked for (the point key is built from it), and
+`time_us` is the µs time, or `time_ms * 1000` for a time given in ms or dated before
+MICROS_FROM_US (storage/lineproto.py: every source must store the same value for a trade).
 """
 from __future__ import annotations
 
@@ -27,6 +35,12 @@ FUTURE_SLACK_MS = 24 * 3600 * 1000
 
 # Times of 10**14 and above are microseconds (timeUnit=MICROSECOND, 16 digits).
 MICROSECOND_THRESHOLD = 10 ** 14
+FUTURE_SLACK_US = FUTURE_SLACK_MS * 1000
+
+
+# 2025-01-01 00:00 UTC in µs: Binance's archive has ms before, µs from then on. A trade before
+# it is stored with time_us = time_ms * 1000 whatever the source, so that all sources agree.
+MICROS_FROM_US = 1_735_689_600_000_000
 
 
 _DECIMAL = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
@@ -103,14 +117,23 @@ def trade_time_ms(value: Any, field: str = "T", now_ms: Optional[int] = None) ->
     return t
 
 
+def micros(value: int) -> int:
+    """The stored µs time of a checked trade time (ms or µs, by magnitude): the µs time, or
+    time_ms * 1000 for a ms time or a time before MICROS_FROM_US."""
+    if value < MICROSECOND_THRESHOLD:
+        return value * 1000
+    return value if value >= MICROS_FROM_US else value - value % 1000
+
+
 def make_trade(symbol: str, trade_id: Any, price: Any, qty: Any, time_value: Any,
                buyer_maker: Any, now_ms: Optional[int] = None) -> Trade:
     """A checked Trade from the values of a stream event or a REST row."""
     tid = _int(trade_id, "trade id")
     if tid < 0:
         raise InvalidMessage("bad_number", f"trade id {tid}")
+    t_ms = trade_time_ms(time_value, now_ms=now_ms)  # checked: time_value is an int now
     return Trade(symbol, tid, _positive_decimal(price, "price"), _positive_decimal(qty, "qty"),
-                 trade_time_ms(time_value, now_ms=now_ms), _bool(buyer_maker, "m"))
+                 t_ms, _bool(buyer_maker, "m"), micros(time_value))
 
 
 class MessageParser:
@@ -118,10 +141,10 @@ class MessageParser:
 
     def __init__(self, symbols: Iterable[str]) -> None:
         self.symbols = frozenset(symbols)
-        # The latest plausible trade time, refreshed only when a trade passes it: time only
+        # The latest plausible trade time (µs), refreshed only when a trade passes it: time only
         # moves on, so a trade within an older bound is within the current one too (this saves
         # a clock read per trade).
-        self._latest_ms = 0.0
+        self._latest_us = 0.0
 
     def parse(self, data: Union[bytes, str]) -> Message:
         try:
@@ -141,8 +164,10 @@ class MessageParser:
         if event == "trade":
             return self._trade(payload)
         if event == "serverShutdown":
-            when = payload.get("E")
-            return ServerShutdown(when if type(when) is int else 0)
+            when = payload.get("E")  # µs too on a timeUnit=MICROSECOND connection
+            if type(when) is not int:
+                return ServerShutdown(0)
+            return ServerShutdown(when // 1000 if when >= MICROSECOND_THRESHOLD else when)
         raise InvalidMessage("unknown_event", repr(event)[:40])
 
     def _trade(self, p: Dict[str, Any]) -> Trade:
@@ -150,14 +175,18 @@ class MessageParser:
             symbol, tid, price, qty, t, m = p["s"], p["t"], p["p"], p["q"], p["T"], p["m"]
         except KeyError as missing:
             raise InvalidMessage("missing_field", str(missing)) from None
-        # Fast path: one expression for the common, valid case (the per-trade budget is a few
-        # microseconds); anything unusual goes through make_trade for its precise reason.
+        # Fast path for the common, valid case (the per-trade budget is a few microseconds):
+        # a µs time as asked for, else a ms time (an exchange that ignored timeUnit); anything
+        # unusual (a µs time before 2025 too) goes through make_trade for its precise reason.
         if (type(tid) is int and type(price) is str and type(qty) is str and type(t) is int
                 and type(m) is bool and type(symbol) is str and symbol in self.symbols
-                and tid >= 0 and _PRICE_SPACE_QTY(f"{price} {qty}")
-                and EARLIEST_TRADE_MS <= t < MICROSECOND_THRESHOLD
-                and (t <= self._latest_ms or t <= self._refresh_latest())):
-            return Trade(symbol, tid, price, qty, t, m)
+                and tid >= 0 and _PRICE_SPACE_QTY(f"{price} {qty}")):
+            if MICROS_FROM_US <= t and (t <= self._latest_us or t <= self._refresh_latest()):
+                return Trade(symbol, tid, price, qty, t // 1000, m, t)
+            t_us = t * 1000
+            if (EARLIEST_TRADE_MS <= t < MICROSECOND_THRESHOLD
+                    and (t_us <= self._latest_us or t_us <= self._refresh_latest())):
+                return Trade(symbol, tid, price, qty, t, m, t_us)
         if type(symbol) is not str:
             raise InvalidMessage("wrong_type", f"s is {type(symbol).__name__}, not a string")
         if symbol not in self.symbols:
@@ -165,8 +194,8 @@ class MessageParser:
         return make_trade(symbol, tid, price, qty, t, m)
 
     def _refresh_latest(self) -> float:
-        self._latest_ms = time.time() * 1000 + FUTURE_SLACK_MS
-        return self._latest_ms
+        self._latest_us = time.time() * 1_000_000 + FUTURE_SLACK_US
+        return self._latest_us
 
 
 def trade_from_rest(symbol: str, row: Any, now_ms: Optional[int] = None) -> Trade:

@@ -5,6 +5,8 @@ further handshakes), a connect and a read timeout on every request, and ONE retr
 429, 418, 5xx and network errors are retried with capped, jittered backoff
 (workers/common/backoff.py) that never waits less than the server's `Retry-After`; urllib3's
 own retries are off. Every wait is on the client's clock, so specs run it on a fake one.
+Every request asks for trade times in µs (`X-MBX-TIME-UNIT: MICROSECOND`; protocol.py reads
+either unit).
 
 Request weight is per IP and shared by every worker on the box, and every answer says how much
 of it is used (`X-MBX-USED-WEIGHT-1M`). Each worker slows down as that figure rises, so many
@@ -113,7 +115,9 @@ class RestClient:
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=2, block=False, retries=False,
                                         timeout=self.timeout, ca_cert_dir=system_ca_dir(),
                                         headers={"Accept": "application/json",
-                                                 "User-Agent": "tick-capture"})
+                                                 "User-Agent": "tick-capture",
+                                                 # trade times in µs (protocol.py)
+                                                 "X-MBX-TIME-UNIT": "MICROSECOND"})
         self._lock = threading.Lock()
         self.used_weight = 0  # the IP's weight in the last minute, from the latest answer
         self.requests = 0  # requests sent, retries included

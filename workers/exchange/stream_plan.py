@@ -6,6 +6,10 @@ so treated as a hard limit). A worker's symbols are therefore spread evenly over
 as many connections as 1,024 streams each require; each connection's URL holds the streams that
 fit in `max_url_chars`, and the rest follow in SUBSCRIBE messages of `per_message` streams each,
 which the connection paces and checks for an acknowledgement (stream.py).
+
+Every URL asks for microsecond times (`timeUnit=MICROSECOND`, Binance's "Web Socket Streams",
+since 2024-12-17): the unit is a property of the connection, so the streams added by SUBSCRIBE
+get it too.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ MAX_STREAMS = 1024  # per connection, the exchange's documented limit
 # name and proxies that count differently. Streams that do not fit cost one message per 200.
 MAX_URL_CHARS = 7000
 PER_MESSAGE = 200  # streams per SUBSCRIBE message (a ~3 KB text frame)
+TIME_UNIT = "&timeUnit=MICROSECOND"  # after the streams, as in the exchange's own example
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class ConnectionPlan:
 
 
 def url_for(base_url: str, streams: Sequence[str]) -> str:
-    return f"{base_url.rstrip('/')}/stream?streams={'/'.join(streams)}"
+    return f"{base_url.rstrip('/')}/stream?streams={'/'.join(streams)}{TIME_UNIT}"
 
 
 def plan_connections(base_url: str, symbols: Sequence[str], max_url_chars: int = MAX_URL_CHARS,

@@ -138,6 +138,7 @@ def spool_lines(first_id: int, count: int, end_ms: int, seed: int = 1,
         trade.price = f"{price // 10**8}.{price % 10**8:08d}"
         trade.qty = f"0.{rnd.randint(1, 99_999_999):08d}"
         trade.time_ms = start_ms + i
+        trade.time_us = trade.time_ms * 1000
         trade.buyer_maker = rnd.random() < 0.5
         yield renderer.line(trade)
 

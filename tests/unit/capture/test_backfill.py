@@ -29,7 +29,8 @@ ID_RE = re.compile(r",trade_id=(\d+)i,")
 
 
 def trade(trade_id: int, symbol: str = "BTCUSDT") -> Trade:
-    return Trade(symbol, trade_id, "100.00000000", "0.50000000", BASE_MS + trade_id, False)
+    return Trade(symbol, trade_id, "100.00000000", "0.50000000", BASE_MS + trade_id, False,
+                 (BASE_MS + trade_id) * 1000)
 
 
 class FakeRest:

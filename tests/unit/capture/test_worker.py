@@ -270,7 +270,8 @@ def test_health_point_is_tagged_with_host_and_worker_and_trades_are_not(fake_inf
     (line,) = batch.lines
     assert line.startswith("streamer_health,host=cap-a,worker=btcusdt received=0i,")
     from workers.trade import Trade
-    trade = worker.renderer.line(Trade("BTCUSDT", 1, "1.0", "2.0", 1764478800123, False))
+    trade = worker.renderer.line(Trade("BTCUSDT", 1, "1.0", "2.0", 1764478800123, False,
+                                       1764478800123000))
     assert trade.startswith("price_ticks,symbol=BTCUSDT ") and "host" not in trade
 
 

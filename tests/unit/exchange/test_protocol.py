@@ -13,10 +13,12 @@ import pytest
 from workers.errors import InvalidMessage
 from workers.exchange.protocol import (
     EARLIEST_TRADE_MS,
+    MICROS_FROM_US,
     ControlReply,
     MessageParser,
     ServerShutdown,
     make_trade,
+    micros,
     stream_name,
     trade_from_rest,
     trade_time_ms,
@@ -60,12 +62,12 @@ def reason_of(parser: MessageParser, data) -> str:
 
 def test_current_payload_parses_with_price_and_qty_kept_as_sent(parser):
     assert parser.parse(CURRENT) == Trade("BTCUSDT", 5225367649, "113747.89000000", "0.00060000",
-                                          1757522615939, True)
+                                          1757522615939, True, 1757522615939000)
 
 
 def test_legacy_payload_with_order_ids_parses(parser):
     assert parser.parse(LEGACY) == Trade("BTCUSDT", 3274098620, "36877.31000000", "0.00059000",
-                                         1699534780334, True)
+                                         1699534780334, True, 1699534780334000)
 
 
 def test_unknown_extra_fields_are_ignored(parser):
@@ -98,6 +100,94 @@ def test_microsecond_trade_time_is_cut_to_milliseconds(parser):
     trade = parser.parse(orjson.dumps(payload(E=1757522615939723, T=1757522615939254)))
 
     assert trade.time_ms == 1757522615939
+
+
+# -- microseconds (timeUnit=MICROSECOND, X-MBX-TIME-UNIT: MICROSECOND) ---------------------------
+
+def test_a_microsecond_event_keeps_its_microseconds_and_the_millisecond_as_before(parser):
+    trade = parser.parse(orjson.dumps(payload(E=1757522615939723, T=1757522615939254)))
+
+    assert (trade.time_ms, trade.time_us) == (1757522615939, 1757522615939254)
+
+
+@pytest.mark.parametrize("sub_ms", [0, 1, 999])
+def test_the_millisecond_of_a_microsecond_time_is_its_floor(parser, sub_ms):
+    trade = parser.parse(orjson.dumps(payload(T=1757522615939000 + sub_ms)))
+
+    assert (trade.time_ms, trade.time_us) == (1757522615939, 1757522615939000 + sub_ms)
+
+
+def test_a_millisecond_event_stores_its_millisecond_times_1000(parser):
+    trade = parser.parse(CURRENT)
+
+    assert (trade.time_ms, trade.time_us) == (1757522615939, 1757522615939000)
+
+
+def test_the_same_trade_in_ms_and_in_us_has_the_same_millisecond(parser):
+    in_us = parser.parse(orjson.dumps(payload(T=1757522615939254)))
+
+    assert in_us.time_ms == parser.parse(CURRENT).time_ms
+
+
+def test_a_microsecond_time_before_2025_is_stored_as_its_millisecond_times_1000(parser):
+    """Days before 2025 are ms only in Binance's archive: every source stores ms * 1000."""
+    t_us = MICROS_FROM_US - 86_400_000_000 + 123_456  # 2024-12-31, with a sub-ms part
+
+    trade = parser.parse(orjson.dumps(payload(T=t_us)))
+
+    assert (trade.time_ms, trade.time_us) == (t_us // 1000, t_us // 1000 * 1000)
+
+
+def test_the_first_microsecond_of_2025_is_kept_exact(parser):
+    trade = parser.parse(orjson.dumps(payload(T=MICROS_FROM_US + 7)))
+
+    assert trade.time_us == MICROS_FROM_US + 7
+
+
+@pytest.mark.parametrize("value, stored", [
+    (1757522615939, 1757522615939000),  # ms
+    (1757522615939254, 1757522615939254),  # µs from 2025 on
+    (1735689599999999, 1735689599999000),  # µs of 2024-12-31 23:59:59.999999
+    (1499865549590, 1499865549590000),  # ms of 2017
+])
+def test_micros_is_the_one_rule_for_the_stored_microseconds(value, stored):
+    assert micros(value) == stored
+
+
+def test_a_microsecond_time_days_ahead_of_our_clock_is_implausible(parser):
+    two_days_ahead_us = int(time.time() * 1_000_000) + 2 * 86_400_000_000
+
+    assert reason_of(parser, payload(T=two_days_ahead_us)) == "implausible_time"
+
+
+def test_a_microsecond_server_shutdown_time_is_given_in_ms(parser):
+    data = b'{"e":"serverShutdown","E":1757522615939723}'
+
+    assert parser.parse(data) == ServerShutdown(1757522615939)
+
+
+def test_rest_row_with_the_microsecond_header_keeps_its_microseconds():
+    row = {**REST_ROW, "time": 1757522615939254}
+
+    trade = trade_from_rest("BNBBTC", row)
+
+    assert (trade.time_ms, trade.time_us) == (1757522615939, 1757522615939254)
+
+
+def test_rest_row_and_stream_event_of_one_trade_are_equal_in_microseconds(parser):
+    row = {"id": 5225367649, "price": "113747.89000000", "qty": "0.00060000",
+           "quoteQty": "68.24873400", "time": 1757522615939254, "isBuyerMaker": True,
+           "isBestMatch": True}
+
+    assert trade_from_rest("BTCUSDT", row) == parser.parse(orjson.dumps(payload(
+        E=1757522615939723, T=1757522615939254)))
+
+
+def test_make_trade_and_the_fast_path_agree_on_every_unit(parser):
+    for t in (1757522615939, 1757522615939254, MICROS_FROM_US - 1):
+        slow = make_trade("BTCUSDT", 5225367649, "113747.89000000", "0.00060000", t, True)
+
+        assert parser.parse(orjson.dumps(payload(T=t))) == slow
 
 
 @pytest.mark.parametrize("price", ["100", "0.001", "0.00000123", "113747.89000000"])
@@ -267,7 +357,8 @@ REST_ROW = {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty"
 
 def test_rest_historical_trade_row_maps_to_the_same_trade_model():
     assert trade_from_rest("BNBBTC", REST_ROW) == Trade("BNBBTC", 28457, "4.00000100",
-                                                         "12.00000000", 1499865549590, True)
+                                                         "12.00000000", 1499865549590, True,
+                                                         1499865549590000)
 
 
 def test_rest_row_and_stream_event_of_one_trade_are_equal(parser):

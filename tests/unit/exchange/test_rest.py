@@ -42,6 +42,7 @@ class FakeExchange:
         self.default: Answer = (200, {}, [])
         self.connections = 0
         self.paths: List[str] = []
+        self.headers: List[Dict[str, str]] = []  # of each request
         self.times: List[float] = []  # arrival of each request on the client's clock
         self.lock = threading.Lock()
         exchange = self
@@ -57,6 +58,7 @@ class FakeExchange:
             def do_GET(self) -> None:
                 with exchange.lock:
                     exchange.paths.append(self.path)
+                    exchange.headers.append(dict(self.headers))
                     exchange.times.append(clock.monotonic())
                     answer = exchange.script.pop(0) if exchange.script else exchange.default
                 if answer == "drop":  # close without a word: a network error
@@ -135,6 +137,19 @@ def test_query_parameters_are_sent(exchange, client):
     path = exchange.paths[-1]
     assert path.startswith("/api/v3/historicalTrades?")
     assert "symbol=BTCUSDT" in path and "fromId=5" in path and "limit=2" in path
+
+
+def test_historical_trades_are_asked_for_in_microseconds_and_kept_exact(exchange, client):
+    exchange.default = (200, {}, [{**row(5), "time": 1757522615939254}])
+    (trade,) = client.trades_page("BTCUSDT", 5, 1).trades
+    assert exchange.headers[-1].get("X-MBX-TIME-UNIT") == "MICROSECOND"
+    assert (trade.time_ms, trade.time_us) == (1757522615939, 1757522615939254)
+
+
+def test_a_millisecond_answer_is_stored_as_its_millisecond_times_1000(exchange, client):
+    exchange.default = (200, {}, [row(5)])  # an exchange that ignored the header
+    (trade,) = client.trades_page("BTCUSDT", 5, 1).trades
+    assert (trade.time_ms, trade.time_us) == (BASE_MS + 5, (BASE_MS + 5) * 1000)
 
 
 def test_two_threads_share_one_client_and_count_every_request(exchange, client):

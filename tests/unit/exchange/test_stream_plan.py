@@ -1,6 +1,8 @@
 """How a worker's symbols are spread over connections, URLs and SUBSCRIBE messages."""
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 from workers.exchange.stream_plan import MAX_URL_CHARS, plan_connections
 
 BASE = "wss://stream.binance.com:9443"
@@ -11,19 +13,25 @@ def symbols(n: int) -> list:
 
 
 def streams_of(plan) -> list:
-    in_url = plan.url.split("?streams=", 1)[1].split("/")
+    in_url = parse_qs(urlsplit(plan.url).query)["streams"][0].split("/")
     return in_url + [s for batch in plan.subscribe for s in batch]
 
 
 def test_a_small_group_lists_every_symbol_on_the_stream_host():
     (plan,) = plan_connections(BASE + "/", ["BTCUSDT", "ETHUSDT"])
-    assert plan.url == f"{BASE}/stream?streams=btcusdt@trade/ethusdt@trade"
+    assert plan.url == f"{BASE}/stream?streams=btcusdt@trade/ethusdt@trade&timeUnit=MICROSECOND"
 
 
 def test_a_single_pair_is_one_connection_with_its_stream_in_the_url():
     (plan,) = plan_connections(BASE, ["BTCUSDT"])
-    assert plan.url == f"{BASE}/stream?streams=btcusdt@trade"
+    assert plan.url == f"{BASE}/stream?streams=btcusdt@trade&timeUnit=MICROSECOND"
     assert plan.subscribe == ()
+
+
+def test_every_connection_asks_for_microsecond_times():
+    """The unit is the connection's: streams added by SUBSCRIBE get it too."""
+    for plan in plan_connections(BASE, symbols(2500)):
+        assert parse_qs(urlsplit(plan.url).query)["timeUnit"] == ["MICROSECOND"]
 
 
 def test_a_1000_symbol_group_keeps_its_url_under_the_limit_and_subscribes_the_rest():
@@ -49,5 +57,5 @@ def test_exactly_1024_symbols_fit_one_connection():
 
 def test_a_tiny_url_budget_still_puts_one_stream_in_the_url():
     (plan,) = plan_connections(BASE, symbols(3), max_url_chars=10)
-    assert plan.url.endswith("?streams=q0000usdt@trade")
+    assert plan.url.endswith("?streams=q0000usdt@trade&timeUnit=MICROSECOND")
     assert plan.subscribe == (("q0001usdt@trade", "q0002usdt@trade"),)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from workers.exchange.protocol import make_trade
 from workers.storage.lineproto import (
     NS_PER_MS,
     PRECISION,
@@ -19,8 +20,9 @@ from workers.trade import Trade
 
 
 def trade(trade_id=5225367649, price="113747.89000000", qty="0.00060000", time_ms=1757522615939,
-          buyer_maker=True, symbol="BTCUSDT") -> Trade:
-    return Trade(symbol, trade_id, price, qty, time_ms, buyer_maker)
+          buyer_maker=True, symbol="BTCUSDT", time_us=None) -> Trade:
+    return Trade(symbol, trade_id, price, qty, time_ms, buyer_maker,
+                 time_ms * 1000 if time_us is None else time_us)
 
 
 @pytest.fixture
@@ -31,8 +33,8 @@ def renderer() -> LineRenderer:
 def test_known_trade_renders_to_the_exact_line(renderer):
     assert renderer.line(trade()) == (
         'price_ticks,symbol=BTCUSDT price=113747.89000000,price_str="113747.89000000",'
-        'qty=0.00060000,qty_str="0.00060000",trade_id=5225367649i,buyer_maker=true '
-        '1757522615939367649')
+        'qty=0.00060000,qty_str="0.00060000",trade_id=5225367649i,time_us=1757522615939000i,'
+        'buyer_maker=true 1757522615939367649')
 
 
 def test_buyer_maker_false_is_written_as_false(renderer):
@@ -59,6 +61,36 @@ def test_unpadded_decimals_are_kept_as_written(renderer):
 
 def test_trade_id_is_an_integer_field(renderer):
     assert ",trade_id=5225367649i," in renderer.line(trade())
+
+
+def test_the_exchange_microseconds_are_an_integer_field(renderer):
+    line = renderer.line(trade(time_ms=1757522615939, time_us=1757522615939254))
+
+    assert ",time_us=1757522615939254i," in line
+
+
+def test_the_microseconds_leave_the_key_as_it_was(renderer):
+    """Stored points and dedup depend on the key: ms * 10**6 + id % 10**6, µs or not."""
+    in_ms = renderer.line(trade(time_ms=1757522615939))
+    in_us = renderer.line(trade(time_ms=1757522615939, time_us=1757522615939999))
+
+    assert in_us.rsplit(" ", 1)[1] == in_ms.rsplit(" ", 1)[1] == "1757522615939367649"
+
+
+def test_a_trade_known_in_ms_only_stores_its_ms_times_1000(renderer):
+    """What a ms-only source (a day before 2025, a ms answer) stores: every source agrees."""
+    known_in_ms = make_trade("BTCUSDT", 5225367649, "113747.89000000", "0.00060000",
+                             1757522615939, True)
+
+    assert ",time_us=1757522615939000i," in renderer.line(known_in_ms)
+
+
+def test_one_trade_from_ms_and_us_sources_differs_only_in_time_us(renderer):
+    args = ("BTCUSDT", 5225367649, "113747.89000000", "0.00060000")
+    in_ms = renderer.line(make_trade(*args, 1757522615939, True))
+    in_us = renderer.line(make_trade(*args, 1757522615939254, True))
+
+    assert in_ms.replace("time_us=1757522615939000i", "time_us=1757522615939254i") == in_us
 
 
 def test_timestamp_is_trade_ms_times_a_million_plus_id_remainder(renderer):

@@ -100,7 +100,8 @@ class FakeSink:
 
 def make_batch(seq: int, first_id: int, n: int = 3, symbol: str = "BTCUSDT") -> Batch:
     now_ms = int(time.time() * 1000)
-    lines = [RENDERER.line(Trade(symbol, i, "100.00000000", "0.50000000", now_ms, False))
+    lines = [RENDERER.line(Trade(symbol, i, "100.00000000", "0.50000000", now_ms, False,
+                                   now_ms * 1000))
              for i in range(first_id, first_id + n)]
     return Batch(seq, lines, n, {symbol: first_id + n - 1}, now_ms)
 
@@ -335,7 +336,7 @@ def mixed_batch(seq: int, first_id: int, n: int, health: int = 1, old: Tuple[str
         symbol = "BTCUSDT" if i % 2 == 0 else "ETHUSDT"
         when = old_ms + i if symbol in old else now_ms + i
         lines.append(RENDERER.line(Trade(symbol, first_id + i, "100.00000000", "0.50000000",
-                                         when, False)))
+                                         when, False, when * 1000)))
     lines += [f"streamer_health,worker=btcusdt received={k}i {time.time_ns() + k}"
               for k in range(health)]
     return Batch(seq, lines, n, {"BTCUSDT": first_id + n - 1}, now_ms)
@@ -913,7 +914,7 @@ def test_each_stored_trade_lags_from_its_own_trade_time_not_the_batchs_oldest(ma
     ages_ms = [900, 500, 100]  # a batch cut after 1 s holds trades of every age up to 1 s
     lines = ["streamer_health,worker=btcusdt received=3i 1"] + [
         RENDERER.line(Trade("BTCUSDT", 101 + i, "100.00000000", "0.50000000", now_ms - age,
-                            False)) for i, age in enumerate(ages_ms)]
+                            False, (now_ms - age) * 1000)) for i, age in enumerate(ages_ms)]
     batch = Batch(1, lines, 3, {"BTCUSDT": 103}, now_ms - 900, others=[0])
     rig.writer.start()
 
@@ -928,8 +929,8 @@ def test_each_stored_trade_lags_from_its_own_trade_time_not_the_batchs_oldest(ma
 def test_a_big_batch_records_an_even_sample_of_its_trades(make_rig):
     rig = make_rig()
     now_ms = int(time.time() * 1000)
-    lines = [RENDERER.line(Trade("BTCUSDT", 1 + i, "1.0", "1.0", now_ms - 5000 + i, False))
-             for i in range(5000)]
+    lines = [RENDERER.line(Trade("BTCUSDT", 1 + i, "1.0", "1.0", now_ms - 5000 + i, False,
+                                 (now_ms - 5000 + i) * 1000)) for i in range(5000)]
     rig.writer.start()
 
     rig.writer.submit(Batch(1, lines, 5000, {"BTCUSDT": 5000}, now_ms - 5000))
