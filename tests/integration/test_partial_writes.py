@@ -111,15 +111,17 @@ def assert_values_exact(cap: Capture, symbol: str, since_ms: int) -> None:
     """Capture.assert_values_exact within the current shards: a query across the old shard,
     where `price_str` is a float, reads this string field as null."""
     assert cap.db is not None
-    rows = cap.db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker FROM price_ticks "
-                        f"WHERE symbol = '{symbol}' AND time >= {since_ms * 10**6}")
+    rows = cap.db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker, time_us "
+                        f"FROM price_ticks WHERE symbol = '{symbol}' "
+                        f"AND time >= {since_ms * 10**6}")
     ids = sorted(int(r["trade_id"]) for r in rows)
     assert ids, f"no {symbol} trades stored"
-    sent = {t["t"]: t for t in cap.sim.trades(symbol, ids[0], len(ids))}
+    sent = {t["t"]: t for t in cap.sim.trades(symbol, ids[0], len(ids), micro=True)}
     for row in rows:
         trade = sent[row["trade_id"]]
-        assert (row["price_str"], row["qty_str"], row["buyer_maker"], row["time"] // 10**6) == \
-            (trade["p"], trade["q"], trade["m"], trade["T"]), f"trade {row['trade_id']} differs"
+        assert (row["price_str"], row["qty_str"], row["buyer_maker"], row["time"] // 10**6,
+                row["time_us"]) == (trade["p"], trade["q"], trade["m"], trade["T"] // 1000,
+                                    trade["T"]), f"trade {row['trade_id']} differs"
 
 
 def old_and_new_capture(path: Path, now_ms: int, old_ms: int, n: int) -> None:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Dict
 
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import REPO_ROOT, wait_until
@@ -41,14 +42,34 @@ def test_connections_dropped_every_few_seconds_for_a_minute(tmp_path, exchange_s
                what="the status file to count the reconnects")
 
 
+def ledger_us(cap: Capture, symbol: str, first: int, last: int) -> Dict[int, int]:
+    """Trade id -> the simulator's trade time in µs, for ids first..last."""
+    out: Dict[int, int] = {}
+    while first <= last:
+        rows = cap.sim.trades(symbol, first, 10000, micro=True)
+        if not rows:
+            break
+        out.update((r["t"], r["T"]) for r in rows if r["t"] <= last)
+        first = rows[-1]["t"] + 1
+    return out
+
+
 def test_a_span_withheld_from_the_stream_is_backfilled(tmp_path, exchange_sim, influx_front,
                                                        influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db)
     time.sleep(1)
-    cap.sim.fault("withhold", symbol="BTCUSDT", count=1500)  # more than one REST page
+    span = cap.sim.fault("withhold", symbol="BTCUSDT", count=1500)  # more than one REST page
     time.sleep(10)
     cap.assert_exactly_once(["BTCUSDT"])
     assert "event=backfilled" in cap.worker.output()
+    # Live (stream) and backfilled (REST) trades alike store the exchange's µs as time_us.
+    stored = {int(r["trade_id"]): r["time_us"] for r in cap.stored("BTCUSDT")}
+    sent = ledger_us(cap, "BTCUSDT", min(stored), max(stored))
+    withheld = set(range(span["from_id"], span["to_id"] + 1))
+    for source, ids in (("REST", withheld), ("stream", set(stored) - withheld)):
+        assert ids and all(stored[i] == sent[i] for i in ids), f"{source} time_us differs"
+        assert sum(1 for i in ids if sent[i] % 1000) > len(ids) // 2, \
+            f"the {source} trades had whole milliseconds: their µs went untested"
 
 
 def test_connection_age_capped_at_10_s_rotates_without_gap_or_rest_call(

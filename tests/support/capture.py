@@ -57,20 +57,22 @@ class Capture:
         assert received == ledger, f"InfluxDB received {received} trade lines for {ledger} trades"
 
     def assert_values_exact(self, symbol: str) -> int:
-        """See the module function: exact strings, side and millisecond of every stored trade."""
+        """See the module function: exact strings, side, millisecond and microsecond of every
+        stored trade."""
         assert self.db is not None
         return assert_values_exact(self.sim, self.db, symbol)
 
 
 def assert_values_exact(sim: ExchangeSim, db: InfluxDb, symbol: str) -> int:
-    """Every stored point carries the exact strings, side and millisecond the exchange sent.
-    Returns how many stored trades share their millisecond with another one."""
+    """Every stored point carries the exact strings, side and millisecond the exchange sent,
+    and its microsecond time as `time_us` (the ledger keeps µs). Returns how many stored trades
+    share their millisecond with another one."""
     rows = sorted(stored_rows(db, symbol), key=lambda r: r["trade_id"])
     assert rows, f"nothing stored for {symbol}"
     sent = {}
     first = rows[0]["trade_id"]
     while first <= rows[-1]["trade_id"]:
-        batch = sim.trades(symbol, first, 10000)
+        batch = sim.trades(symbol, first, 10000, micro=True)
         if not batch:
             break
         sent.update({t["t"]: t for t in batch})
@@ -81,14 +83,17 @@ def assert_values_exact(sim: ExchangeSim, db: InfluxDb, symbol: str) -> int:
         assert (row["price_str"], row["qty_str"], row["buyer_maker"]) == \
             (trade["p"], trade["q"], trade["m"]), f"trade {row['trade_id']} differs"
         ms = row["time"] // 1_000_000
-        assert ms == trade["T"], f"trade {row['trade_id']} stored at ms {ms}, sent {trade['T']}"
+        assert ms == trade["T"] // 1000, \
+            f"trade {row['trade_id']} stored at ms {ms}, sent {trade['T']} us"
+        assert row["time_us"] == trade["T"], \
+            f"trade {row['trade_id']} stored time_us {row['time_us']}, sent {trade['T']}"
         per_ms[ms] = per_ms.get(ms, 0) + 1
     return sum(n for n in per_ms.values() if n > 1)
 
 
 def stored_rows(db: InfluxDb, symbol: str) -> List[Dict]:
-    return db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker FROM price_ticks "
-                    f"WHERE symbol = '{symbol}'")
+    return db.query(f"SELECT price_str, qty_str, trade_id, buyer_maker, time_us "
+                    f"FROM price_ticks WHERE symbol = '{symbol}'")
 
 
 def influx_env(front: InfluxFront, db: InfluxDb, token: Optional[str] = None) -> Dict[str, str]:
