@@ -3,9 +3,9 @@
 Where a trade's CPU goes once its bytes are here: websocket-client's frame reading (its own
 reads, then through the worker's reader), orjson, the checks, sequencing with the line, and the
 batch body. Every stage runs the worker's own code over the same 100,000 pre-built frames
-(Binance's combined-stream trade events, 8-decimal strings); CPU time per message, median of
-three runs. The socket is an in-memory stand-in, so the figures leave out the system calls
-that section 1's like-for-like drains include.
+(Binance's combined-stream trade events, 8-decimal strings, µs times as the worker asks for
+them); CPU time per message, median of three runs. The socket is an in-memory stand-in, so
+the figures leave out the system calls that section 1's like-for-like drains include.
 """
 from __future__ import annotations
 
@@ -33,11 +33,12 @@ SYMBOL = "BTCUSDT"
 
 
 def payloads(n: int) -> List[bytes]:
-    base = int(time.time() * 1000) - 60_000
+    """Times in µs, as the worker asks for them (timeUnit=MICROSECOND)."""
+    base = int(time.time() * 1_000_000) - 60_000_000
     return [orjson.dumps({"stream": "btcusdt@trade", "data": {
-        "e": "trade", "E": base + i, "s": SYMBOL, "t": 5_000_000 + i,
+        "e": "trade", "E": base + i * 1000 + 417, "s": SYMBOL, "t": 5_000_000 + i,
         "p": f"{91_234 + i % 500 / 100:.8f}", "q": f"{0.0001 * (1 + i % 97):.8f}",
-        "T": base + i // 3, "m": bool(i % 2), "M": True}}) for i in range(n)]
+        "T": base + i // 3 * 1000 + 123, "m": bool(i % 2), "M": True}}) for i in range(n)]
 
 
 def wire(messages: List[bytes]) -> bytes:
