@@ -77,7 +77,8 @@ CLOUD_HOST = ".cloud2.influxdata.com"
 BUSY_PAIR_TRADES_S = 35.0
 # A trade as Binance sends BTCUSDT's: the size of our line for it is what a quota counts.
 TYPICAL_TRADE = Trade(symbol="BTCUSDT", trade_id=3_123_456_789, price="60123.45000000",
-                      qty="0.00123000", time_ms=1_700_000_000_123, buyer_maker=True)
+                      qty="0.00123000", time_ms=1_700_000_000_123, buyer_maker=True,
+                      time_us=1_700_000_000_123_456)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ def trade_lines(symbol: str, count: int, first_id: int, seed: int = 7) -> List[s
         time_ms += 7
         for p, q in zip(burst.prices, burst.qtys):
             lines.append(renderer.line(Trade(symbol, first_id + len(lines), fmt8(p), fmt8(q),
-                                             time_ms, burst.buyer_is_maker)))
+                                             time_ms, burst.buyer_is_maker,
+                                             time_ms * 1000 + 417)))  # µs: 16 digits
     return lines[:count]
 
 

@@ -188,7 +188,7 @@ def test_a_retention_shorter_than_the_look_back_is_a_warning_with_the_fix():
 def test_our_field_types_follow_the_point_model():
     assert our_field_types("price_ticks") == {
         "price": "float", "price_str": "string", "qty": "float", "qty_str": "string",
-        "trade_id": "integer", "buyer_maker": "boolean"}
+        "trade_id": "integer", "time_us": "integer", "buyer_maker": "boolean"}
 
 
 def show_field_keys(*rows: List[str]) -> List[Dict[str, Any]]:
