@@ -39,6 +39,15 @@ def run_until_exit(proc: WorkerProcess) -> int:
     return code
 
 
+def all_stopped(pid: int) -> bool:
+    """Every thread of `pid` is in the stopped state (T), as /proc tells."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        states.append(stat[stat.rindex(")") + 2])
+    return bool(states) and all(state in "Tt" for state in states)
+
+
 def snapshot(*roots: Path) -> Dict[str, Tuple[bytes, int]]:
     """Every file under `roots`: (bytes, mtime in ns)."""
     files = {}
@@ -68,7 +77,11 @@ def test_a_second_process_for_one_worker_is_refused_and_touches_nothing(
                            {**env, "DATA_DIR": str(first.data_dir),
                             "RUN_DIR": str(first.run_dir)})
     assert first.proc is not None
+    pid = first.proc.pid
     first.proc.send_signal(signal.SIGSTOP)  # nothing of its own moves while we compare
+    # The signal is delivered asynchronously: compare only once every thread has stopped (a
+    # checkpoint write between the two snapshots made this spec fail once).
+    wait_until(lambda: all_stopped(pid), 10, 0.01, what="the first worker stopped")
     try:
         before = snapshot(first.data_dir, first.run_dir)
         code = run_until_exit(second)
