@@ -29,10 +29,12 @@ INFLUXDB_URL, a bad setting); 3 runtime: InfluxDB did not answer at all (down, o
 host or port: try again later), the other rows then skipped.
 
 `--first-start` is what scripts/run calls: once per database set-up (a stamp under RUN_DIR
-names the URL, bucket and measurement checked), nothing at all without INFLUXDB_URL. A FAIL
-stops scripts/run (every write would be refused or set aside until fixed); InfluxDB not
-answering does not (down for a moment: the workers keep trades on disk and write them later),
-and the check runs again at the next start.
+names the URL, bucket and measurement checked), nothing at all without INFLUXDB_URL. Neither
+a FAIL nor InfluxDB not answering stops scripts/run: the table and one line saying so are
+printed, the service starts, and the check runs again at the next start. Stopping would lose
+the live trades of every minute until a person acts (the exchange's REST no longer serves old
+ids), while a running worker keeps them: spooled while writes are refused, set aside in
+rejected.lp with the reason when a line is refused, and resumed from its checkpoint.
 """
 from __future__ import annotations
 
@@ -550,8 +552,9 @@ def stamp_text(s: InfluxSettings) -> str:
 
 def first_start(settings: Settings,
                 checks_of: Optional[Callable[[Settings], List[Check]]] = None) -> int:
-    """scripts/run's check: 0 start the service, else stop with this code (see the module's
-    docstring). `checks_of(settings)` stands in for run_checks in the specs."""
+    """scripts/run's check: always 0, the service starts (see the module's docstring); the
+    stamp only when nothing FAILed. `checks_of(settings)` stands in for run_checks in the
+    specs."""
     s = settings.influx
     if s is None:
         return EXIT_OK  # files, no database: nothing to check
@@ -572,9 +575,10 @@ def first_start(settings: Settings,
         print("scripts/run: InfluxDB did not answer: starting anyway (the workers keep trades "
               "on disk until it does); the check runs again at the next start")
         return EXIT_OK
-    print("scripts/run: the set-up check FAILED: fix what it says, then run scripts/run again "
-          "(scripts/doctor runs the check alone)")
-    return code
+    print("scripts/run: the set-up check FAILED (above): starting anyway, so that no live trade "
+          "is missed (the workers keep on disk what InfluxDB refuses); fix what it says, then "
+          "check again with scripts/doctor (it runs again at the next start too)")
+    return EXIT_OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:
