@@ -72,8 +72,9 @@ def test_the_collector_reads_log_calls_and_not_other_strings():
 def test_every_event_the_docs_and_code_comments_name_is_logged():
     texts = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
              *sorted(PACKAGE.rglob("*.py"))]
+    logged = emitted()  # once: it parses every module
     unknown = {event: places for event, places in named_in(texts).items()
-               if event not in emitted()}
+               if event not in logged}
     assert unknown == {}, f"events named but never logged: {unknown}"
 
 
