@@ -27,16 +27,11 @@ from workers.trade import Trade
 
 # 2017-07-01, before Binance's first trade: an earlier trade time is a corrupt message.
 EARLIEST_TRADE_MS = 1_498_867_200_000
-
-
 # A trade time this far ahead of our clock is not plausible either (clock skew allowance).
 FUTURE_SLACK_MS = 24 * 3600 * 1000
-
-
 # Times of 10**14 and above are microseconds (timeUnit=MICROSECOND, 16 digits).
 MICROSECOND_THRESHOLD = 10 ** 14
 FUTURE_SLACK_US = FUTURE_SLACK_MS * 1000
-
 
 # 2025-01-01 00:00 UTC in µs: Binance's archive has ms before, µs from then on. A trade before
 # it is stored with time_us = time_ms * 1000 whatever the source, so that all sources agree.

@@ -626,6 +626,5 @@ def _require(markets: Dict[str, Market], symbols: Sequence[str], where: str) -> 
         raise NoData(f"no trades of {', '.join(missing)} {where}")
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

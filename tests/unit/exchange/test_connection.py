@@ -87,7 +87,6 @@ def test_a_closed_peer_ends_the_read_with_the_librarys_closed_error():
 # -- SUBSCRIBE: paced, acknowledged, retried ------------------------------------------------
 
 
-
 class FakeSocket:
     """Stands in for the websocket: records what the connection sends."""
 
