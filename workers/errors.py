@@ -17,7 +17,11 @@
      │    ├── NoMapping               InfluxQL reads find no database: a bucket without a DBRP
      │    │                           mapping (Cloud Serverless); the message is the fix
      │    └── LoadFailed              scripts/load-files gave up on InfluxDB: exit 3
-     └── NoData               scripts/plot found nothing to draw: exit 1
+     ├── NoData               scripts/plot found nothing to draw: exit 1
+     └── ArchiveError         Binance's public archive: a file cannot be had or read now
+          ├── NotPublished            404: not published yet (or never): try again later
+          ├── ChecksumMismatch        the zip's sha256 is not its .CHECKSUM's: try again later
+          └── ArchiveCorrupt          the zip or a CSV row cannot be read (a truncated file)
 
 The classes are defined here and nowhere else; the modules that raise them import them from
 here (and keep the old names importable: `from workers.storage.sink import PartialWrite`).
@@ -194,3 +198,34 @@ class LoadFailed(SinkError):
 
 class NoData(TickCaptureError):
     """scripts/plot: nothing to draw for the range or the symbol (exit 1)."""
+
+
+class ArchiveError(TickCaptureError):
+    """A file of Binance's public archive cannot be had or read now (exchange/archive.py).
+
+    Every kind is "try again later" for the tools: the archive publishes late, re-publishes
+    and once served a truncated file with a matching checksum (binance.md, The public archive).
+    `name` is the file's name (e.g. BTCUSDT-trades-2025-03-04.zip).
+    """
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+        self.detail = detail
+
+
+class NotPublished(ArchiveError):
+    """The archive answers 404 for the file or its .CHECKSUM: not published yet, or never."""
+
+
+class ChecksumMismatch(ArchiveError):
+    """The downloaded zip's sha256 differs from its .CHECKSUM (a re-publication under way, or
+    a broken download)."""
+
+
+class ArchiveCorrupt(ArchiveError):
+    """The zip cannot be opened or a CSV row is not a trade (`line`: the row's number)."""
+
+    def __init__(self, name: str, detail: str, line: Optional[int] = None) -> None:
+        super().__init__(name, f"line {line}: {detail}" if line is not None else detail)
+        self.line = line

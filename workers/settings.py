@@ -54,6 +54,7 @@ SETTINGS: Dict[str, str] = {
     "INFLUXDB_WRITE_LIMIT": "the server's write quota, SIZE/WINDOW (e.g. 5MB/5m)",
     "BINANCE_WS_URL": "stream host",
     "BINANCE_REST_URL": "REST host",
+    "BINANCE_ARCHIVE_URL": "public trade archive: past days and their checks",
     "WS_CONNECT_LIMIT": "connection attempts N/S of all workers of the host",
     "CAPTURE_HOST": "this host's name",
     "WRITE_BATCH_SIZE": "lines per write request at most",
@@ -138,6 +139,7 @@ class Settings:
     measurement: str  # of the trades: InfluxDB's (influx.measurement) and the files' readers'
     ws_url: str  # base URL, e.g. wss://stream.binance.com:9443
     rest_url: str
+    archive_url: str  # Binance's public archive of daily and monthly trade files
     write: WriteSettings
     data_dir: Path
     run_dir: Path
@@ -374,6 +376,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                     "a ws:// or wss:// URL such as wss://stream.binance.com:9443"),
         rest_url=_get(env, "BINANCE_REST_URL", "https://api.binance.com", _http_url,
                       "an http:// or https:// URL such as https://api.binance.com"),
+        archive_url=_get(env, "BINANCE_ARCHIVE_URL", "https://data.binance.vision", _http_url,
+                         "an http:// or https:// URL such as https://data.binance.vision"),
         write=write,
         data_dir=data_dir if data_dir.is_absolute() else PROJECT_ROOT / data_dir,
         run_dir=run_dir if run_dir.is_absolute() else PROJECT_ROOT / run_dir,
