@@ -4,6 +4,7 @@
     exchange/  Binance: protocol, connections, REST        } import only common/, errors,
     storage/   InfluxDB and files: lines, writes, reads    } settings, trade and health
     capture/   wires exchange and storage into a worker
+    history/   past days: Binance's archive loaded and each stored day verified against it
     ops/       supervisord, the reconciler, scripts/status: never the capture core
     tools/     command-line tools: nothing imports them, nor do they import each other
 
@@ -20,7 +21,7 @@ from typing import Dict, Iterator, Set, Tuple
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "workers"
-ROOMS = ("common", "exchange", "storage", "capture", "ops", "tools")
+ROOMS = ("common", "exchange", "storage", "capture", "history", "ops", "tools")
 RECORDS = ("errors", "settings", "trade", "health", "symbols")
 
 # room -> the rooms and records it may import (its own room always allowed)
@@ -30,9 +31,12 @@ ALLOWED: Dict[str, Set[str]] = {
     "storage": {"common", "errors", "settings", "trade", "health"},
     "capture": {"common", "exchange", "storage", "errors", "settings", "trade", "health",
                 "symbols"},
+    # history wires exchange (the archive) and storage (the worker's write path), as capture does
+    "history": {"common", "exchange", "storage", "errors", "settings", "trade", "health",
+                "symbols"},
     "ops": {"common", "exchange", "storage", "errors", "settings", "trade", "health", "symbols"},
-    "tools": {"common", "exchange", "storage", "errors", "settings", "trade", "health",
-              "symbols"},
+    "tools": {"common", "exchange", "storage", "history", "errors", "settings", "trade",
+              "health", "symbols"},
     # the shared records
     "errors": set(),
     "settings": {"errors"},
