@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Dict
 
+import pytest
+
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import REPO_ROOT, wait_until
 from tests.support.tradeids import wait_for_exact_ids
@@ -34,6 +36,7 @@ def rest_calls(cap: Capture, path: str) -> int:
 DROPS, DROP_EVERY_S = 15, 2.0  # each drop costs a reconnect (up to 1 s) and a backfill
 
 
+@pytest.mark.slow
 def test_connections_dropped_every_two_seconds_fifteen_times(tmp_path, exchange_sim,
                                                            influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db)
@@ -75,6 +78,7 @@ def test_a_span_withheld_from_the_stream_is_backfilled(tmp_path, exchange_sim, i
             f"the {source} trades had whole milliseconds: their µs went untested"
 
 
+@pytest.mark.slow
 def test_connection_age_capped_at_6_s_rotates_without_gap_or_rest_call(
         tmp_path, exchange_sim, influx_front, influx_db):
     # Binance cuts at 24 h, the worker rotates at 23 h; here 6 s and 3.5 s, so a rotation
@@ -87,6 +91,7 @@ def test_connection_age_capped_at_6_s_rotates_without_gap_or_rest_call(
     assert rest_calls(cap, "/api/v3/historicalTrades") == 0, "rotation needed a backfill"
 
 
+@pytest.mark.slow
 def test_connection_age_cut_without_rotation_is_backfilled(tmp_path, exchange_sim,
                                                            influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "5")
@@ -118,6 +123,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path, exchange_sim, in
     assert "resume_from=BTCUSDT:" in cap.worker.output().split("event=starting")[-1]
 
 
+@pytest.mark.slow
 def test_influxdb_refusing_then_503_beyond_the_retry_budget_loses_nothing(
         tmp_path, exchange_sim, influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, WRITE_RETRY_BUDGET_S="3",
@@ -144,6 +150,7 @@ def test_rest_429_during_a_backfill_is_waited_out(tmp_path, exchange_sim, influx
     assert "status=429" in cap.worker.output()
 
 
+@pytest.mark.slow
 def test_a_silent_socket_is_caught_by_the_stall_watchdog(tmp_path, exchange_sim,
                                                          influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, STREAM_STALL_AFTER_S="3")
@@ -154,6 +161,7 @@ def test_a_silent_socket_is_caught_by_the_stall_watchdog(tmp_path, exchange_sim,
     assert "stalled: REST shows newer trades" in cap.worker.output()
 
 
+@pytest.mark.slow
 def test_a_dead_peer_without_pings_is_dropped_and_backfilled(tmp_path, exchange_sim,
                                                              influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--ping-interval", "1",
@@ -172,6 +180,7 @@ def test_a_dead_peer_without_pings_is_dropped_and_backfilled(tmp_path, exchange_
 QUIET_S, QUIET_PING_S, QUIET_STALL_S, QUIET_DEAD_S = 36, 1, 3, 6
 
 
+@pytest.mark.slow
 def test_a_quiet_symbol_for_twelve_stall_periods_causes_no_reconnect_storm(
         tmp_path, exchange_sim, influx_front, influx_db):
     sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--ping-interval", f"{QUIET_PING_S}")
