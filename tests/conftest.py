@@ -4,11 +4,12 @@
   database per test, and the v2-write front that injects faults (tests/support/influx_*.py).
 - exchange_sim: starts Binance simulators as subprocesses (tests/support/exchange/).
 - stop_workers (automatic): no worker process outlives its test.
+- the specs marked `slow` run first (pytest_collection_modifyitems).
 A missing InfluxDB skips locally and fails on CI (CI set in the environment).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
@@ -26,3 +27,11 @@ def stop_workers() -> Iterator[None]:
     yield
     while workerproc.STARTED:
         workerproc.STARTED.pop().stop()
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """The specs marked `slow` first, each group in its collected order. pytest-xdist hands
+    the tests out in this order, so the long scenarios start at once on every worker and the
+    short ones fill in around them; in collected order the longest came last (test_zero_gap.py)
+    and the run ended with one worker alone on a two-minute spec."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

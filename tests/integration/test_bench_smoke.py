@@ -50,6 +50,7 @@ def test_options_parse() -> None:
         parse_args(["--only", "nope"])
 
 
+@pytest.mark.slow
 def test_the_ceilings_section_runs_and_fills_its_table(tmp_path: Path) -> None:
     try:
         find_influxd()

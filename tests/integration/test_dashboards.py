@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
+import pytest
+
 from tests.support.capture import Capture, new_worker
 from tests.support.grafana import DEFAULT_FILE, FLAVOR_FILES, GrafanaInfluxQL
 from tests.support.influx_fixtures import InfluxDb
@@ -192,6 +194,7 @@ def start_front(tmp_path: Path, server: InfluxServer, db: InfluxDb, flavor: str)
     return front
 
 
+@pytest.mark.slow
 def test_every_dashboard_query_answers_with_the_columns_its_panel_uses(
         tmp_path, exchange_sim, influx_front, influx_db, influx_server) -> None:
     capture_sample(tmp_path, exchange_sim, influx_front, influx_db)

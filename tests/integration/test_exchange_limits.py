@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Set
 
+import pytest
+
 from tests.support.capture import new_worker
 from tests.support.exchange.client import ExchangeSim
 from tests.support.influx_fixtures import InfluxDb
@@ -152,6 +154,7 @@ SUBSCRIBED = re.compile(r"event=subscribed conn=(\S+) streams=(\d+) took_s=([\d.
 CONNECTED = re.compile(r"event=connected conn=(\S+) streams=(\d+) in_url=(\d+) url_chars=(\d+)")
 
 
+@pytest.mark.slow
 def test_a_1000_symbol_group_and_single_workers_capture_every_trade_with_nothing_refused(
         tmp_path: Path, exchange_sim, influx_front, influx_db):
     started = time.monotonic()
@@ -234,6 +237,7 @@ STORM = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT"]
 BUDGET = (10, 20.0)  # the workers' WS_CONNECT_LIMIT, stricter than the simulator's 12/20
 
 
+@pytest.mark.slow
 def test_a_kill_9_restart_storm_stays_within_the_connection_budget_and_loses_nothing(
         tmp_path: Path, exchange_sim, influx_front, influx_db):
     started = time.monotonic()
@@ -326,6 +330,7 @@ def test_a_kill_9_restart_storm_stays_within_the_connection_budget_and_loses_not
 WIDE = [f"W{i:04d}USDT" for i in range(1, 1101)]  # over 1,024: two connections
 
 
+@pytest.mark.slow
 def test_a_group_over_1024_symbols_is_spread_over_two_connections_and_loses_nothing(
         tmp_path: Path, exchange_sim, influx_front, influx_db):
     sim_args = [arg for s in WIDE for arg in ("--symbol", f"{s}:rate=0.1")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import websocket
 
 from tests.support.capture import Capture, new_worker
@@ -40,6 +41,7 @@ def refusals(cap: Capture) -> dict:
     return cap.sim.stats()["refusals"]
 
 
+@pytest.mark.slow
 def test_a_429_is_waited_out_whole_so_the_ip_is_never_banned(tmp_path, exchange_sim,
                                                              influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "symbols: [BTCUSDT]\n",
@@ -58,6 +60,7 @@ def test_a_429_is_waited_out_whole_so_the_ip_is_never_banned(tmp_path, exchange_
     assert "status=429" in cap.worker.output()
 
 
+@pytest.mark.slow
 def test_a_ban_is_waited_out_whole_logged_once_with_its_end_and_shown_in_status(
         tmp_path, exchange_sim, influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "symbols: [BTCUSDT]\n",
@@ -85,6 +88,7 @@ def test_a_ban_is_waited_out_whole_logged_once_with_its_end_and_shown_in_status(
     assert refusals(cap)["banned_418"] <= 2
 
 
+@pytest.mark.slow
 def test_a_url_the_exchange_finds_too_long_moves_streams_to_subscribe(
         tmp_path, exchange_sim, influx_front, influx_db):
     symbols = [f"Q{i:04d}USDT" for i in range(1, 31)]

@@ -149,6 +149,7 @@ def test_help_on_a_fresh_clone_needs_no_venv(name: str, clone: Path, tmp_path: P
     assert not (clone / ".venv").exists(), "--help set something up"
 
 
+@pytest.mark.slow
 def test_a_set_up_that_cannot_be_done_is_one_line_and_exit_2(tmp_path: Path) -> None:
     clone = fresh_clone(tmp_path / "project")
     for name in SERVICE_COMMANDS:  # never set up: a cron check must not wait on pip

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
 from tests.integration.test_dashboards import SYMBOLS, capture_sample
 from tests.support.capture import influx_env
 from tests.support.procs import wait_until
@@ -48,6 +50,7 @@ def assert_chart(path: Path, width: int, height: int) -> None:
     assert colours > 50, f"{path.name}: only {colours} colours: a blank chart"
 
 
+@pytest.mark.slow
 def test_plot_draws_market_and_health_charts_from_influxdb_and_from_files(
         tmp_path, exchange_sim, influx_front, influx_db) -> None:
     sim, lp_dir = capture_sample(tmp_path, exchange_sim, influx_front, influx_db, files=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Tuple
 
+import pytest
+
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import wait_until
 
@@ -59,6 +61,7 @@ def resume_and_wait_for_streaming(cap: Capture) -> float:
     return time.monotonic() - resumed
 
 
+@pytest.mark.slow
 def test_rest_hanging_50s_while_connections_drop_never_delays_a_reconnect(
         tmp_path, exchange_sim, influx_front, influx_db):
     sim = exchange_sim("--symbol", "BTCUSDT:rate=10", "--fault", PAUSED)

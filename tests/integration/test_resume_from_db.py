@@ -36,6 +36,7 @@ def host_tags(influx_db) -> set:
     return {row["value"] for row in rows}
 
 
+@pytest.mark.slow
 def test_a_new_home_without_data_resumes_from_the_database_and_backfills_the_downtime(
         tmp_path, exchange_sim, influx_front, influx_db):
     sim = exchange_sim("--symbol", "BTCUSDT:rate=200", "--fault", PAUSED)

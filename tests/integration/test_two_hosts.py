@@ -12,6 +12,8 @@ import shutil
 import signal
 import time
 
+import pytest
+
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import wait_until
 
@@ -28,6 +30,7 @@ def wait_connected(worker, timeout: float = 30) -> None:
         raise AssertionError(f"{exc}\n{worker.output()[-3000:]}") from None
 
 
+@pytest.mark.slow
 def test_a_frozen_host_a_killed_host_and_a_lost_disk_lose_nothing(tmp_path, exchange_sim,
                                                                    influx_front, influx_db):
     sim = exchange_sim("--symbol", "BTCUSDT:rate=100", "--fault", PAUSED)

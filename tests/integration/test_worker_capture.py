@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.capture import Capture, assert_values_exact, new_worker
 from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
@@ -90,6 +92,7 @@ def test_a_flood_of_malformed_frames_loses_no_valid_trade(tmp_path, exchange_sim
     assert invalid.get("binary_frame") == 200 and invalid.get("invalid_json", 0) >= 200
 
 
+@pytest.mark.slow
 def test_influxdb_answering_429_then_503_for_20_seconds_loses_nothing(
         tmp_path, exchange_sim, influx_front: InfluxFront, influx_db):
     cap = capture(tmp_path, exchange_sim, influx_front, influx_db, "symbols: [BTCUSDT]\n",

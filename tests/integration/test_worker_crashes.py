@@ -60,6 +60,7 @@ def _trigger(thread: str, cap: Capture) -> None:
         cap.sim.fault("resume")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thread", ["reader", "keeper", "writer", "checkpoint", "backfill",
                                     "prober", "main"])
 def test_an_exception_in_any_thread_ends_the_worker_with_exit_1_and_loses_nothing(

@@ -1,6 +1,6 @@
 """Zero-gap capture through faults: each scenario ends with the stored ids equal to the ledger.
 
-Timings are compressed (the 24 h cut becomes 10 s, the stall threshold a few seconds) so the
+Timings are compressed (the 24 h cut becomes 6 s, the stall threshold a few seconds) so the
 scenarios run in seconds; the mechanisms are the ones production uses.
 """
 from __future__ import annotations
@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from typing import Dict
+
+import pytest
 
 from tests.support.capture import Capture, new_worker
 from tests.support.procs import REPO_ROOT, wait_until
@@ -31,11 +33,15 @@ def rest_calls(cap: Capture, path: str) -> int:
     return sum(cap.sim.stats()["rest"].get(path, {}).values())
 
 
-def test_connections_dropped_every_few_seconds_for_a_minute(tmp_path, exchange_sim,
-                                                            influx_front, influx_db):
+DROPS, DROP_EVERY_S = 15, 2.0  # each drop costs a reconnect (up to 1 s) and a backfill
+
+
+@pytest.mark.slow
+def test_connections_dropped_every_two_seconds_fifteen_times(tmp_path, exchange_sim,
+                                                           influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db)
-    for i in range(15):  # 60 s: a close every 4 s, alternately clean and abrupt
-        time.sleep(4)
+    for i in range(DROPS):  # a close every 2 s, alternately clean and abrupt
+        time.sleep(DROP_EVERY_S)
         cap.sim.fault("close", code=1000 + (i % 2), abrupt=(i % 3 == 2))
     cap.assert_exactly_once(["BTCUSDT"], timeout=60)
     wait_until(lambda: cap.worker.status()["reconnects"] >= 10, 30,
@@ -72,16 +78,20 @@ def test_a_span_withheld_from_the_stream_is_backfilled(tmp_path, exchange_sim, i
             f"the {source} trades had whole milliseconds: their µs went untested"
 
 
-def test_connection_age_capped_at_10_s_rotates_without_gap_or_rest_call(
+@pytest.mark.slow
+def test_connection_age_capped_at_6_s_rotates_without_gap_or_rest_call(
         tmp_path, exchange_sim, influx_front, influx_db):
-    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "10",
-                STREAM_MAX_AGE_S="7")
-    time.sleep(60)
+    # Binance cuts at 24 h, the worker rotates at 23 h; here 6 s and 3.5 s, so a rotation
+    # every ~4 s: 30 s hold about seven of them.
+    cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "6",
+                STREAM_MAX_AGE_S="3.5")
+    time.sleep(30)
     cap.assert_exactly_once(["BTCUSDT"])
     assert cap.worker.output().count("event=rotate_done") >= 5
     assert rest_calls(cap, "/api/v3/historicalTrades") == 0, "rotation needed a backfill"
 
 
+@pytest.mark.slow
 def test_connection_age_cut_without_rotation_is_backfilled(tmp_path, exchange_sim,
                                                            influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--max-conn-age", "5")
@@ -113,6 +123,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path, exchange_sim, in
     assert "resume_from=BTCUSDT:" in cap.worker.output().split("event=starting")[-1]
 
 
+@pytest.mark.slow
 def test_influxdb_refusing_then_503_beyond_the_retry_budget_loses_nothing(
         tmp_path, exchange_sim, influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, WRITE_RETRY_BUDGET_S="3",
@@ -139,6 +150,7 @@ def test_rest_429_during_a_backfill_is_waited_out(tmp_path, exchange_sim, influx
     assert "status=429" in cap.worker.output()
 
 
+@pytest.mark.slow
 def test_a_silent_socket_is_caught_by_the_stall_watchdog(tmp_path, exchange_sim,
                                                          influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, STREAM_STALL_AFTER_S="3")
@@ -149,6 +161,7 @@ def test_a_silent_socket_is_caught_by_the_stall_watchdog(tmp_path, exchange_sim,
     assert "stalled: REST shows newer trades" in cap.worker.output()
 
 
+@pytest.mark.slow
 def test_a_dead_peer_without_pings_is_dropped_and_backfilled(tmp_path, exchange_sim,
                                                              influx_front, influx_db):
     cap = start(tmp_path, exchange_sim, influx_front, influx_db, "--ping-interval", "1",
@@ -160,21 +173,32 @@ def test_a_dead_peer_without_pings_is_dropped_and_backfilled(tmp_path, exchange_
     assert "dead peer" in cap.worker.output()
 
 
-def test_a_quiet_symbol_for_two_minutes_causes_no_reconnect_storm(
+# A quiet pair, on a clock four times as fast as production's defaults (pings every 20 s, a
+# stall probe after 60 s of no trade, dead after 70 s of no frame): pings every second, a probe
+# after 3 s, dead after 6 s. Quiet for 36 s is twelve stall periods and 36 pings, as two minutes
+# were with a probe after 10 s and pings every 5 s.
+QUIET_S, QUIET_PING_S, QUIET_STALL_S, QUIET_DEAD_S = 36, 1, 3, 6
+
+
+@pytest.mark.slow
+def test_a_quiet_symbol_for_twelve_stall_periods_causes_no_reconnect_storm(
         tmp_path, exchange_sim, influx_front, influx_db):
-    sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--ping-interval", "5")
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0", "--ping-interval", f"{QUIET_PING_S}")
     proc = new_worker(tmp_path / "q", "btcusdt", ONE, sim, influx_front, influx_db,
-                      STREAM_STALL_AFTER_S="10", STREAM_DEAD_AFTER_S="15")
+                      STREAM_STALL_AFTER_S=f"{QUIET_STALL_S}",
+                      STREAM_DEAD_AFTER_S=f"{QUIET_DEAD_S}")
     cap = Capture(sim, influx_db, influx_front, proc).start_worker()
     sim.fault("set_rate", symbol="BTCUSDT", rate=2)  # a first trade, so the probe has a base
     time.sleep(1.5)
     sim.fault("set_rate", symbol="BTCUSDT", rate=0)
-    time.sleep(120)
+    time.sleep(QUIET_S)
     sim.fault("set_rate", symbol="BTCUSDT", rate=5)  # trading resumes
     time.sleep(2)
     cap.assert_exactly_once(["BTCUSDT"])
     assert sim.stats()["accepted"] == 1, "the quiet pair reconnected"
     assert "event=disconnected" not in proc.output()
+    probes = rest_calls(cap, "/api/v3/trades")
+    assert probes >= QUIET_S // QUIET_STALL_S // 2, f"only {probes} stall probes: not quiet enough"
 
 
 def test_gap_audit_finds_a_punched_hole_and_repair_fills_it(tmp_path, exchange_sim,

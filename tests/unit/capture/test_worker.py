@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.canned_http import CannedHttp, canned_http
 from workers.__main__ import set_log_host
 from workers.capture.worker import RESUME_FAILED_NOTE, Worker, resume_from_db
 from workers.errors import NoMapping, SinkError
@@ -73,41 +71,12 @@ def test_answer_without_rows_or_with_a_null_is_empty():
 
 # -- InfluxQuery.last_trades against canned answers ---------------------------------------------
 
-class FakeInflux:
-    """/query answers: `status` and `body`; records the requests."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body: dict = {"results": [{"statement_id": 0, "series": SERIES}]}
-        self.requests: List[Tuple[Dict[str, List[str]], str]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                fake.requests.append((parse_qs(parts.query), self.headers["Authorization"]))
-                payload = json.dumps(fake.body if fake.status == 200 else
-                                     {"code": "forbidden", "message": "no read"}).encode()
-                self.send_response(fake.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+NO_READ = {"code": "forbidden", "message": "no read"}  # a 403's body
 
 
 @pytest.fixture
-def fake_influx() -> Iterator[FakeInflux]:
-    fake = FakeInflux()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+def fake_influx() -> Iterator[CannedHttp]:
+    yield from canned_http({"results": [{"statement_id": 0, "series": SERIES}]})
 
 
 def influx_settings(url: str, tmp_path: Path, bucket: str = "ticks", **extra: str):
@@ -125,15 +94,15 @@ def test_last_trades_sends_one_query_with_the_token_and_narrows_to_the_symbols(f
     assert settings.influx is not None
     found = InfluxQuery(settings.influx).last_trades(["BTCUSDT"], 24, timeout_s=5)
     assert found == {"BTCUSDT": (4567, 1764478800123004567)}
-    ((params, auth),) = fake_influx.requests
-    assert auth == f"Token {TOKEN}"
+    ((_, params, headers),) = fake_influx.requests
+    assert headers["Authorization"] == f"Token {TOKEN}"
     assert params["db"] == ["ticks"] and params["rp"] == ["autogen"]
     assert params["epoch"] == ["ns"]
     assert params["q"] == [last_trades_query("price_ticks", ["BTCUSDT"], 24)]
 
 
 def test_last_trades_of_a_token_that_cannot_read_raises_with_the_status(fake_influx, tmp_path):
-    fake_influx.status = 403
+    fake_influx.status, fake_influx.body = 403, NO_READ
     settings = influx_settings(fake_influx.url, tmp_path)
     assert settings.influx is not None
     with pytest.raises(SinkError) as caught:
@@ -237,7 +206,7 @@ def test_worker_asks_only_for_symbols_without_a_checkpoint(fake_influx, tmp_path
     worker = make_worker(influx_settings(fake_influx.url, tmp_path), ("BTCUSDT", "ETHUSDT"))
     assert worker.resume_from_db() == {"ETHUSDT": 12}
     assert worker.pipeline.resume_from == {"BTCUSDT": 9000, "ETHUSDT": 12}
-    ((params, _),) = fake_influx.requests
+    ((_, params, _),) = fake_influx.requests
     assert "'ETHUSDT'" in params["q"][0] and "BTCUSDT" not in params["q"][0]
 
 
@@ -253,7 +222,7 @@ def test_worker_with_every_checkpoint_or_without_a_database_asks_nothing(fake_in
 
 def test_worker_whose_token_cannot_read_starts_from_the_live_stream(fake_influx, tmp_path,
                                                                     caplog):
-    fake_influx.status = 403
+    fake_influx.status, fake_influx.body = 403, NO_READ
     worker = make_worker(influx_settings(fake_influx.url, tmp_path))
     assert worker.resume_from_db() == {}
     assert worker.pipeline.resume_from == {}

@@ -6,74 +6,20 @@ query and tests/unit/common/test_httputil.py the TLS trust it shares with the wr
 """
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, Iterator, List, Tuple
-from urllib.parse import parse_qs, urlsplit
+from typing import Iterator, Tuple
 
 import pytest
 
+from tests.support.canned_http import CannedHttp, canned_http
 from workers.errors import NoMapping, SinkError
 from workers.settings import InfluxSettings
 from workers.storage.influx_query import QUERY_WINDOW_H, InfluxQuery, last_trades_query
 
 
-class Answers:
-    """A /query endpoint: answers `status` and `body` (bytes or JSON), or the next of `queue`,
-    or for another path what `paths` holds (status, body); records each request's path,
-    parameters and headers; `hold` keeps answers back until set."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body: object = {"results": [{"statement_id": 0}]}
-        self.queue: List[object] = []
-        self.paths: Dict[str, Tuple[int, object]] = {}
-        self.requests: List[Tuple[str, Dict[str, List[str]], Dict[str, str]]] = []
-        self.connections = 0
-        self.hold = threading.Event()
-        self.hold.set()
-        answers = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as InfluxDB
-
-            def setup(self) -> None:
-                answers.connections += 1
-                super().setup()
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                answers.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
-                answers.hold.wait(10)
-                status, body = answers.status, answers.body
-                if parts.path in answers.paths:
-                    status, body = answers.paths[parts.path]
-                elif answers.queue:
-                    body = answers.queue.pop(0)
-                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-
 @pytest.fixture
-def answers() -> Iterator[Answers]:
-    served = Answers()
-    yield served
-    served.hold.set()
-    served.server.shutdown()
-    served.server.server_close()
+def answers() -> Iterator[CannedHttp]:
+    yield from canned_http()
 
 
 def settings(url: str, bucket: str = "ticks") -> InfluxSettings:
