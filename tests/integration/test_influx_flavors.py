@@ -22,13 +22,12 @@ import urllib.error
 import urllib.request
 from email.message import Message
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from tests.support.influx_fixtures import InfluxDb
+from tests.support.influx_fixtures import FLAVOR_TOKEN, FLAVORS, SERVERS, InfluxDb
 from tests.support.influx_front import InfluxFront
-from tests.support.influx_server import InfluxServer
 from tests.support.timing import poll
 from workers.errors import (
     ContentRefused,
@@ -46,42 +45,9 @@ from workers.storage.sink import InfluxSink
 from workers.storage.spool import Spool
 from workers.storage.writer import Writer
 
-TOKEN = "flavor-token-0123"
-TOKENS = {"1.8": "tester:" + TOKEN}  # 1.8 with auth on: `Token user:password`
-FLAVORS = ("lenient", "1.8", "2.7", "3core", "serverless")
-SERVERS = FLAVORS[1:]
+TOKEN = FLAVOR_TOKEN
 M = "price_ticks"
 DAY_NS = 86_400 * 10 ** 9
-Opts = Tuple[Tuple[str, str], ...]
-
-
-def token_of(flavor: str) -> str:
-    return TOKENS.get(flavor, TOKEN)
-
-
-@pytest.fixture(scope="module")
-def fronts(influx_server: InfluxServer,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[Tuple[str, Opts], Any]]:
-    """Fronts started on first use and kept for the module, one per flavor and options."""
-    started: Dict[Tuple[str, Opts], InfluxFront] = {}
-    yield started
-    for front in started.values():
-        front.stop()
-
-
-@pytest.fixture
-def front_for(fronts: Dict[Tuple[str, Opts], InfluxFront], influx_server: InfluxServer,
-              tmp_path_factory: pytest.TempPathFactory) -> Any:
-    def get(flavor: str, **options: Any) -> InfluxFront:
-        key = (flavor, tuple(sorted(options.items())))
-        if key not in fronts:
-            fronts[key] = InfluxFront.start(tmp_path_factory.mktemp(f"front-{flavor}"),
-                                            influx_server.url, token=token_of(flavor),
-                                            flavor=flavor, **options)
-        front = fronts[key]
-        front.reset()
-        return front
-    return get
 
 
 def settings(front: InfluxFront, bucket: str, gzip_bodies: bool = False) -> InfluxSettings:

@@ -3,7 +3,9 @@
 A real worker without a database writes the files (one rotated and gzipped, one left plain by
 a crash), the real loader writes them through the v2-write front into a real InfluxDB 1.6.7,
 and the stored trade ids and strings must be the simulator's ledger, once each, however often
-it runs. Exit codes as workers/errors.py: 2 for a bad setting (one line), 3 when InfluxDB fails.
+it runs. Exit codes as workers/errors.py: 2 for a bad setting (one line), 3 when InfluxDB fails
+or refuses points. On 2.7 and 3 Core, which refuse a whole batch for one bad line, only the
+refused lines are set aside (in the worker's rejected.lp) and the rest of the file is stored.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Set
+
+import pytest
 
 from tests.support.capture import Capture, assert_values_exact, influx_env, new_worker
 from tests.support.procs import free_port, python_argv, wait_until
@@ -145,3 +149,31 @@ def test_a_refused_token_exits_3_at_once_naming_the_fix(tmp_path, influx_front, 
 
     assert done.returncode == 3 and "INFLUXDB_TOKEN" in done.stdout, done
     assert influx_db.query("SELECT count(trade_id) FROM price_ticks") == []
+
+
+@pytest.mark.parametrize("flavor", ["2.7", "3core"])
+def test_3_refused_lines_among_3000_are_set_aside_exactly_and_the_rest_stored(
+        tmp_path, front_for, influx_db, flavor):
+    start = time.time_ns() - 60 * 10 ** 9
+    lines = [f'price_ticks,symbol=BTCUSDT price=1.5,price_str="1.5",trade_id={i}i {start + i}'
+             for i in range(3000)]
+    bad = (5, 1500, 2998)
+    for i in bad:  # one batch of WRITE_BATCH_SIZE (5,000): refused whole by these servers
+        lines[i] = f"price_ticks,symbol=BTCUSDT price=oops,trade_id={i}i {start + i}"
+    directory = tmp_path / "lp" / "btcusdt"
+    directory.mkdir(parents=True)
+    path = directory / "btcusdt-20261124T100000Z.lp"
+    path.write_text(HEADER + "".join(f"{line}\n" for line in lines))
+
+    done = load_files(tmp_path, "--lp-dir", str(tmp_path / "lp"), DATA_DIR=str(tmp_path / "data"),
+                      **influx_env(front_for(flavor), influx_db))
+
+    assert done.returncode == 3, done
+    rejected = tmp_path / "data" / "btcusdt" / "rejected.lp"
+    assert done.stdout.splitlines()[0].endswith(
+        f"btcusdt-20261124T100000Z.lp: 2997 points loaded; 3 refused by InfluxDB, set aside in "
+        f"{rejected}"), done.stdout
+    assert [ln for ln in rejected.read_text().splitlines() if not ln.startswith("#")] == \
+        [lines[i] for i in bad]
+    stored = [int(r["trade_id"]) for r in influx_db.query("SELECT trade_id FROM price_ticks")]
+    assert len(stored) == len(set(stored)) and set(stored) == set(range(3000)) - set(bad)

@@ -3,6 +3,10 @@
 Import them into a conftest (or a test module) to use them:
 
     from tests.support.influx_fixtures import influx_db, influx_front, influx_server  # noqa: F401
+
+`front_for(flavor, **limits)` gives a front speaking one server's dialect
+(tests/support/influx_front/dialects.py), started on first use and kept for the module, reset
+(faults, stats, quota window) for each test; its token is `flavor_token(flavor)`.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
 
@@ -19,6 +23,12 @@ from tests.support.influx_server import InfluxdNotFound, InfluxServer, find_infl
 from tests.support.procs import ON_CI
 
 FRONT_TOKEN = "test-token-0123456789"
+FLAVOR_TOKEN = "flavor-token-0123"
+FLAVOR_TOKENS = {"1.8": "tester:" + FLAVOR_TOKEN}  # 1.8 with auth on: `Token user:password`
+FLAVORS = ("lenient", "1.8", "2.7", "3core", "serverless")
+SERVERS = FLAVORS[1:]  # the flavors that are a server our users run
+FrontKey = Tuple[str, Tuple[Tuple[str, str], ...]]
+FrontFor = Callable[..., InfluxFront]
 
 
 @dataclass
@@ -78,3 +88,33 @@ def influx_front(influx_server: InfluxServer, tmp_path: Path) -> Iterator[Influx
         yield front
     finally:
         front.stop()
+
+
+def flavor_token(flavor: str) -> str:
+    """The token a `front_for(flavor)` front takes (and a worker on it is given)."""
+    return FLAVOR_TOKENS.get(flavor, FLAVOR_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def flavored_fronts(influx_server: InfluxServer) -> Iterator[Dict[FrontKey, InfluxFront]]:
+    """Fronts started on first use and kept for the module, one per flavor and options."""
+    started: Dict[FrontKey, InfluxFront] = {}
+    yield started
+    for front in started.values():
+        front.stop()
+
+
+@pytest.fixture
+def front_for(flavored_fronts: Dict[FrontKey, InfluxFront], influx_server: InfluxServer,
+              tmp_path_factory: pytest.TempPathFactory) -> FrontFor:
+    """`front_for("3core", retention="30d")`: that flavor's front, reset for this test."""
+    def get(flavor: str, **options: Any) -> InfluxFront:
+        key = (flavor, tuple(sorted(options.items())))
+        if key not in flavored_fronts:
+            flavored_fronts[key] = InfluxFront.start(
+                tmp_path_factory.mktemp(f"front-{flavor}"), influx_server.url,
+                token=flavor_token(flavor), flavor=flavor, **options)
+        front = flavored_fronts[key]
+        front.reset()
+        return front
+    return get

@@ -13,7 +13,7 @@ What every InfluxDB our users run takes (influxdb-servers.md, Reads):
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import urllib3
 
@@ -144,11 +144,16 @@ class InfluxQuery:
 
     def symbols(self, since_ns: int, until_ns: int) -> List[str]:
         """The symbols of the measurement (on servers that index by time, those with points
-        between `since_ns` and `until_ns`; InfluxDB 1.x lists every one it holds)."""
-        q = (f"SHOW TAG VALUES FROM {_quote_ident(self.settings.measurement)} WITH KEY = "
-             f"\"symbol\" WHERE time >= {since_ns} AND time < {until_ns}")
-        return sorted({str(row[-1]) for series in self.query(q)
-                       for row in series.get("values") or []})
+        between `since_ns` and `until_ns`; InfluxDB 1.x lists every one it holds). Asked per
+        QUERY_WINDOW_H: 3.x reads tag values from the data, under the same span limit."""
+        found: Set[str] = set()
+        window = int(QUERY_WINDOW_H * 3600) * 1_000_000_000
+        for start in range(since_ns, until_ns, window):
+            q = (f"SHOW TAG VALUES FROM {_quote_ident(self.settings.measurement)} WITH KEY = "
+                 f"\"symbol\" WHERE time >= {start} AND time < {min(start + window, until_ns)}")
+            found.update(str(row[-1]) for series in self.query(q)
+                         for row in series.get("values") or [])
+        return sorted(found)
 
     def close(self) -> None:
         """Close the kept-alive connection (it closes with the object too)."""

@@ -54,12 +54,11 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from workers.common import diskerrors
 from workers.errors import ContentRefused, PartialWrite, RetryableWriteError
 from workers.health import Stats
-from workers.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 # Bisection: per level at most four parts hold a refused line or the end of a refused run, and
@@ -72,6 +71,16 @@ SPLIT_STATUSES = (400, 422)  # refusals of lines, which smaller parts can narrow
 SERVER_ERROR = 500
 UNASKED = object()  # a part not written on its own yet
 UNSETTLED = "not sorted out within the request bound"
+
+
+class RejectedStore(Protocol):
+    """Where refused lines go: the worker's Spool (its rejected.lp), or load-files'
+    spool.RejectedFile (the same file, without opening the spool)."""
+
+    @property
+    def rejected_path(self) -> Path: ...
+
+    def reject(self, groups: Sequence[Tuple[str, Sequence[str]]]) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ class Refusals:
     """
 
     def __init__(self, worker: str, send: Callable[[str], Optional[Exception]],
-                 spool: Optional[Spool], stats: Stats) -> None:
+                 spool: Optional[RejectedStore], stats: Stats) -> None:
         self.worker = worker
         self.send = send
         self.spool = spool

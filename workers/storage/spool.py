@@ -22,6 +22,37 @@ log = logging.getLogger(__name__)
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
+class RejectedFile:
+    """`data/<worker>/rejected.lp`: one place for every line the server refused, beside the
+    worker's spool. scripts/load-files sets aside there too, without opening the spool (a
+    running worker may be appending to it)."""
+
+    def __init__(self, path: Path, database: str) -> None:
+        self.path = path
+        self._header = lp_header(database, create=False).encode()
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.path
+
+    def reject(self, groups: Sequence[Tuple[str, Sequence[str]]]) -> Path:
+        """Append lines the server refused, durably.
+
+        Each group is (reason, lines): a `# <UTC time> <reason>` comment, then its lines as
+        they were sent. With the `# DML` header the file loads with `influx -import` (which,
+        like every line-protocol reader, skips `#` lines). Raises OSError, and then keeps
+        nothing of this call, so the caller can try again with the same lines.
+        """
+        stamp = iso_seconds()
+        parts: List[str] = []
+        for reason, lines in groups:
+            parts.append(f"# {stamp} {' '.join(reason.split())}\n")
+            parts.extend(f"{line}\n" for line in lines)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_durable(self.path, "".join(parts).encode("utf-8"), self._header)
+        return self.path
+
+
 class Spool:
     def __init__(self, directory: Path, database: str, worker: str) -> None:
         self.directory = directory
@@ -29,6 +60,7 @@ class Spool:
         self.worker = worker
         self.lock = threading.Lock()
         self._header = lp_header(database, create=False).encode()
+        self.rejected = RejectedFile(directory.parent / "rejected.lp", database)
         directory.mkdir(parents=True, exist_ok=True)
         self._position_file = directory / "position"
         self._repair_tail()
@@ -67,28 +99,13 @@ class Spool:
             self._unsent = True
 
     def reject(self, groups: Sequence[Tuple[str, Sequence[str]]]) -> Path:
-        """Append lines the server refused to `rejected.lp` beside the spool, durably.
-
-        Each group is (reason, lines): a `# <UTC time> <reason>` comment, then its lines as
-        they were sent. With the `# DML` header the file loads with `influx -import` (which,
-        like every line-protocol reader, skips `#` lines). Raises OSError, and then keeps
-        nothing of this call, so the caller can try again with the same lines.
-        """
-        path = self.rejected_path
-        stamp = iso_seconds()
-        parts: List[str] = []
-        for reason, lines in groups:
-            parts.append(f"# {stamp} {' '.join(reason.split())}\n")
-            parts.extend(f"{line}\n" for line in lines)
-        data = "".join(parts).encode("utf-8")
+        """Append lines the server refused to `rejected.lp` beside the spool (RejectedFile)."""
         with self.lock:
-            append_durable(path, data, self._header)
-        return path
+            return self.rejected.reject(groups)
 
     @property
     def rejected_path(self) -> Path:
-        """`data/<worker>/rejected.lp`: one place for every line the server refused."""
-        return self.directory.parent / "rejected.lp"
+        return self.rejected.path
 
     def backlog_bytes(self) -> int:
         with self.lock:

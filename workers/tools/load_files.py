@@ -6,9 +6,12 @@ After switching from files to InfluxDB, the trades written only to `data/lp/<wor
 are not in the database yet. This writes every point of those files (plain and gzipped; the
 header, comment and blank lines skipped) through the worker's own sink: batches of
 WRITE_BATCH_SIZE lines, the same error classification and retries (backoff up to
-WRITE_RETRY_BUDGET_S per batch, honouring Retry-After). Loading is idempotent: a point's key is
-its trade time and id, so a point already stored is overwritten with itself, and running it
-twice (or after `scripts/gap-audit --repair`) adds nothing.
+WRITE_RETRY_BUDGET_S per batch, honouring Retry-After). Lines InfluxDB refuses are sorted out
+as the worker does (storage/refusals.py: a batch refused whole, as 2.7 and 3 Core refuse it for
+one line, is written again in parts) and only they are set aside, in the worker's
+`DATA_DIR/<worker>/rejected.lp`; the rest of the file is loaded. Loading is idempotent: a
+point's key is its trade time and id, so a point already stored is overwritten with itself, and
+running it twice (or after `scripts/gap-audit --repair`) adds nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from workers.common.backoff import SYSTEM_CLOCK, Clock
 from workers.errors import (
@@ -31,17 +34,22 @@ from workers.errors import (
     RetryableWriteError,
     exit_codes_help,
 )
+from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings, load_env, load_settings
 from workers.storage.lp_files import lp_files, point_batches
+from workers.storage.refusals import SPLIT_STATUSES, Refusals
 from workers.storage.sink import InfluxSink, Sink
+from workers.storage.spool import RejectedFile
 from workers.storage.writer import batch_backoff
 
 
 @dataclass
 class FileResult:
     path: Path
-    points: int = 0
+    points: int = 0  # points of the file loaded or set aside
     problem: str = ""  # why (part of) the file was not loaded
+    set_aside: int = 0  # lines InfluxDB refused, in `rejected`
+    rejected: Optional[Path] = None
 
 
 Notice = Callable[[str], None]
@@ -83,10 +91,27 @@ def write_with_retries(sink: Sink, body: str, write: WriteSettings,
             clock.sleep(delay)
 
 
+def refusals_for(worker: str, data_dir: Path, database: str, sink: Sink, write: WriteSettings,
+                 notice: Notice = _quiet) -> Refusals:
+    """The worker's way with refused lines, for `worker`'s files: each part of a refused batch
+    written with the same retries (a failure other than a refusal stops the load: LoadFailed),
+    the refused lines set aside in the worker's `DATA_DIR/<worker>/rejected.lp`."""
+    def send(body: str) -> Optional[Exception]:
+        try:
+            write_with_retries(sink, body, write, notice=notice)
+        except ContentRefused as exc:
+            return exc
+        return None
+    return Refusals(worker, send, RejectedFile(data_dir / worker / "rejected.lp", database),
+                    Stats())
+
+
 def load_file(path: Path, sink: Optional[Sink], write: WriteSettings,
-              notice: Notice = _quiet) -> FileResult:
-    """Write every point of `path` (count them only when `sink` is None). Stops at the first
-    batch InfluxDB refuses for its content, and says which lines and why."""
+              notice: Notice = _quiet, refusals: Optional[Refusals] = None) -> FileResult:
+    """Write every point of `path` (count them only when `sink` is None). A batch InfluxDB
+    refuses for its content is sorted out by `refusals` and only its refused lines are set
+    aside; without `refusals`, or when they cannot be set aside, loading the file stops there
+    and the result says which lines and why."""
     result = FileResult(path)
     line_no = 0
     try:
@@ -95,14 +120,32 @@ def load_file(path: Path, sink: Optional[Sink], write: WriteSettings,
                 try:
                     write_with_retries(sink, "\n".join(batch), write, notice=notice)
                 except ContentRefused as exc:
-                    result.problem = (f"InfluxDB refused points {line_no + 1}..."
-                                      f"{line_no + len(batch)} of the file: {exc.reason}")
-                    return result
+                    if not _set_aside(result, batch, exc, refusals):
+                        result.problem = (f"InfluxDB refused points {line_no + 1}..."
+                                          f"{line_no + len(batch)} of the file: {exc.reason}")
+                        return result
             line_no += len(batch)
             result.points = line_no
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         result.problem = f"unreadable after {line_no} points: {exc}"
     return result
+
+
+def _set_aside(result: FileResult, batch: List[str], refused: ContentRefused,
+               refusals: Optional[Refusals]) -> bool:
+    """As the worker's writer: a refusal of lines is sorted out, a refusal of the batch's size
+    (413) sets it aside whole. False when nothing could be set aside (no `refusals`, or
+    rejected.lp not writable)."""
+    if refusals is None:
+        return False
+    body = "\n".join(batch)
+    outcome = (refusals.sort_out(body, refused) if refused.status in SPLIT_STATUSES
+               else refusals.refused_whole(body, refused))
+    if not outcome.settled:
+        return False
+    result.set_aside += outcome.refused_lines
+    result.rejected = outcome.path or result.rejected
+    return True
 
 
 def shown(path: Path) -> Path:
@@ -146,14 +189,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     sink = InfluxSink(influx) if influx is not None and not args.dry_run else None
     target = f"bucket {influx.bucket!r} at {influx.url}" if influx else "(INFLUXDB_URL not set)"
-    total, failed, unreadable = 0, 0, 0
+    total, failed, unreadable, set_aside = 0, 0, 0, 0
     code = EXIT_OK
+    refusals: Dict[str, Refusals] = {}
     try:
         for path in files:
-            result = load_file(path, sink, settings.write, _say)
-            total += result.points
+            worker = path.parent.name
+            if sink is not None and influx is not None and worker not in refusals:
+                refusals[worker] = refusals_for(worker, settings.data_dir, influx.bucket, sink,
+                                                settings.write, _say)
+            result = load_file(path, sink, settings.write, _say, refusals.get(worker))
+            total += result.points - result.set_aside
+            set_aside += result.set_aside
             verb = "points counted (dry run)" if sink is None else "points loaded"
-            line = f"{shown(path)}: {result.points} {verb}"
+            line = f"{shown(path)}: {result.points - result.set_aside} {verb}"
+            if result.set_aside:
+                line += (f"; {result.set_aside} refused by InfluxDB, set aside in "
+                         f"{shown(result.rejected or path)}")
             if result.problem:
                 line += f"; {result.problem}"
                 if result.problem.startswith("unreadable"):
@@ -170,13 +222,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if sink is not None:
             sink.close()
-    if failed:
+    if failed or set_aside:
         code = EXIT_RUNTIME
     elif unreadable:
         code = EXIT_PROBLEM
     done = "would load" if sink is None else "loaded"
     print(f"total: {len(files)} file(s), {total} points {done} into {target}"
           + (f"; {failed} file(s) refused in part" if failed else "")
+          + (f"; {set_aside} refused line(s) set aside" if set_aside else "")
           + (f"; {unreadable} file(s) unreadable" if unreadable else ""))
     return code
 

@@ -21,6 +21,7 @@ matplotlib (the `plot` extra) is imported only when drawing; the Agg backend nee
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import re
@@ -29,7 +30,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from workers.common.timefmt import file_stamp, iso_seconds, parse_time
 from workers.errors import (
@@ -53,6 +54,9 @@ HEALTH_FIELDS = ("received", "written", "lag_p50_ms", "lag_p99_ms", "spool_bytes
                  "gaps", "backfilled", "invalid", "rejected")
 COUNTERS = ("reconnects", "gaps", "invalid", "rejected")  # backfilled: an axis of its own
 LOOKBACK_S = 3600  # without --since: the data of this span back from the end
+# InfluxDB is read a day at a time: 3 Core refuses a query over more than ~72 h (432 Parquet
+# files; influxdb-servers.md, Reads, "limits"), and a week's chart must draw there too.
+READ_WINDOW_S = 86400
 MIN_SPAN_S = 60  # a range picked from the data is at least this long
 CHARTS_DIR = PROJECT_ROOT / "charts"  # the default output folder (git-ignored)
 # One colour per worker, none repeated within a figure: tab10 without its grey (the others') and
@@ -235,12 +239,33 @@ def _regex(values: Sequence[str]) -> str:
     return "/^(" + "|".join(re.escape(v) for v in values) + ")$/"
 
 
-def influx_first(query: InfluxQuery, measurement: str, field_name: str, where: str
-                 ) -> Optional[int]:
-    """The time (epoch ns) of the first point matching `where`, or None."""
-    q = f'SELECT first("{field_name}") FROM "{measurement}" WHERE {where}'
-    times = [int(row["time"]) for _, row in _series_rows(query.query(q)) if row.get("time")]
-    return min(times, default=None)
+def read_windows(since_ns: int, until_ns: int, step_s: int = 1) -> List[Span]:
+    """[since, until) cut at multiples of a window of whole steps (about READ_WINDOW_S): each
+    query stays within 3 Core's span, and each GROUP BY time(step) interval (InfluxDB aligns
+    them to multiples of the step) lies in one window, so no interval is counted in two."""
+    step = step_s * NS
+    window = max(step, READ_WINDOW_S * NS // step * step)
+    out: List[Span] = []
+    start = since_ns
+    while start < until_ns:
+        end = min(until_ns, (start // window + 1) * window)
+        out.append((start, end))
+        start = end
+    return out
+
+
+Where = Callable[[int, int], str]  # the WHERE of a query over [since, until)
+
+
+def influx_first(query: InfluxQuery, measurement: str, field_name: str, where: Where,
+                 since_ns: int, until_ns: int) -> Optional[int]:
+    """The time (epoch ns) of the first point in [since, until) matching `where`, or None."""
+    for start, end in read_windows(since_ns, until_ns):
+        q = f'SELECT first("{field_name}") FROM "{measurement}" WHERE {where(start, end)}'
+        times = [int(row["time"]) for _, row in _series_rows(query.query(q)) if row.get("time")]
+        if times:
+            return min(times)
+    return None
 
 
 def market_where(symbols: Sequence[str], since_ns: int, until_ns: int) -> str:
@@ -254,21 +279,22 @@ def health_where(workers: Sequence[str], since_ns: int, until_ns: int) -> str:
 
 def influx_market(query: InfluxQuery, measurement: str, symbols: Sequence[str],
                   since_ns: int, until_ns: int, step_s: int) -> Dict[str, Market]:
-    where = market_where(symbols, since_ns, until_ns)
     by = f'GROUP BY time({step_s}s), "symbol" fill(none)'
     m = f'"{measurement}"'
     per: Dict[str, Dict[int, Dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
-    statements = (
-        f'SELECT last("price") AS "price", count("trade_id") AS "trades", sum("qty") AS "qty" '
-        f'FROM {m} WHERE {where} {by}',
-        f'SELECT sum("pv") AS "pv" FROM (SELECT "price" * "qty" AS "pv" FROM {m} WHERE {where} '
-        f'GROUP BY "symbol") WHERE time >= {since_ns} AND time < {until_ns} {by}',
-        f'SELECT sum("qty") AS "sell" FROM {m} WHERE {where} AND "buyer_maker" = true {by}',
-        f'SELECT sum("qty") AS "buy" FROM {m} WHERE {where} AND "buyer_maker" = false {by}',
-    )
-    for q in statements:
-        for tags, row in _series_rows(query.query(q)):  # audit's /query client
-            per[tags.get("symbol", "")][int(row.pop("time"))].update(row)
+    for start, end in read_windows(since_ns, until_ns, step_s):
+        where = market_where(symbols, start, end)
+        statements = (
+            f'SELECT last("price") AS "price", count("trade_id") AS "trades", sum("qty") AS '
+            f'"qty" FROM {m} WHERE {where} {by}',
+            f'SELECT sum("pv") AS "pv" FROM (SELECT "price" * "qty" AS "pv" FROM {m} WHERE '
+            f'{where} GROUP BY "symbol") WHERE time >= {start} AND time < {end} {by}',
+            f'SELECT sum("qty") AS "sell" FROM {m} WHERE {where} AND "buyer_maker" = true {by}',
+            f'SELECT sum("qty") AS "buy" FROM {m} WHERE {where} AND "buyer_maker" = false {by}',
+        )
+        for q in statements:
+            for tags, row in _series_rows(query.query(q)):  # audit's /query client
+                per[tags.get("symbol", "")][int(row.pop("time"))].update(row)
     out: Dict[str, Market] = {}
     step = step_s * NS
     for symbol in symbols:
@@ -296,15 +322,15 @@ def influx_health(query: InfluxQuery, measurement: str, workers: Sequence[str],
     step_s = max(step_s, 10)  # one point per 10 s: smaller intervals would be mostly empty
     aggs = ", ".join(f'{"max" if f.startswith("lag") else "last"}("{f}") AS "{f}"'
                      for f in HEALTH_FIELDS)
-    where = health_where(workers, since_ns, until_ns)
-    q = (f'SELECT {aggs} FROM "{measurement}" WHERE {where} '
-         f'GROUP BY time({step_s}s), "host", "worker" fill(none)')
     out: Dict[str, Dict[str, List[Any]]] = {}
-    for tags, row in _series_rows(query.query(q)):
-        name = tags.get("worker", "?") + (f"@{tags['host']}" if tags.get("host") else "")
-        series = out.setdefault(name, {k: [] for k in ("time", *HEALTH_FIELDS)})
-        for k in ("time", *HEALTH_FIELDS):
-            series[k].append(row.get(k))
+    for start, end in read_windows(since_ns, until_ns, step_s):
+        q = (f'SELECT {aggs} FROM "{measurement}" WHERE {health_where(workers, start, end)} '
+             f'GROUP BY time({step_s}s), "host", "worker" fill(none)')
+        for tags, row in _series_rows(query.query(q)):
+            name = tags.get("worker", "?") + (f"@{tags['host']}" if tags.get("host") else "")
+            series = out.setdefault(name, {k: [] for k in ("time", *HEALTH_FIELDS)})
+            for k in ("time", *HEALTH_FIELDS):
+                series[k].append(row.get(k))
     return out
 
 
@@ -573,7 +599,8 @@ def chart_of_health(req: Request, query: InfluxQuery, out: Path) -> None:
     assert req.settings.influx is not None
     health_m, workers = req.settings.influx.health_measurement, req.args.worker
     first = None if req.given else influx_first(
-        query, health_m, "received", health_where(workers, req.since, req.until))
+        query, health_m, "received", functools.partial(health_where, workers), req.since,
+        req.until)
     span, step_s = req.span_and_step(first)
     health = influx_health(query, health_m, workers, *span, step_s)
     if not health:
@@ -585,7 +612,8 @@ def chart_of_health(req: Request, query: InfluxQuery, out: Path) -> None:
 def chart_of_market(req: Request, query: InfluxQuery, out: Path) -> None:
     measurement = req.settings.measurement
     first = None if req.given else influx_first(
-        query, measurement, "price", market_where(req.symbols, req.since, req.until))
+        query, measurement, "price", functools.partial(market_where, req.symbols), req.since,
+        req.until)
     span, step_s = req.span_and_step(first)
     markets = influx_market(query, measurement, req.symbols, *span, step_s)
     _require(markets, req.symbols, f"in InfluxDB {req.looked}")

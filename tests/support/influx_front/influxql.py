@@ -7,6 +7,11 @@ influxdb-servers.md, Reads table:
   for days does): no lower `time` bound, or more than `limit` between the bounds (the upper one
   defaults to now()). Bounds are read from every `time <op> value` of the statement, its
   subqueries included, as if joined by AND; `OR` between time conditions is not understood.
+  `SHOW TAG VALUES` is held to the same bound ("every query needs a `time` bound"): on 3.x it
+  reads the tag column of the data, not an index (that reading is ours, the reference gives
+  the rule, not the plan). `SHOW MEASUREMENTS`, `SHOW FIELD KEYS` and `SHOW TAG KEYS` are
+  answered from the catalog and stay unbounded. Cloud Serverless's "limits" cell names file,
+  time and byte caps but no time bound, so that flavor has none (`--query-span` sets one).
 - "not implemented" row, 3 Core and Cloud Serverless columns: `SLIMIT/SOFFSET`, `FROM db..m`,
   `SAMPLE()`, technical-analysis functions, `SHOW SERIES`.
 """
@@ -25,6 +30,8 @@ _VALUE = rf"(now\(\)(?:\s*[+-]\s*{_DURATION})?|'[^']*'|-?\d+{_UNIT}?)"
 TIME_CONDITION = re.compile(rf'(?<![\w"])"?time"?\s*(>=|<=|>|<|=)\s*{_VALUE}', re.IGNORECASE)
 _PART = re.compile(rf"(\d+)({_UNIT})")
 RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\d)(?:[T ](\d\d:\d\d:\d\d))?(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+# The statements that read the data, and so are held to the span (module docstring).
+SCANS_DATA = re.compile(r"^\s*(?:SELECT|SHOW\s+TAG\s+VALUES)\b", re.IGNORECASE)
 # The wording of 3 Core's refusal (influxdb3 source, parquet file limit check).
 FILE_LIMIT_MESSAGE = (
     "error while planning query: External error: Query would exceed file limit of 432 parquet "
@@ -128,10 +135,10 @@ def time_bounds(statement: str, now_ns: int) -> Tuple[Optional[int], int]:
 
 
 def span_refusal(query: str, now_ns: int, limit_ns: int) -> Optional[str]:
-    """3 Core's refusal of a SELECT over more than `limit_ns` (or with no lower time bound),
-    or None when every SELECT of the query is within it."""
+    """3 Core's refusal of a SELECT or SHOW TAG VALUES over more than `limit_ns` (or with no
+    lower time bound), or None when every such statement of the query is within it."""
     for statement in split_statements(query):
-        if not re.match(r"^\s*SELECT\b", statement, re.IGNORECASE):
+        if not SCANS_DATA.match(statement):
             continue
         lower, upper = time_bounds(statement, now_ns)
         if lower is None or upper - lower > limit_ns:

@@ -109,6 +109,24 @@ def test_trade_ids_asks_window_by_window_and_yields_every_id(answers):
                       for a, b in ((0, 10 * s), (10 * s, 20 * s), (20 * s, 25 * s))]
 
 
+def tag_values(*values: str) -> dict:
+    return {"results": [{"statement_id": 0, "series": [
+        {"name": "price_ticks", "columns": ["key", "value"],
+         "values": [["symbol", v] for v in values]}]}]}
+
+
+def test_the_symbols_of_a_week_are_asked_a_window_at_a_time(answers):
+    # 3 Core holds SHOW TAG VALUES to its ~72 h span too (it reads them from the data)
+    answers.queue = [tag_values("BTCUSDT"), tag_values("ETHUSDT", "BTCUSDT")]
+    day = int(QUERY_WINDOW_H * 3600) * 1_000_000_000
+
+    found = InfluxQuery(settings(answers.url)).symbols(0, day + 5)
+
+    assert found == ["BTCUSDT", "ETHUSDT"]
+    assert [params["q"][0].split("WHERE ")[1] for _, params, _ in answers.requests] == [
+        f"time >= 0 AND time < {day}", f"time >= {day} AND time < {day + 5}"]
+
+
 def maxima(*rows: Tuple[str, int, int]) -> dict:
     """A last-trades answer: (symbol, max id, its time) per series."""
     return {"results": [{"statement_id": 0, "series": [

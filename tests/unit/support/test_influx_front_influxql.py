@@ -48,10 +48,11 @@ def test_bounds_come_from_every_time_condition_and_the_upper_defaults_to_now():
     "SELECT max(trade_id) FROM price_ticks WHERE time > now() - 72h GROUP BY symbol",
     f"SELECT trade_id FROM t WHERE symbol = 'X' AND time >= {NOW - 3 * H} AND time < {NOW}",
     "SELECT mean(price) FROM t WHERE time >= 1699900000000ms and time <= 1700000000000ms",
-    "SHOW TAG VALUES FROM t WITH KEY = symbol",  # not a SELECT: no span to check
     "SELECT * FROM (SELECT price FROM t WHERE time > now() - 1h)",  # the subquery's bound
+    'SHOW TAG VALUES FROM "t" WITH KEY = "symbol" WHERE time > now() - 24h',
+    "SHOW MEASUREMENTS", 'SHOW FIELD KEYS FROM "t"', 'SHOW TAG KEYS FROM "t"',  # the catalog
 ])
-def test_a_bounded_select_within_72h_passes(query):
+def test_a_bounded_select_within_72h_or_a_catalog_query_passes(query):
     assert span_refusal(query, NOW, LIMIT) is None
 
 
@@ -61,8 +62,10 @@ def test_a_bounded_select_within_72h_passes(query):
     "SELECT price FROM t WHERE time < now()",  # an upper bound only
     f"SELECT trade_id FROM t WHERE time >= {NOW - 73 * H} AND time < {NOW}",
     "SELECT 1 FROM t WHERE time > now() - 1h; SELECT price FROM t",  # one statement is enough
+    "SHOW TAG VALUES FROM t WITH KEY = symbol",  # reads the data: bounded as a SELECT
+    'show tag values with key = "host" where time > now() - 7d',
 ])
-def test_an_unbounded_or_longer_select_is_refused_in_3_cores_words(query):
+def test_an_unbounded_or_longer_select_or_tag_values_is_refused_in_3_cores_words(query):
     assert span_refusal(query, NOW, LIMIT) == FILE_LIMIT_MESSAGE
     assert "Query would exceed file limit of 432 parquet files" in FILE_LIMIT_MESSAGE
 

@@ -1,8 +1,11 @@
 """load-files' writes: the worker's batch retries (workers/storage/writer.py `batch_backoff`) on a
 fake clock: retried with growing delays, Retry-After honoured, given up when the budget is spent
-or InfluxDB refuses the token, a content refusal left to the caller."""
+or InfluxDB refuses the token, a content refusal left to the caller; and a file's batches that
+InfluxDB refuses whole (2.7, 3 Core) sorted out as the worker does, only the refused lines set
+aside in the worker's rejected.lp."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -11,7 +14,7 @@ from tests.support.clock import FakeClock
 from workers.errors import ContentRefused, LoadFailed, RetryableWriteError
 from workers.settings import InfluxSettings, WriteSettings
 from workers.storage.sink import classify_status
-from workers.tools.load_files import write_with_retries
+from workers.tools.load_files import load_file, refusals_for, write_with_retries
 
 INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucket="ticks",
                         measurement="price_ticks", health_measurement="streamer_health",
@@ -128,3 +131,65 @@ def test_a_write_that_succeeds_at_once_says_nothing():
     write_with_retries(FailingSink(), "a b=1 1", WRITE, FakeClock(), notices.append)
 
     assert notices == []
+
+
+# -- a batch refused whole: only its refused lines set aside (issue 19, load-files) -------------
+
+WHOLE = classify_status(400, '{"code": "invalid", "message": "unable to parse \'oops\'"}', None,
+                        INFLUX)
+
+
+class WholeBatchServer:
+    """Refuses a whole body when a line of it holds `oops`, as 2.7 and 3 Core do; else stores."""
+
+    def __init__(self) -> None:
+        self.stored: List[str] = []
+        self.requests = 0
+
+    def write(self, body: str) -> None:
+        self.requests += 1
+        lines = body.split("\n")
+        if any("oops" in line for line in lines):
+            raise WHOLE
+        self.stored.extend(lines)
+
+    def close(self) -> None:
+        pass
+
+
+def lp_file_of(tmp_path: Path, lines: List[str]) -> Path:
+    path = tmp_path / "lp" / "btcusdt" / "btcusdt-20261124T100000Z.lp"
+    path.parent.mkdir(parents=True)
+    path.write_text("# DML\n# CONTEXT-DATABASE: ticks\n" + "".join(f"{ln}\n" for ln in lines))
+    return path
+
+
+def test_a_batch_refused_whole_sets_aside_only_its_refused_lines_and_loads_the_rest(tmp_path):
+    assert isinstance(WHOLE, ContentRefused) and WHOLE.status == 400
+    lines = [f"price_ticks,symbol=BTCUSDT price=1.5,trade_id={i}i {i}" for i in range(1, 301)]
+    bad = (7, 150, 299)
+    for i in bad:
+        lines[i] = f"price_ticks,symbol=BTCUSDT price=oops,trade_id={i}i {i + 1}"
+    path = lp_file_of(tmp_path, lines)
+    server = WholeBatchServer()
+    refusals = refusals_for("btcusdt", tmp_path / "data", "ticks", server, WRITE)
+
+    result = load_file(path, server, WRITE, refusals=refusals)
+
+    assert result.problem == "" and result.points == 300 and result.set_aside == 3
+    path = tmp_path / "data" / "btcusdt" / "rejected.lp"
+    assert result.rejected == path
+    rejected = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    assert rejected == [lines[i] for i in bad]
+    assert sorted(server.stored) == sorted(set(lines) - set(rejected))
+    assert not (tmp_path / "data" / "btcusdt" / "spool").exists()  # the worker's: not opened
+
+
+def test_without_refusals_a_refused_batch_stops_the_file_with_its_line_range(tmp_path):
+    lines = [f"price_ticks,symbol=BTCUSDT price=1.5,trade_id={i}i {i}" for i in range(1, 251)]
+    lines[120] = "price_ticks,symbol=BTCUSDT price=oops 121"
+
+    result = load_file(lp_file_of(tmp_path, lines), WholeBatchServer(), WRITE)
+
+    assert result.points == 100 and result.set_aside == 0
+    assert result.problem.startswith("InfluxDB refused points 101...200 of the file: ")

@@ -119,3 +119,30 @@ def test_without_out_the_chart_goes_under_charts_which_git_ignores(tmp_path, mon
     assert code == 0
     (written,) = (tmp_path / "charts").glob("market-BTCUSDT-files-*.png")
     assert capsys.readouterr().out == f"plot: wrote {written}\n"  # says where
+
+
+# -- read in windows: 3 Core refuses a query over more than ~72 h ------------------------------
+
+DAY = 86400 * plot.NS
+
+
+def test_a_week_is_read_a_day_at_a_time_cut_at_whole_days():
+    since, until = 5 * DAY + 3600 * plot.NS, 12 * DAY
+
+    windows = plot.read_windows(since, until, step_s=3600)
+
+    assert windows[0] == (since, 6 * DAY) and windows[-1] == (11 * DAY, until)
+    assert len(windows) == 7 and all(b == c for (_, b), (c, _) in zip(windows, windows[1:]))
+    assert max(b - a for a, b in windows) <= plot.READ_WINDOW_S * plot.NS
+
+
+def test_each_interval_lies_in_one_window_whatever_the_step():
+    step_s = 7000  # no divisor of a day: windows of 12 steps (84,000 s)
+    windows = plot.read_windows(0, 3 * DAY, step_s)
+
+    assert all(a % (step_s * plot.NS) == 0 for a, _ in windows)
+    assert windows[1][0] == 84000 * plot.NS
+
+
+def test_an_interval_longer_than_a_day_is_one_window_of_its_own():
+    assert plot.read_windows(0, 4 * DAY, step_s=2 * 86400) == [(0, 2 * DAY), (2 * DAY, 4 * DAY)]
