@@ -145,7 +145,7 @@ class InfluxQuery:
     def symbols(self, since_ns: int, until_ns: int) -> List[str]:
         """The symbols of the measurement (on servers that index by time, those with points
         between `since_ns` and `until_ns`; InfluxDB 1.x lists every one it holds)."""
-        q = (f"SHOW TAG VALUES FROM {_quote_ident(self.settings.measurement)} WITH KEY = "
+        q = (f"SHOW TAG VALUES FROM {quote_ident(self.settings.measurement)} WITH KEY = "
              f"\"symbol\" WHERE time >= {since_ns} AND time < {until_ns}")
         return sorted({str(row[-1]) for series in self.query(q)
                        for row in series.get("values") or []})
@@ -166,11 +166,11 @@ def query_refused(status: int, body: bytes, s: InfluxSettings) -> str:
     return f"InfluxDB /query answered {status}: {words}"
 
 
-def _quote_string(text: str) -> str:
+def quote_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _quote_ident(text: str) -> str:
+def quote_ident(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -187,8 +187,8 @@ def last_trades_query(measurement: str, symbols: Optional[Sequence[str]],
     if until_h:
         where += f" AND time <= now() - {_hours(until_h)}"
     if symbols is not None and len(symbols) <= SYMBOL_FILTER_MAX:
-        where += " AND (" + " OR ".join(f"symbol = {_quote_string(s)}" for s in symbols) + ")"
-    return f"SELECT max(trade_id) FROM {_quote_ident(measurement)} WHERE {where} GROUP BY symbol"
+        where += " AND (" + " OR ".join(f"symbol = {quote_string(s)}" for s in symbols) + ")"
+    return f"SELECT max(trade_id) FROM {quote_ident(measurement)} WHERE {where} GROUP BY symbol"
 
 
 def _hours(hours: float) -> str:

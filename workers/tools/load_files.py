@@ -16,9 +16,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
-from workers.common.backoff import SYSTEM_CLOCK, Clock
 from workers.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -27,14 +26,12 @@ from workers.errors import (
     ConfigError,
     ContentRefused,
     LoadFailed,
-    PermanentWriteError,
-    RetryableWriteError,
     exit_codes_help,
 )
 from workers.settings import InfluxSettings, WriteSettings, load_env, load_settings
 from workers.storage.lp_files import lp_files, point_batches
+from workers.storage.retry_write import Notice, quiet, write_with_retries
 from workers.storage.sink import InfluxSink, Sink
-from workers.storage.writer import batch_backoff
 
 
 @dataclass
@@ -44,47 +41,8 @@ class FileResult:
     problem: str = ""  # why (part of) the file was not loaded
 
 
-Notice = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-def write_with_retries(sink: Sink, body: str, write: WriteSettings,
-                       clock: Clock = SYSTEM_CLOCK, notice: Notice = _quiet) -> None:
-    """One batch as the worker's writer sends it: retryable failures again with backoff until
-    WRITE_RETRY_BUDGET_S is spent (then LoadFailed); a token or bucket refusal is LoadFailed at
-    once; a content refusal (ContentRefused) goes to the caller. The first failure is told to
-    `notice` at once (what failed, how long it keeps trying), and so is a recovery after it:
-    a user must not stare at a silent terminal for the whole budget."""
-    backoff = batch_backoff(write, clock)
-    failures = 0
-    while True:
-        try:
-            sink.write(body)
-            if failures:
-                notice(f"InfluxDB took the batch after {failures} failed attempt"
-                       f"{'s' if failures > 1 else ''}: loading goes on")
-            return
-        except ContentRefused:
-            raise
-        except PermanentWriteError as exc:
-            raise LoadFailed(str(exc)) from None
-        except RetryableWriteError as exc:
-            failures += 1
-            if failures == 1:
-                notice(f"{exc}; retrying until WRITE_RETRY_BUDGET_S={write.retry_budget_s:g} s "
-                       "have passed (Ctrl-C stops)")
-            delay = backoff.next_delay(exc.retry_after or 0.0)
-            if not backoff.fits(delay):
-                raise LoadFailed(f"{exc} (still failing after WRITE_RETRY_BUDGET_S="
-                                 f"{write.retry_budget_s:g})") from None
-            clock.sleep(delay)
-
-
 def load_file(path: Path, sink: Optional[Sink], write: WriteSettings,
-              notice: Notice = _quiet) -> FileResult:
+              notice: Notice = quiet) -> FileResult:
     """Write every point of `path` (count them only when `sink` is None). Stops at the first
     batch InfluxDB refuses for its content, and says which lines and why."""
     result = FileResult(path)
