@@ -8,8 +8,9 @@ one is not published yet), every other day a daily file; each is checked against
 through the worker's own write path (history/load.py): the same point key and fields, so a
 trade live capture already stored is the same point, and loading twice adds nothing.
 
-Downloads run N at a time (--parallel, default 4) into a temp dir under DATA_DIR/history/,
-removed as each file is loaded; loading is sequential. A file loaded whole is recorded in
+Downloads run N at a time (--parallel, default 4) into DATA_DIR/history/download-<pid>/ (each
+file removed once loaded, the directory at the end, or by the next run after a kill); loading
+is sequential. A file loaded whole is recorded in
 DATA_DIR/history/<SYMBOL>/loaded.json and skipped on the next run unless --force: an
 interrupted run (Ctrl-C, SIGTERM, a kill) loads again only what it had not recorded. After it,
 one `capture_days` point (check=loaded) per UTC day the file covers.
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -238,7 +239,9 @@ class Run:
         self.stopping = threading.Event()
         self.home = settings.data_dir / "history"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix="download-", dir=self.home))
+        remove_stale_downloads(self.home)
+        self.tmp = self.home / f"download-{os.getpid()}"
+        self.tmp.mkdir(exist_ok=True)
         self.client = ArchiveClient(settings.archive_url, parallel, stopping=self.stopping)
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="download")
         self.problems = 0
@@ -330,6 +333,24 @@ class Run:
             self.loader.close()
         self.client.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def remove_stale_downloads(home: Path) -> None:
+    """The temp dirs of runs that were killed (download-<pid> of a process gone)."""
+    for directory in home.glob("download-*"):
+        pid = directory.name.partition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _archive_problem(exc: ArchiveError) -> str:
