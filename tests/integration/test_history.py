@@ -131,8 +131,9 @@ def test_a_load_overlapping_live_capture_stores_nothing_twice(
     assert sent >= len(sim.ledger_ids("BTCUSDT")) + 3000  # both wrote the days: same points
 
 
-def test_a_killed_load_resumes_and_ends_exact(tmp_path, exchange_sim, influx_front,
-                                              influx_db) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "sigterm"])
+def test_an_interrupted_load_resumes_and_ends_exact(tmp_path, exchange_sim, influx_front,
+                                                   influx_db, sig: int) -> None:
     sim = exchange_sim("--symbol", "BTCUSDT:rate=0",
                        "--past-days", "BTCUSDT:from=2025-01-01:to=2025-01-04:per_day=3000",
                        "--clock", "2025-02-01T00:00:05Z")
@@ -142,10 +143,13 @@ def test_a_killed_load_resumes_and_ends_exact(tmp_path, exchange_sim, influx_fro
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
-    first_line = proc.stdout.readline()  # the first file loaded whole: kill it right there
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    first_line = proc.stdout.readline()  # the first file loaded whole: stop it right there
+    proc.send_signal(sig)
+    said = proc.stdout.read()
+    code = proc.wait(40)
     assert LOADED.match(first_line.rstrip("\n")), first_line
+    if sig == signal.SIGTERM:  # stopped cleanly: what it wrote is stored, the rest said
+        assert code == 1 and said.splitlines()[-1].startswith("history: interrupted: "), said
     recorded = json.loads((tmp_path / "data/history/BTCUSDT/loaded.json").read_text())["files"]
     assert 1 <= len(recorded) < 4
     assert len(set(stored_ids(influx_db))) < len(sim.ledger_ids("BTCUSDT"))
@@ -156,7 +160,29 @@ def test_a_killed_load_resumes_and_ends_exact(tmp_path, exchange_sim, influx_fro
     assert set(loaded_lines(rest.stdout)) == {"2025-01-01", "2025-01-02", "2025-01-03",
                                               "2025-01-04"} - set(recorded), rest.stdout
     assert_exact(sim, influx_db)
-    assert not list((tmp_path / "data/history").glob("download-*")), "the killed run's temp dir"
+    assert not list((tmp_path / "data/history").glob("download-*")), "the stopped run's temp dir"
+
+
+def test_influxdb_failing_is_exit_3_and_the_next_run_sends_the_spool_first(
+        tmp_path, past, influx_front, influx_db) -> None:
+    influx_front.fault("unavailable", seconds=60)
+    env = history_env(tmp_path, past, influx_front, influx_db, WRITE_BATCH_SIZE="500",
+                      WRITE_RETRY_INITIAL_MS="100", WRITE_RETRY_BUDGET_S="0.5")
+
+    failed = history(env, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
+
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert re.search(r"^BTCUSDT 2024-12-31: InfluxDB failed: [\d,]+ trades wait in the spool ",
+                     failed.stdout, re.M), failed.stdout
+    assert failed.stdout.splitlines()[-1].startswith("history: InfluxDB failed: run again")
+    assert list((tmp_path / "data/history/BTCUSDT/spool").glob("*.lp"))
+    influx_front.clear_faults()  # InfluxDB answers again
+
+    again = history(env, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(loaded_lines(again.stdout)) == ["2024-12-31", "2025-01-01", "2025-01-02"]
+    assert_exact(past, influx_db)
 
 
 def test_unpublished_and_truncated_days_are_said_and_loaded_by_a_later_run(
