@@ -289,6 +289,10 @@ class Run:
                     raise KeyboardInterrupt from None
                 self._problem(label, _archive_problem(exc))
                 continue
+            except OSError as exc:  # the temp dir: a full or read-only disk
+                self._problem(label, f"cannot save the download in {self.tmp}: {exc}; free "
+                                     "space under DATA_DIR and run again")
+                continue
             try:
                 self._load(label, downloaded, loaded, started)
             finally:

@@ -80,3 +80,28 @@ def test_progress_says_bytes_trades_rate_and_time_left() -> None:
     line = progress.line()
     assert line.startswith("1/4 files, 2.5 MB downloaded, 1,234,567 trades loaded (")
     assert "/s), ~" in line and line.endswith(" left")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bar_is_redrawn_in_place_and_cleared_before_a_result(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = Terminal()
+    progress = Progress(out)
+    progress.files_total = 2
+    progress.loaded(5_000)
+    assert out.getvalue().startswith("\r\x1b[K0/2 files, 0.0 MB downloaded, 5,000 trades")
+    progress.say("BTCUSDT 2025-03-04: 5,000 trades loaded")
+    assert out.getvalue().endswith("\r\x1b[K")
+    assert capsys.readouterr().out == "BTCUSDT 2025-03-04: 5,000 trades loaded\n"
+
+
+def test_elsewhere_progress_is_a_plain_line_at_most_every_10_s() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    for _ in range(100):
+        progress.downloaded(1_000_000)
+    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("history: 0/0 files")
