@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from email.message import Message
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import pytest
 
@@ -435,7 +435,8 @@ def write_with_the_writer(front: InfluxFront, db: InfluxDb, tmp_path: Path,
     writer.start()
     last = len(lines) - 1
     writer.submit(Batch(1, lines, len(lines), {"BTCUSDT": last}, int(time.time() * 1000)))
-    assert poll(lambda: writer.checkpoint.snapshot().get("BTCUSDT") == last, timeout=60)
+    checkpoint = cast(Checkpoint, writer.checkpoint)  # the Writer takes any DurableMarks
+    assert poll(lambda: checkpoint.snapshot().get("BTCUSDT") == last, timeout=60)
     writer.stop(10.0)
     return stats
 

@@ -235,6 +235,8 @@ class ArchiveClient:
                     raise ArchiveError(file.name + suffix, f"HTTP {status} from {url}")
                 try:
                     for chunk in response.stream(CHUNK_BYTES):
+                        if self.stopping.is_set():  # Ctrl-C: not the rest of a 1 GB file
+                            raise ArchiveError(file.name + suffix, "stopped")
                         sink(chunk)
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     problem = type(exc).__name__
@@ -298,9 +300,9 @@ def read_trades(path: Path, symbol: str, name: Optional[str] = None,
             with archive.open(members[0]) as raw:
                 for line, row in enumerate(io.TextIOWrapper(raw, "ascii", newline=""), 1):
                     cells = row.rstrip("\r\n").split(",")
+                    if line == 1 and cells[0] == "id":
+                        continue  # a header (futures files have one; spot may one day)
                     if len(cells) != 7:
-                        if line == 1 and cells[0] == "id":
-                            continue  # a header (futures files have one; spot may one day)
                         raise ArchiveCorrupt(label, f"{len(cells)} columns, not 7", line)
                     yield make_trade(symbol, int(cells[0]), cells[1], cells[2], int(cells[4]),
                                      _flag(cells[5]), now_ms=now_ms)

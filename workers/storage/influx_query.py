@@ -149,7 +149,7 @@ class InfluxQuery:
         found: Set[str] = set()
         window = int(QUERY_WINDOW_H * 3600) * 1_000_000_000
         for start in range(since_ns, until_ns, window):
-            q = (f"SHOW TAG VALUES FROM {_quote_ident(self.settings.measurement)} WITH KEY = "
+            q = (f"SHOW TAG VALUES FROM {quote_ident(self.settings.measurement)} WITH KEY = "
                  f"\"symbol\" WHERE time >= {start} AND time < {min(start + window, until_ns)}")
             found.update(str(row[-1]) for series in self.query(q)
                          for row in series.get("values") or [])
@@ -171,11 +171,11 @@ def query_refused(status: int, body: bytes, s: InfluxSettings) -> str:
     return f"InfluxDB /query answered {status}: {words}"
 
 
-def _quote_string(text: str) -> str:
+def quote_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _quote_ident(text: str) -> str:
+def quote_ident(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -192,8 +192,8 @@ def last_trades_query(measurement: str, symbols: Optional[Sequence[str]],
     if until_h:
         where += f" AND time <= now() - {_hours(until_h)}"
     if symbols is not None and len(symbols) <= SYMBOL_FILTER_MAX:
-        where += " AND (" + " OR ".join(f"symbol = {_quote_string(s)}" for s in symbols) + ")"
-    return f"SELECT max(trade_id) FROM {_quote_ident(measurement)} WHERE {where} GROUP BY symbol"
+        where += " AND (" + " OR ".join(f"symbol = {quote_string(s)}" for s in symbols) + ")"
+    return f"SELECT max(trade_id) FROM {quote_ident(measurement)} WHERE {where} GROUP BY symbol"
 
 
 def _hours(hours: float) -> str:

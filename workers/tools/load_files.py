@@ -19,9 +19,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from workers.common.backoff import SYSTEM_CLOCK, Clock
 from workers.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -30,17 +29,15 @@ from workers.errors import (
     ConfigError,
     ContentRefused,
     LoadFailed,
-    PermanentWriteError,
-    RetryableWriteError,
     exit_codes_help,
 )
 from workers.health import Stats
 from workers.settings import InfluxSettings, WriteSettings, load_env, load_settings
 from workers.storage.lp_files import lp_files, point_batches
 from workers.storage.refusals import SPLIT_STATUSES, Refusals
+from workers.storage.retry_write import Notice, quiet, write_with_retries
 from workers.storage.sink import InfluxSink, Sink
 from workers.storage.spool import RejectedFile
-from workers.storage.writer import batch_backoff
 
 
 @dataclass
@@ -52,47 +49,8 @@ class FileResult:
     rejected: Optional[Path] = None
 
 
-Notice = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-def write_with_retries(sink: Sink, body: str, write: WriteSettings,
-                       clock: Clock = SYSTEM_CLOCK, notice: Notice = _quiet) -> None:
-    """One batch as the worker's writer sends it: retryable failures again with backoff until
-    WRITE_RETRY_BUDGET_S is spent (then LoadFailed); a token or bucket refusal is LoadFailed at
-    once; a content refusal (ContentRefused) goes to the caller. The first failure is told to
-    `notice` at once (what failed, how long it keeps trying), and so is a recovery after it:
-    a user must not stare at a silent terminal for the whole budget."""
-    backoff = batch_backoff(write, clock)
-    failures = 0
-    while True:
-        try:
-            sink.write(body)
-            if failures:
-                notice(f"InfluxDB took the batch after {failures} failed attempt"
-                       f"{'s' if failures > 1 else ''}: loading goes on")
-            return
-        except ContentRefused:
-            raise
-        except PermanentWriteError as exc:
-            raise LoadFailed(str(exc)) from None
-        except RetryableWriteError as exc:
-            failures += 1
-            if failures == 1:
-                notice(f"{exc}; retrying until WRITE_RETRY_BUDGET_S={write.retry_budget_s:g} s "
-                       "have passed (Ctrl-C stops)")
-            delay = backoff.next_delay(exc.retry_after or 0.0)
-            if not backoff.fits(delay):
-                raise LoadFailed(f"{exc} (still failing after WRITE_RETRY_BUDGET_S="
-                                 f"{write.retry_budget_s:g})") from None
-            clock.sleep(delay)
-
-
 def refusals_for(worker: str, data_dir: Path, database: str, sink: Sink, write: WriteSettings,
-                 notice: Notice = _quiet) -> Refusals:
+                 notice: Notice = quiet) -> Refusals:
     """The worker's way with refused lines, for `worker`'s files: each part of a refused batch
     written with the same retries (a failure other than a refusal stops the load: LoadFailed),
     the refused lines set aside in the worker's `DATA_DIR/<worker>/rejected.lp`."""
@@ -107,7 +65,7 @@ def refusals_for(worker: str, data_dir: Path, database: str, sink: Sink, write: 
 
 
 def load_file(path: Path, sink: Optional[Sink], write: WriteSettings,
-              notice: Notice = _quiet, refusals: Optional[Refusals] = None) -> FileResult:
+              notice: Notice = quiet, refusals: Optional[Refusals] = None) -> FileResult:
     """Write every point of `path` (count them only when `sink` is None). A batch InfluxDB
     refuses for its content is sorted out by `refusals` and only its refused lines are set
     aside; without `refusals`, or when they cannot be set aside, loading the file stops there

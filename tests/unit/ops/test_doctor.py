@@ -20,7 +20,6 @@ from workers.ops.doctor import (
     bucket_retention_s,
     exit_code,
     first_start,
-    go_duration_s,
     judge_product,
     judge_quota,
     judge_reach,
@@ -30,10 +29,10 @@ from workers.ops.doctor import (
     judge_write,
     line_bytes,
     our_field_types,
-    policy_retention_s,
     table,
 )
 from workers.settings import InfluxSettings, load_settings
+from workers.storage.retention import go_duration_s, policy_retention_s
 
 S = InfluxSettings(url="http://influx:8086", token="t", org="o", bucket="ticks",
                    measurement="price_ticks", health_measurement="streamer_health",

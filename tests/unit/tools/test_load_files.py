@@ -13,8 +13,9 @@ import pytest
 from tests.support.clock import FakeClock
 from workers.errors import ContentRefused, LoadFailed, RetryableWriteError
 from workers.settings import InfluxSettings, WriteSettings
+from workers.storage.retry_write import write_with_retries
 from workers.storage.sink import classify_status
-from workers.tools.load_files import load_file, refusals_for, write_with_retries
+from workers.tools.load_files import load_file, refusals_for
 
 INFLUX = InfluxSettings(url="http://influx:8086", token="tok", org="acme", bucket="ticks",
                         measurement="price_ticks", health_measurement="streamer_health",

@@ -1,0 +1,119 @@
+"""`scripts/bench-history`: the archive loader's figures for one busy day (issue 20.1).
+
+A one-day file of N trades (default 1,000,000) from the simulator's archive, loaded by the real
+`scripts/history` process into InfluxDB 1.6.7 behind the v2-write front, all on 127.0.0.1. The
+figures are the loader process's: wall time of the whole run (download included), trades/s,
+CPU seconds per trade (its utime + stime, from the kernel's rusage of the waited child) and
+peak RSS (ru_maxrss). The zip is built by the simulator before the clock starts, so its cost
+is not counted. Prints a markdown table; stops every process it started, also on an error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from tests.support.exchange.client import ExchangeSim
+from tests.support.influx_fixtures import FRONT_TOKEN
+from tests.support.influx_front import InfluxFront
+from tests.support.influx_server import InfluxServer, find_influxd
+from tests.support.procs import REPO_ROOT, python_argv
+from tests.support.workerproc import _SCRUB
+from workers.errors import EXIT_OK, EXIT_PROBLEM
+
+DAY = "2025-01-01"
+DATABASE = "bench_history"
+LOAD_TIMEOUT_S = 900.0
+
+
+def prepare_archive(sim: ExchangeSim) -> None:
+    """Ask for the day's .CHECKSUM once: the simulator builds the zip (not the loader's time)."""
+    url = f"{sim.archive_url}/data/spot/daily/trades/BTCUSDT/BTCUSDT-trades-{DAY}.zip.CHECKSUM"
+    with urllib.request.urlopen(url, timeout=600) as resp:
+        resp.read()
+
+
+def run_loader(env: Dict[str, str]) -> Dict[str, float]:
+    """One `scripts/history` run in a child process: its wall, CPU and peak RSS."""
+    argv = python_argv("-m", "workers.tools.history", "--env-file", os.devnull, "BTCUSDT",
+                       "--from", DAY, "--to", DAY)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=LOAD_TIMEOUT_S)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != EXIT_OK:
+        raise RuntimeError(f"scripts/history exited {done.returncode}:\n{done.stdout}\n"
+                           f"{done.stderr[-2000:]}")
+    print(done.stdout.strip(), file=sys.stderr)
+    return {"wall_s": wall,
+            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "rss_mb": after.ru_maxrss / 1024}  # kB on Linux
+
+
+def stored_count(server: InfluxServer) -> int:
+    rows = server.query("SELECT count(trade_id) FROM price_ticks", db=DATABASE)
+    return int(rows[0]["count"]) if rows else 0
+
+
+def table(trades: int, stored: int, figures: Dict[str, float]) -> str:
+    wall, cpu = figures["wall_s"], figures["cpu_s"]
+    rows: List[str] = [
+        "| figure | value |", "|---|---|",
+        f"| trades in the day's file | {trades:,} |",
+        f"| stored afterwards (count in InfluxDB) | {stored:,} |",
+        f"| wall time (download, checksum, read, write) | {wall:.1f} s |",
+        f"| load rate | {trades / wall:,.0f} trades/s |",
+        f"| loader CPU (utime + stime) | {cpu:.1f} s = {cpu / trades * 1e6:.1f} µs per trade |",
+        f"| loader peak RSS (ru_maxrss) | {figures['rss_mb']:.0f} MB |",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench-history",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=1_000_000,
+                        help="trades of the day's file (default 1,000,000)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
+        root = Path(tmp)
+        server = InfluxServer.start(root / "influxd", binary=find_influxd())
+        front: Optional[InfluxFront] = None
+        sim: Optional[ExchangeSim] = None
+        try:
+            server.create_database(DATABASE)
+            front = InfluxFront.start(root / "front", server.url, token=FRONT_TOKEN)
+            sim = ExchangeSim.start(root, "--symbol", "BTCUSDT:rate=0", "--past-days",
+                                    f"BTCUSDT:from={DAY}:to={DAY}:per_day={args.trades}",
+                                    "--clock", "2025-01-02T00:00:05Z")
+            prepare_archive(sim)
+            env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+            env.update(INFLUXDB_URL=front.url, INFLUXDB_TOKEN=FRONT_TOKEN,
+                       INFLUXDB_ORG="bench", INFLUXDB_BUCKET=DATABASE,
+                       BINANCE_ARCHIVE_URL=sim.archive_url, DATA_DIR=str(root / "data"),
+                       RUN_DIR=str(root / "run"))
+            figures = run_loader(env)
+            trades = len(sim.ledger_ids("BTCUSDT"))
+            print(table(trades, stored_count(server), figures))
+        except (RuntimeError, OSError) as exc:
+            print(f"bench-history: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+        finally:
+            for stop in (sim, front):
+                if stop is not None:
+                    stop.stop()
+            server.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

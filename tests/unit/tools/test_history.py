@@ -1,0 +1,107 @@
+"""scripts/history's decisions: which days it refuses, what counts as loaded, what it reports."""
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from workers.errors import ConfigError
+from workers.exchange.archive import ArchiveFile
+from workers.history.load import DaySpan, FileLoad
+from workers.tools.history import LoadedFiles, Progress, check_symbols, day_checks, span
+
+TODAY = date(2026, 12, 3)
+
+
+def test_to_defaults_to_yesterday() -> None:
+    assert span("2025-03-01", None, TODAY) == (date(2025, 3, 1), date(2026, 12, 2))
+
+
+@pytest.mark.parametrize("first,last,said", [
+    ("2026-12-03", "2026-12-03", "is today (UTC 2026-12-03): a day is published after it ends"),
+    ("2026-12-01", "2027-01-01", "is in the future"),
+    ("2017-07-13", "2017-07-20", "archive starts on 2017-07-14; use --from 2017-07-14"),
+    ("2025-03-05", "2025-03-04", "is after --to 2025-03-04: swap them"),
+    ("2025-3-4x", "2025-03-04", "not a day; write it as YYYY-MM-DD"),
+])
+def test_days_the_archive_cannot_have_are_refused_with_the_fix(first: str, last: str,
+                                                              said: str) -> None:
+    with pytest.raises(ConfigError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        span(first, last, TODAY)
+
+
+def test_pairs_are_upper_cased_once_each_and_checked() -> None:
+    assert check_symbols(["btcusdt", "ETHUSDT", "BTCUSDT"]) == ["BTCUSDT", "ETHUSDT"]
+    with pytest.raises(ConfigError, match="not a pair: BTC/USDT"):
+        check_symbols(["BTC/USDT"])
+
+
+def loaded(symbol: str, period: str, trades: int = 1) -> FileLoad:
+    return FileLoad(ArchiveFile(symbol, period), trades, trades, 1, trades)
+
+
+def test_a_file_is_covered_by_itself_its_month_or_all_of_its_days(tmp_path: Path) -> None:
+    record = LoadedFiles(tmp_path / "loaded.json")
+    record.add(loaded("BTCUSDT", "2024-02"), "ab" * 32)
+    for d in range(1, 31):
+        record.add(loaded("BTCUSDT", f"2024-04-{d:02d}"), "cd" * 32)
+    again = LoadedFiles(tmp_path / "loaded.json")  # as the next run reads it
+    assert again.covers(ArchiveFile("BTCUSDT", "2024-02"))
+    assert again.covers(ArchiveFile("BTCUSDT", "2024-02-29"))
+    assert again.covers(ArchiveFile("BTCUSDT", "2024-04"))
+    assert not again.covers(ArchiveFile("BTCUSDT", "2024-03"))
+    assert not again.covers(ArchiveFile("BTCUSDT", "2024-03-01"))
+    assert again.records["2024-02"].sha256 == "ab" * 32
+
+
+def test_an_unreadable_record_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "loaded.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="loaded.json is unreadable"):
+        LoadedFiles(tmp_path / "loaded.json")
+
+
+def test_one_loaded_check_per_day_a_file_covers_quiet_days_included() -> None:
+    result = FileLoad(ArchiveFile("BTCUSDT", "2024-02"), 5, 5, 10, 14,
+                      days=[DaySpan(date(2024, 2, 3), 5, 10, 14)])
+    lines = day_checks(result, "ef" * 32)
+    assert len(lines) == 29
+    assert lines[2].startswith('capture_days,symbol=BTCUSDT,check=loaded day="2024-02-03",'
+                               "trades=5i,stored=5i,first_id=10i,last_id=14i,missing=0i,"
+                               f'extra=0i,differing=0i,sha256="{"ef" * 32}",verified=false ')
+    assert 'day="2024-02-01",trades=0i,stored=0i,first_id=0i,last_id=0i' in lines[0]
+
+
+def test_progress_says_bytes_trades_rate_and_time_left() -> None:
+    progress = Progress(io.StringIO())
+    progress.files_total, progress.files_done = 4, 1
+    progress.bytes, progress.trades = 2_500_000, 1_234_567
+    line = progress.line()
+    assert line.startswith("1/4 files, 2.5 MB downloaded, 1,234,567 trades loaded (")
+    assert "/s), ~" in line and line.endswith(" left")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_bar_is_redrawn_in_place_and_cleared_before_a_result(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = Terminal()
+    progress = Progress(out)
+    progress.files_total = 2
+    progress.loaded(5_000)
+    assert out.getvalue().startswith("\r\x1b[K0/2 files, 0.0 MB downloaded, 5,000 trades")
+    progress.say("BTCUSDT 2025-03-04: 5,000 trades loaded")
+    assert out.getvalue().endswith("\r\x1b[K")
+    assert capsys.readouterr().out == "BTCUSDT 2025-03-04: 5,000 trades loaded\n"
+
+
+def test_elsewhere_progress_is_a_plain_line_at_most_every_10_s() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    for _ in range(100):
+        progress.downloaded(1_000_000)
+    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("history: 0/0 files")
