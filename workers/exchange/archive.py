@@ -298,9 +298,9 @@ def read_trades(path: Path, symbol: str, name: Optional[str] = None,
             with archive.open(members[0]) as raw:
                 for line, row in enumerate(io.TextIOWrapper(raw, "ascii", newline=""), 1):
                     cells = row.rstrip("\r\n").split(",")
+                    if line == 1 and cells[0] == "id":
+                        continue  # a header (futures files have one; spot may one day)
                     if len(cells) != 7:
-                        if line == 1 and cells[0] == "id":
-                            continue  # a header (futures files have one; spot may one day)
                         raise ArchiveCorrupt(label, f"{len(cells)} columns, not 7", line)
                     yield make_trade(symbol, int(cells[0]), cells[1], cells[2], int(cells[4]),
                                      _flag(cells[5]), now_ms=now_ms)

@@ -39,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Optional
+from typing import Dict, Optional, Protocol
 
 from workers.common import diskerrors
 from workers.common.backoff import SYSTEM_CLOCK, Backoff, Clock
@@ -48,7 +48,6 @@ from workers.errors import ContentRefused, PermanentWriteError, RetryableWriteEr
 from workers.health import Stats
 from workers.settings import QUOTA_WINDOW_S, WriteSettings
 from workers.storage.batch import Batch
-from workers.storage.checkpoint import Checkpoint
 from workers.storage.refusals import SERVER_ERROR, SPLIT_STATUSES, Outcome, Refusals
 from workers.storage.sink import Sink
 from workers.storage.spool import Spool
@@ -70,8 +69,15 @@ def batch_backoff(settings: WriteSettings, clock: Clock) -> Backoff:
                    budget_s=settings.retry_budget_s, clock=clock)
 
 
+class DurableMarks(Protocol):
+    """Told of each batch once it is stored, spooled or set aside: the worker's Checkpoint, or
+    the history loader's counter (history/load.py), which must not move the worker's."""
+
+    def batch_durable(self, seq: int, marks: Dict[str, int]) -> bool: ...
+
+
 class Writer:
-    def __init__(self, worker: str, sink: Sink, spool: Optional[Spool], checkpoint: Checkpoint,
+    def __init__(self, worker: str, sink: Sink, spool: Optional[Spool], checkpoint: DurableMarks,
                  settings: WriteSettings, stats: Stats, clock: Clock = SYSTEM_CLOCK) -> None:
         self.worker = worker
         self.sink = sink
