@@ -33,7 +33,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional
 
-from workers.errors import ArchiveCorrupt, ArchiveError, NotPublished
+from workers.errors import ArchiveCorrupt, ChecksumMismatch, NotPublished
 from workers.exchange.archive import (
     ArchiveClient,
     ArchiveFile,
@@ -235,14 +235,15 @@ class DayVerifier:
         self.repairer = repairer
 
     def verify(self, symbol: str, day: date, repair: bool = False) -> DayResult:
-        """Check one day (daily file only). Raises SinkError/LoadFailed when InfluxDB fails."""
+        """Check one day (daily file only). Raises SinkError or LoadFailed when InfluxDB fails,
+        ArchiveError when the archive cannot be reached."""
         result = DayResult(symbol, day)
         try:
             downloaded = self.client.download(ArchiveFile(symbol, day.isoformat()), self.workdir)
         except NotPublished:
             result.not_now, result.unpublished = "not published yet: run again later", True
             return result
-        except ArchiveError as exc:
+        except (ChecksumMismatch, ArchiveCorrupt) as exc:  # re-published meanwhile, a bad sum
             result.not_now = f"{exc}: run again later"
             return result
         try:
