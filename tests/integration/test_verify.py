@@ -26,6 +26,7 @@ from tests.support.procs import python_argv
 from tests.support.workerproc import _SCRUB
 from workers.errors import EXIT_OK, EXIT_PROBLEM
 from workers.exchange.protocol import make_trade
+from workers.ops import status
 from workers.settings import InfluxSettings
 from workers.storage.capture_days import VERIFIED, DayCheck, latest_checks
 from workers.storage.influx_query import InfluxQuery
@@ -116,8 +117,10 @@ def test_days_stored_exactly_verify_and_each_check_is_stored(
 
 
 def test_each_archive_defect_is_found_and_said_and_a_republished_day_verifies(
-        tmp_path: Path, past: ExchangeSim, influx_front: InfluxFront, influx_db: InfluxDb
-) -> None:
+        tmp_path: Path, past: ExchangeSim, influx_front: InfluxFront, influx_db: InfluxDb,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in influx_env(influx_front, influx_db).items():  # for scripts/status
+        monkeypatch.setenv(name, value)
     store(past, influx_db)
     past.fault("archive_defect", symbol="BTCUSDT", date=DAYS[0], defect="missing", count=2)
     past.fault("archive_defect", symbol="BTCUSDT", date=DAYS[1], defect="unpublished")
@@ -136,6 +139,9 @@ def test_each_archive_defect_is_found_and_said_and_a_republished_day_verifies(
     assert date(2025, 1, 1) not in stored  # nothing was checked
     assert not stored[date(2025, 1, 2)].verified
     holed_sha = stored[date(2024, 12, 31)].sha256
+    assert status.day_lines(status.day_checks(["BTCUSDT"])) == [
+        "days: BTCUSDT 2024-12-31 0 missing, 2 extra, 0 differing; "
+        "2025-01-02 archive file unreadable"]
 
     for day in DAYS:  # the archive publishes each file again, whole
         past.fault("archive_defect", symbol="BTCUSDT", date=day, defect="republish")
@@ -146,6 +152,9 @@ def test_each_archive_defect_is_found_and_said_and_a_republished_day_verifies(
     assert all(c.verified for c in stored.values()) and len(stored) == 3
     assert stored[date(2024, 12, 31)].sha256 != holed_sha  # the new file's sum
     assert stored[date(2024, 12, 31)].sha256[:12] in lines_of(again)[DAYS[0]]
+    assert status.day_lines(status.day_checks(["BTCUSDT", "ETHUSDT"])) == [
+        "days: BTCUSDT verified 2024-12-31..2025-01-02",
+        "days: ETHUSDT none verified in the last 7 d (scripts/verify)"]
 
 
 def test_trades_missing_or_tampered_in_the_database_are_found_and_repaired(
