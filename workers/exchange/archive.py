@@ -235,6 +235,8 @@ class ArchiveClient:
                     raise ArchiveError(file.name + suffix, f"HTTP {status} from {url}")
                 try:
                     for chunk in response.stream(CHUNK_BYTES):
+                        if self.stopping.is_set():  # Ctrl-C: not the rest of a 1 GB file
+                            raise ArchiveError(file.name + suffix, "stopped")
                         sink(chunk)
                 except (urllib3.exceptions.HTTPError, OSError) as exc:
                     problem = type(exc).__name__

@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Callable, Container, Dict, List, Optional
 
 from workers.errors import ArchiveCorrupt
-from workers.exchange.archive import ArchiveFile, Downloaded, read_trades
+from workers.exchange.archive import DAY_MS, ArchiveFile, Downloaded, read_trades, utc_day
 from workers.health import Stats
 from workers.settings import Settings
 from workers.storage.batch import Batch
@@ -43,6 +44,16 @@ STOP_FLUSH_S = 30.0  # close(): what the writer has not stored by then goes to t
 
 
 @dataclass
+class DaySpan:
+    """The trades of one UTC day in a file (a monthly file holds ~30)."""
+
+    day: date
+    trades: int = 0
+    first_id: int = 0
+    last_id: int = 0
+
+
+@dataclass
 class FileLoad:
     """What loading one archive file did."""
 
@@ -54,6 +65,7 @@ class FileLoad:
     set_aside: int = 0  # trades InfluxDB refused, kept in rejected.lp
     spooled: int = 0  # trades in the spool: InfluxDB failed, they go out on the next run
     problem: str = ""  # "" when the whole file went through
+    days: List[DaySpan] = field(default_factory=list)  # per UTC day read, in file order
 
     @property
     def whole(self) -> bool:
@@ -137,10 +149,18 @@ class ArchiveLoader:
         first_ms = 0
         reported = 0
         corrupt: Optional[ArchiveCorrupt] = None
+        day_end = -1
+        span = DaySpan(date.min)
         try:
             for trade in read_trades(downloaded.path, self.symbol, downloaded.file.name):
-                if result.first_id is None:
-                    result.first_id = trade.trade_id
+                if trade.time_ms >= day_end:  # rows come in time order: one test per row
+                    span = DaySpan(utc_day(trade.time_ms), first_id=trade.trade_id)
+                    result.days.append(span)
+                    day_end = (trade.time_ms // DAY_MS + 1) * DAY_MS
+                    if result.first_id is None:
+                        result.first_id = trade.trade_id
+                span.trades += 1
+                span.last_id = trade.trade_id
                 result.last_id = trade.trade_id
                 result.trades += 1
                 if only_ids is not None and trade.trade_id not in only_ids:
@@ -175,7 +195,8 @@ class ArchiveLoader:
                               f"({self.home / 'spool'}), sent on the next run")
         return result
 
-    def _submit(self, lines: List[str], first_ms: int, result: FileLoad) -> bool:
+    def _submit(self, lines: List[str], first_ms: int, result: FileLoad,
+                others: bool = False) -> bool:
         """Hand one batch to the writer, waiting while its queue is full. False (and nothing
         submitted) when the load is stopping, the writer spooled (InfluxDB failed: reading on
         would only fill the spool) or the writer thread is gone."""
@@ -185,7 +206,8 @@ class ArchiveLoader:
         if self.stats.spooled > self._spooled_before:
             return False
         self._seq += 1
-        batch = Batch(self._seq, lines, len(lines), {}, first_ms)
+        batch = Batch(self._seq, lines, 0, {}, first_ms, others=list(range(len(lines)))) \
+            if others else Batch(self._seq, lines, len(lines), {}, first_ms)
         while True:
             try:
                 self.writer.queue.put(batch, timeout=PUT_WAIT_S)
@@ -197,6 +219,17 @@ class ArchiveLoader:
                     return False
         result.written += len(lines)
         return True
+
+    def write_lines(self, lines: List[str]) -> bool:
+        """Write points that are not trades (the day checks) the same way, and wait until they
+        are stored, spooled or set aside; False when they could not be handed over."""
+        if not lines:
+            return True
+        result = FileLoad(ArchiveFile(self.symbol, "-"))
+        self._spooled_before = self.stats.spooled
+        if not self._submit(lines, 0, result, others=True):
+            return False
+        return self.settled.wait_for(self._seq, self.writer.thread.is_alive)
 
     def close(self) -> None:
         """Stop the writer once every batch is stored, spooled or set aside: what it has not

@@ -64,6 +64,7 @@ from workers.errors import (
 from workers.settings import InfluxSettings, Settings, load_env, load_settings
 from workers.storage.influx_query import NOT_FOUND, InfluxQuery
 from workers.storage.lineproto import PRECISION, LineRenderer
+from workers.storage.retention import buckets_retention_s, policy_retention_s
 from workers.storage.sink import classify_status, overloaded, server_message, shown_body
 from workers.symbols import load_file, this_host
 from workers.trade import Trade
@@ -248,15 +249,6 @@ def judge_read(error: Optional[SinkError], product: Product, s: InfluxSettings,
             Check("dbrp", SKIP, "cannot tell: the read failed"))
 
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|us|µs|ns)")
-_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def go_duration_s(text: str) -> float:
-    """1.x's durations (`168h0m0s`, `0s`) in seconds."""
-    return sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_DURATION.findall(text))
-
-
 def _days(seconds: float) -> str:
     return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds / 3600:g} h"
 
@@ -280,31 +272,8 @@ def judge_retention(seconds: Optional[float], where: str, lookback_h: float) -> 
 
 
 def bucket_retention_s(answer: Answer, bucket: str) -> Optional[float]:
-    """The retention of `bucket` in a /api/v2/buckets answer: its `expire` rule's everySeconds,
-    0 for none (forever); None when the answer does not say."""
-    doc = answer.json() if answer.status == 200 else None
-    found = [b for b in (doc or {}).get("buckets") or []
-             if isinstance(b, dict) and b.get("name") == bucket] if isinstance(doc, dict) else []
-    if not found or not isinstance(found[0].get("retentionRules"), list):
-        return None
-    rules = [r for r in found[0]["retentionRules"] if isinstance(r, dict)
-             and r.get("type", "expire") == "expire"]
-    return float(max((int(r.get("everySeconds") or 0) for r in rules), default=0))
-
-
-def policy_retention_s(series: Sequence[Mapping[str, Any]], rp: str) -> Optional[float]:
-    """The duration of retention policy `rp` (the default one when empty) in a SHOW RETENTION
-    POLICIES answer; None when it is not there."""
-    for one in series:
-        columns = list(one.get("columns") or [])
-        if "name" not in columns or "duration" not in columns:
-            continue
-        for row in one.get("values") or []:
-            named = row[columns.index("name")] == rp if rp else (
-                "default" in columns and row[columns.index("default")] is True)
-            if named:
-                return go_duration_s(str(row[columns.index("duration")]))
-    return None
+    """The retention of `bucket` in a /api/v2/buckets answer (storage/retention.py)."""
+    return buckets_retention_s(answer.json() if answer.status == 200 else None, bucket)
 
 
 def our_field_types(measurement: str) -> Dict[str, str]:

@@ -114,3 +114,23 @@ def test_write_settings_batch_size_is_the_workers(tmp_path: Path) -> None:
     loader.load(make_zip(tmp_path / DAY.name, rows(1, 21)), progress=seen.append)
     loader.close()
     assert seen == [7, 7, 7]
+
+
+def test_each_utc_day_of_a_file_is_counted_with_its_first_and_last_id(tmp_path: Path) -> None:
+    day_ms = DAY_US // 1000
+    lines = [f"{i},1.00000000,1.00000000,1.0,{(day_ms + (i // 3) * 86_400_000) * 1000 + 5},"
+             "True,True" for i in range(1, 9)]  # ids 1-2 day 0, 3-5 day 1, 6-8 day 2
+    loader = ArchiveLoader(file_settings(tmp_path), "BTCUSDT")
+    result = loader.load(make_zip(tmp_path / DAY.name, lines))
+    loader.close()
+    assert [(d.day.isoformat(), d.trades, d.first_id, d.last_id) for d in result.days] == [
+        ("2025-03-04", 2, 1, 2), ("2025-03-05", 3, 3, 5), ("2025-03-06", 3, 6, 8)]
+
+
+def test_points_that_are_not_trades_go_the_same_way_and_count_as_no_trade(
+        tmp_path: Path) -> None:
+    loader = ArchiveLoader(file_settings(tmp_path), "BTCUSDT")
+    assert loader.write_lines(['capture_days,symbol=BTCUSDT,check=loaded day="2025-03-04" 1'])
+    loader.close()
+    assert stored_lines(tmp_path) == ['capture_days,symbol=BTCUSDT,check=loaded day="2025-03-04" 1']
+    assert loader.stats.written == 0

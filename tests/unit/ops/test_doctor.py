@@ -20,7 +20,6 @@ from workers.ops.doctor import (
     bucket_retention_s,
     exit_code,
     first_start,
-    go_duration_s,
     judge_product,
     judge_quota,
     judge_reach,
@@ -34,6 +33,7 @@ from workers.ops.doctor import (
     table,
 )
 from workers.settings import InfluxSettings, load_settings
+from workers.storage.retention import go_duration_s
 
 S = InfluxSettings(url="http://influx:8086", token="t", org="o", bucket="ticks",
                    measurement="price_ticks", health_measurement="streamer_health",
