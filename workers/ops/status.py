@@ -55,6 +55,7 @@ import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -722,6 +723,8 @@ def _footer(report: Dict[str, Any], width: int) -> List[str]:
     out += [_wrap(f"problem: {p}", width) for p in report["problems"]]
     if "stored" in report:
         out += [_wrap(line, width) for line in stored_lines(report["stored"])]
+    if "days" in report:
+        out += [_wrap(line, width) for line in day_lines(report["days"])]
     return out
 
 
@@ -736,25 +739,92 @@ def _rejected(r: Dict[str, Any]) -> str:
     return str(trades) if lines == trades else f"{trades}+{lines - trades}"
 
 
-def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
-    """The last trade stored per pair (any host), read from InfluxDB; never raises."""
+NO_DATABASE = "no database configured (INFLUXDB_URL is unset)"
+DAY_CHECKS_D = 7  # scripts/status --stored shows the days verified in the last week
+
+
+def _influx_query() -> Tuple[Any, Any]:
+    """(settings, InfluxQuery) of .env.local, for --stored; the query None without a database."""
     from workers.storage.influx_query import (
         InfluxQuery,  # only for --stored: the common case reads no database
     )
 
+    settings = load_settings(load_env())
+    return settings, None if settings.influx is None else InfluxQuery(settings.influx)
+
+
+def _cannot_tell(exc: Exception) -> Dict[str, Any]:
+    return {"error": f"{type(exc).__name__}: {exc}"}  # whole: its fix is at the end
+
+
+def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
+    """The last trade stored per pair (any host), read from InfluxDB; never raises."""
     try:
-        settings = load_settings(load_env())
-        if settings.influx is None:
-            return {"error": "no database configured (INFLUXDB_URL is unset)"}
-        found = InfluxQuery(settings.influx).last_trades(symbols or None,
-                                                         settings.resume_lookback_h, 10.0)
+        settings, query = _influx_query()
+        if query is None:
+            return {"error": NO_DATABASE}
+        found = query.last_trades(symbols or None, settings.resume_lookback_h, 10.0)
     except Exception as exc:  # a status report must come out whatever the database does
-        return {"error": f"{type(exc).__name__}: {exc}"}  # whole: its fix is at the end
+        return _cannot_tell(exc)
     now = time.time() if now is None else now
     return {"lookback_h": settings.resume_lookback_h,
             "symbols": {s: {"last_id": found[s][0],
                             "age_s": max(0.0, now - found[s][1] / 1e9)} if s in found else None
                         for s in symbols}}
+
+
+def day_checks(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
+    """The latest verify of each day checked in the last DAY_CHECKS_D days, per pair (the
+    capture_days points scripts/verify writes); never raises."""
+    from workers.storage.capture_days import VERIFIED, latest_checks
+
+    now_ns = int((time.time() if now is None else now) * 1e9)
+    try:
+        _, query = _influx_query()
+        if query is None:
+            return {"error": NO_DATABASE}
+        found = latest_checks(query, now_ns - DAY_CHECKS_D * 86_400 * 10**9, now_ns + 1,
+                              symbols or None, VERIFIED)
+    except Exception as exc:  # as stored(): the report comes out whatever the database does
+        return _cannot_tell(exc)
+    days: Dict[str, List[Dict[str, Any]]] = {s: [] for s in symbols}
+    for (symbol, day), c in sorted(found.items()):
+        days.setdefault(symbol, []).append(
+            {"day": day.isoformat(), "verified": c.verified, "trades": c.trades,
+             "missing": c.missing, "extra": c.extra, "differing": c.differing})
+    return {"lookback_d": DAY_CHECKS_D, "symbols": days}
+
+
+def day_lines(report: Dict[str, Any]) -> List[str]:
+    """`days: BTCUSDT verified 2025-03-01..2025-03-04, 2025-03-06; 2025-03-05 3 missing, ...`"""
+    if "error" in report:
+        return [f"days: cannot tell: {report['error']}"]
+    out = []
+    for symbol, days in report["symbols"].items():
+        if not days:
+            out.append(f"days: {symbol} none verified in the last {report['lookback_d']} d "
+                       "(scripts/verify)")
+            continue
+        good = _day_runs([date.fromisoformat(d["day"]) for d in days if d["verified"]])
+        bad = [f"{d['day']} " + (f"{d['missing']:,} missing, {d['extra']:,} extra, "
+                                 f"{d['differing']:,} differing"
+                                 if d["missing"] or d["extra"] or d["differing"]
+                                 else "archive file unreadable")
+               for d in days if not d["verified"]]
+        parts = ([f"verified {good}"] if good else []) + bad
+        out.append(f"days: {symbol} " + "; ".join(parts))
+    return out
+
+
+def _day_runs(days: List[date]) -> str:
+    """Consecutive days as `first..last`, runs joined by `, `."""
+    runs: List[List[date]] = []
+    for day in sorted(days):
+        if runs and (day - runs[-1][-1]).days == 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(r[0].isoformat() if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs)
 
 
 def stored_lines(report: Dict[str, Any]) -> List[str]:
@@ -787,11 +857,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--stored", action="store_true",
                         help="also ask InfluxDB (the settings of .env.local) for the last trade "
-                             "stored per pair, by every host together, over RESUME_LOOKBACK_H")
+                             "stored per pair, by every host together, over RESUME_LOOKBACK_H, "
+                             "and the days scripts/verify checked in the last "
+                             f"{DAY_CHECKS_D} days")
     args = parser.parse_args(argv)
     report = collect()
     if args.stored:
-        report["stored"] = stored(sorted({s for r in report["workers"] for s in r["symbols"]}))
+        symbols = sorted({s for r in report["workers"] for s in r["symbols"]})
+        report["stored"] = stored(symbols)
+        report["days"] = day_checks(symbols)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -890,3 +890,21 @@ def test_the_table_shows_the_quota_and_its_warnings_and_the_json_its_figures():
     assert figures["used_bytes"] == 4_500_000 and figures["limit_bytes"] == 5_000_000
     assert figures["allowed_trades_per_s"] == pytest.approx(98.04, abs=0.01)
     assert figures["host_trades_per_s"] == 40.0
+
+
+def test_day_lines_join_verified_days_in_runs_and_name_each_day_not_verified() -> None:
+    def day(d: str, missing: int = 0, extra: int = 0, differing: int = 0,
+            verified: bool = True) -> Dict[str, Any]:
+        return {"day": d, "verified": verified, "trades": 9, "missing": missing,
+                "extra": extra, "differing": differing}
+
+    report = {"lookback_d": 7, "symbols": {
+        "BTCUSDT": [day("2025-03-01"), day("2025-03-02"), day("2025-03-03"),
+                    day("2025-03-04", missing=1234, verified=False), day("2025-03-05"),
+                    day("2025-03-06", verified=False)],
+        "ETHUSDT": []}}
+    assert st.day_lines(report) == [
+        "days: BTCUSDT verified 2025-03-01..2025-03-03, 2025-03-05; "
+        "2025-03-04 1,234 missing, 0 extra, 0 differing; 2025-03-06 archive file unreadable",
+        "days: ETHUSDT none verified in the last 7 d (scripts/verify)"]
+    assert st.day_lines({"error": "SinkError: x"}) == ["days: cannot tell: SinkError: x"]
