@@ -4,7 +4,8 @@ A real worker captures two symbols from the simulator into a real InfluxDB 1.6.7
 a reconnect and a few invalid messages, so that every counter and annotation has something to
 show); then every variable query, panel query and annotation query of every dashboard runs with
 Grafana's macros and variables substituted as Grafana would, and must answer rows carrying the
-columns the panel uses, with values: on influxd and through the front of every flavor, whose
+columns the panel uses, with values (the Verified days table reads two day checks as
+`scripts/verify` writes them): on influxd and through the front of every flavor, whose
 3 Core refuses a query without a time bound (the variables' `SHOW TAG VALUES` included).
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -23,6 +25,7 @@ from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
 from tests.support.influx_server import InfluxError, InfluxServer, rows_from_response
 from tests.support.procs import wait_until
+from workers.storage.capture_days import VERIFIED, DayCheck, now_ns
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "config" / "grafana" / "dashboards"
@@ -59,7 +62,18 @@ def capture_sample(tmp_path: Path, exchange_sim: Any, influx_front: Any, influx_
     wait_until(lambda: _health_count(influx_db) >= 3 and _gaps(influx_db) > 0
                and _reconnects(influx_db) > 0, 40,
                what="three health points showing the gap and the reconnect")
+    influx_db.write_lines("\n".join(day_check(symbol, verified=symbol == "BTCUSDT").line()
+                                     for symbol in SYMBOLS))
     return sim, lp_dir
+
+
+def day_check(symbol: str, verified: bool) -> DayCheck:
+    """What `scripts/verify` writes for yesterday of `symbol` (the Verified days panel)."""
+    missing = 0 if verified else 3
+    return DayCheck(symbol=symbol, day=date.today() - timedelta(days=1), check=VERIFIED,
+                    trades=5000, stored=5000 - missing, first_id=1, last_id=5000,
+                    missing=missing, extra=0, differing=0, sha256="ab" * 32, verified=verified,
+                    checked_ns=now_ns())
 
 
 def _last(influx_db: Any, field: str) -> int:

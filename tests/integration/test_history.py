@@ -197,6 +197,7 @@ def test_unpublished_and_truncated_days_are_said_and_loaded_by_a_later_run(
     assert first.returncode == 1, first.stdout + first.stderr
     lines = first.stdout.splitlines()
     assert "BTCUSDT 2025-01-01: not published yet: run again later" in lines
+    assert not any("check the pair's name" in ln for ln in lines)  # another day was there
     (cut,) = [ln for ln in lines if ln.startswith("BTCUSDT 2025-01-02: corrupt: ")]
     assert cut.endswith("written (correct trades, under their own keys); run again later"), cut
     assert sorted(loaded_lines(first.stdout)) == ["2024-12-31"]
@@ -212,6 +213,20 @@ def test_unpublished_and_truncated_days_are_said_and_loaded_by_a_later_run(
     assert later.returncode == 0, later.stdout + later.stderr
     assert sorted(loaded_lines(later.stdout)) == ["2025-01-01", "2025-01-02"]
     assert_exact(past, influx_db)
+
+
+def test_a_misspelled_pair_is_said_to_be_perhaps_misspelled(
+        tmp_path, past, influx_front, influx_db) -> None:
+    env = history_env(tmp_path, past, influx_front, influx_db)
+
+    typo = history(env, "BTCUSTD", "--from", "2025-01-01", "--to", "2025-01-02")
+
+    assert typo.returncode == 1, typo.stdout + typo.stderr
+    lines = typo.stdout.splitlines()
+    assert "BTCUSTD 2025-01-01: not published yet: run again later" in lines
+    assert any(ln.startswith("BTCUSTD: the archive has no file of the span: check the pair's "
+                             "name") for ln in lines), lines
+    assert stored_ids(influx_db) == []
 
 
 def test_a_whole_month_is_one_file_or_its_days_while_it_is_not_published(

@@ -47,6 +47,7 @@ SHIMS: Dict[str, Tuple[bool, str]] = {  # script -> (sets .venv up itself, the e
     "plot": (True, "plot"),
     "status": (False, ""),
     "supervisorctl": (False, ""),
+    "verify": (True, ""),
 }
 SETUP_SCRIPTS = ("run", "setup-env", "test")  # bash: the set-up itself
 SERVICE_COMMANDS = sorted(name for name, (sets_up, _) in SHIMS.items() if not sets_up)

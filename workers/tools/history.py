@@ -245,6 +245,7 @@ class Run:
         self.client = ArchiveClient(settings.archive_url, parallel, stopping=self.stopping)
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="download")
         self.problems = 0
+        self.published = 0  # files of the current symbol the archive had
         self.loader: Optional[ArchiveLoader] = None
 
     def symbol(self, symbol: str, first: date, last: date) -> None:
@@ -256,11 +257,18 @@ class Run:
                               "loaded before, skipped (--force loads them again)")
         self.progress.files_total += len(pending)
         self.loader = ArchiveLoader(self.settings, symbol, stopping=self.stopping)
+        self.published = 0
+        none_loaded_before = len(pending) == len(asked) > 0
         try:
             self._files(symbol, pending, loaded)
         finally:
             self.loader.close()
             self.loader = None
+        if none_loaded_before and self.published == 0:
+            # a misspelled pair looks exactly like days not published yet: say both
+            self.progress.say(f"{symbol}: the archive has no file of the span: check the "
+                              "pair's name (Binance's spelling, e.g. BTCUSDT), or run again "
+                              "once the days are published")
 
     def _files(self, symbol: str, pending: Deque[ArchiveFile], loaded: LoadedFiles) -> None:
         window: Deque[Tuple[ArchiveFile, "Future[Downloaded]"]] = deque()
@@ -274,6 +282,7 @@ class Run:
             label = f"{symbol} {file.period}"
             try:
                 downloaded = future.result()
+                self.published += 1
             except NotPublished:
                 if file.monthly:
                     days = [d for d in file.daily_files() if self.force or not loaded.covers(d)]
