@@ -246,6 +246,7 @@ class Run:
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="download")
         self.problems = 0
         self.published = 0  # files of the current symbol the archive had
+        self.unreachable = 0  # files whose download failed past its retries (the network)
         self.loader: Optional[ArchiveLoader] = None
 
     def symbol(self, symbol: str, first: date, last: date) -> None:
@@ -258,13 +259,14 @@ class Run:
         self.progress.files_total += len(pending)
         self.loader = ArchiveLoader(self.settings, symbol, stopping=self.stopping)
         self.published = 0
+        unreachable_before = self.unreachable
         none_loaded_before = len(pending) == len(asked) > 0
         try:
             self._files(symbol, pending, loaded)
         finally:
             self.loader.close()
             self.loader = None
-        if none_loaded_before and self.published == 0:
+        if none_loaded_before and self.published == 0 and self.unreachable == unreachable_before:
             # a misspelled pair looks exactly like days not published yet: say both
             self.progress.say(f"{symbol}: the archive has no file of the span: check the "
                               "pair's name (Binance's spelling, e.g. BTCUSDT), or run again "
@@ -296,6 +298,8 @@ class Run:
             except ArchiveError as exc:
                 if self.stopping.is_set():
                     raise KeyboardInterrupt from None
+                if type(exc) is ArchiveError:  # not a defect of the file: no answer at all
+                    self.unreachable += 1
                 self._problem(label, _archive_problem(exc))
                 continue
             except OSError as exc:  # the temp dir: a full or read-only disk
@@ -397,7 +401,8 @@ def parser() -> argparse.ArgumentParser:
             problem="a file not published yet, failing its checksum or corrupt (run again "
                     "later: the rest is loaded), or interrupted",
             config="a setting or an argument (a day the archive or the bucket cannot have)",
-            runtime="InfluxDB failed: what was read waits in the spool, sent on the next run"))
+            runtime="InfluxDB failed (what was read waits in the spool, sent on the next run), "
+                    "or the archive could not be reached"))
     p.add_argument("symbols", nargs="+", metavar="SYMBOL", help="pairs, e.g. BTCUSDT ETHUSDT")
     p.add_argument("--from", dest="first", required=True, metavar="DATE",
                    help="first UTC day, YYYY-MM-DD")
@@ -448,6 +453,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_RUNTIME
     finally:
         run.close()
+    if run.unreachable:
+        print(f"history: the archive at {settings.archive_url} did not answer for "
+              f"{run.unreachable} file(s): check the network or BINANCE_ARCHIVE_URL, and run "
+              "again", file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_PROBLEM if run.problems else EXIT_OK
 
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import io
+import os
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from workers.errors import ConfigError
-from workers.exchange.archive import ArchiveFile
+from workers.errors import EXIT_PROBLEM, EXIT_RUNTIME, ArchiveError, ConfigError, NotPublished
+from workers.exchange.archive import ArchiveClient, ArchiveFile
 from workers.history.load import DaySpan, FileLoad
+from workers.tools import history
 from workers.tools.history import LoadedFiles, Progress, check_symbols, day_checks, span
 
 TODAY = date(2026, 12, 3)
@@ -105,3 +107,46 @@ def test_elsewhere_progress_is_a_plain_line_at_most_every_10_s() -> None:
     for _ in range(100):
         progress.downloaded(1_000_000)
     assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("history: 0/0 files")
+
+
+@pytest.fixture
+def run_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """scripts/history's main in this process, no database (file mode), the archive's
+    downloads replaced by `fail` (a fake: the specs of the real client are test_archive's)."""
+    for name in ("INFLUXDB_URL", "INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(history, "_stop_on_sigterm", lambda: None)
+
+    def run(error: Exception) -> int:
+        def fail(self: ArchiveClient, file: ArchiveFile, directory: Path,
+                 progress: object = None) -> None:
+            raise error
+        monkeypatch.setattr(ArchiveClient, "download", fail)
+        return history.main(["BTCUSDT", "--from", "2025-01-01", "--to", "2025-01-02",
+                             "--env-file", os.devnull])
+    return run
+
+
+def test_an_archive_that_does_not_answer_is_a_runtime_failure_not_a_misspelled_pair(
+        run_offline, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_offline(ArchiveError("BTCUSDT-trades-2025-01-01.zip.CHECKSUM",
+                                    "failed 6 times (NameResolutionError) from https://..."))
+
+    said = capsys.readouterr()
+    assert code == EXIT_RUNTIME
+    assert "BTCUSDT 2025-01-01: download failed: failed 6 times" in said.out + said.err
+    assert "did not answer for 2 file(s): check the network or BINANCE_ARCHIVE_URL" in said.err
+    assert "check the pair's name" not in said.out + said.err
+
+
+def test_a_pair_the_archive_has_no_file_of_may_be_misspelled(
+        run_offline, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_offline(NotPublished("BTCUSDT-trades-2025-01-01.zip", "not published yet (404)"))
+
+    said = capsys.readouterr()
+    assert code == EXIT_PROBLEM
+    assert "BTCUSDT 2025-01-02: not published yet: run again later" in said.out + said.err
+    assert "BTCUSDT: the archive has no file of the span: check the pair's name" in \
+        said.out + said.err
