@@ -106,7 +106,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         epilog=exit_codes_help(
             ok="every day verified", problem="a day not verified, or not published yet",
             config="a setting or an argument",
-            runtime="InfluxDB or the archive unreachable: run it again later"))
+            runtime="InfluxDB or the archive unreachable"))
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL", help="e.g. BTCUSDT")
     parser.add_argument("--all", action="store_true",
                         help="every symbol this host captures (config/symbols.yaml)")
