@@ -1,17 +1,19 @@
-"""`scripts/bench-history`: the archive loader's figures for one busy day (issue 20.1).
+"""`scripts/bench-history`: the archive loader's and the day verifier's figures for one busy
+day (issue 20.1 and 20.2).
 
 A one-day file of N trades (default 1,000,000) from the simulator's archive, loaded by the real
-`scripts/history` process into InfluxDB 1.6.7 behind the v2-write front, all on 127.0.0.1. The
-figures are the loader process's: wall time of the whole run (download included), trades/s,
-CPU seconds per trade (its utime + stime, from the kernel's rusage of the waited child) and
-peak RSS (ru_maxrss). The zip is built by the simulator before the clock starts, so its cost
-is not counted. Prints a markdown table; stops every process it started, also on an error.
+`scripts/history` process into InfluxDB 1.6.7 behind the v2-write front, all on 127.0.0.1; then
+the same day checked by the real `scripts/verify` (download, the day's points read back an hour
+at a time, compared id by id). The figures are each process's own: wall time of the whole run
+(download included), trades/s, CPU seconds per trade (utime + stime) and peak RSS (ru_maxrss),
+from the rusage os.wait4 gives for that child. The zip is built by the simulator before the
+clock starts, so its cost is not counted. Prints a markdown table; stops every process it
+started, also on an error.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,23 +42,34 @@ def prepare_archive(sim: ExchangeSim) -> None:
         resp.read()
 
 
-def run_loader(env: Dict[str, str]) -> Dict[str, float]:
-    """One `scripts/history` run in a child process: its wall, CPU and peak RSS."""
-    argv = python_argv("-m", "workers.tools.history", "--env-file", os.devnull, "BTCUSDT",
+def run_tool(tool: str, env: Dict[str, str]) -> Dict[str, float]:
+    """One run of `scripts/<tool>` for the day in a child process: its wall, CPU and peak RSS,
+    from its own rusage (os.wait4: RUSAGE_CHILDREN's peak would be the largest child's)."""
+    argv = python_argv("-m", f"workers.tools.{tool}", "--env-file", os.devnull, "BTCUSDT",
                        "--from", DAY, "--to", DAY)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    done = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=LOAD_TIMEOUT_S)
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != EXIT_OK:
-        raise RuntimeError(f"scripts/history exited {done.returncode}:\n{done.stdout}\n"
-                           f"{done.stderr[-2000:]}")
-    print(done.stdout.strip(), file=sys.stderr)
-    return {"wall_s": wall,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "rss_mb": after.ru_maxrss / 1024}  # kB on Linux
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.monotonic()
+        child = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=err,
+                                 text=True)
+        deadline = started + LOAD_TIMEOUT_S
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                child.kill()
+                raise RuntimeError(f"scripts/{tool} still running after {LOAD_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != EXIT_OK:
+            raise RuntimeError(f"scripts/{tool} exited {child.returncode}:\n{out.read()}\n"
+                               f"{err.read()[-2000:]}")
+        print(out.read().strip(), file=sys.stderr)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "rss_mb": usage.ru_maxrss / 1024}  # kB on Linux
 
 
 def stored_count(server: InfluxServer) -> int:
@@ -64,18 +77,23 @@ def stored_count(server: InfluxServer) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
-def table(trades: int, stored: int, figures: Dict[str, float]) -> str:
-    wall, cpu = figures["wall_s"], figures["cpu_s"]
+def table(trades: int, stored: int, load: Dict[str, float], verify: Dict[str, float]) -> str:
     rows: List[str] = [
-        "| figure | value |", "|---|---|",
-        f"| trades in the day's file | {trades:,} |",
-        f"| stored afterwards (count in InfluxDB) | {stored:,} |",
-        f"| wall time (download, checksum, read, write) | {wall:.1f} s |",
-        f"| load rate | {trades / wall:,.0f} trades/s |",
-        f"| loader CPU (utime + stime) | {cpu:.1f} s = {cpu / trades * 1e6:.1f} µs per trade |",
-        f"| loader peak RSS (ru_maxrss) | {figures['rss_mb']:.0f} MB |",
+        "| figure | scripts/history (load) | scripts/verify (check) |", "|---|---|---|",
+        f"| trades in the day's file | {trades:,} | |",
+        f"| stored afterwards (count in InfluxDB) | {stored:,} | |",
     ]
+    cells = [figures_cells(trades, load), figures_cells(trades, verify)]
+    for name, a, b in zip(("wall time (download included)", "rate", "CPU (utime + stime)",
+                           "peak RSS (ru_maxrss)"), *cells):
+        rows.append(f"| {name} | {a} | {b} |")
     return "\n".join(rows)
+
+
+def figures_cells(trades: int, figures: Dict[str, float]) -> List[str]:
+    wall, cpu = figures["wall_s"], figures["cpu_s"]
+    return [f"{wall:.1f} s", f"{trades / wall:,.0f} trades/s",
+            f"{cpu:.1f} s = {cpu / trades * 1e6:.1f} µs per trade", f"{figures['rss_mb']:.0f} MB"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -101,9 +119,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                        INFLUXDB_ORG="bench", INFLUXDB_BUCKET=DATABASE,
                        BINANCE_ARCHIVE_URL=sim.archive_url, DATA_DIR=str(root / "data"),
                        RUN_DIR=str(root / "run"))
-            figures = run_loader(env)
+            load = run_tool("history", env)
+            stored = stored_count(server)
+            verify = run_tool("verify", env)
             trades = len(sim.ledger_ids("BTCUSDT"))
-            print(table(trades, stored_count(server), figures))
+            print(table(trades, stored, load, verify))
         except (RuntimeError, OSError) as exc:
             print(f"bench-history: {exc}", file=sys.stderr)
             return EXIT_PROBLEM
