@@ -568,7 +568,9 @@ class FrontServer:
     async def handle_buckets(self, request: web.Request) -> web.StreamResponse:
         """GET /api/v2/buckets?name=: a bucket's id, what `influx v1 dbrp create --bucket-id`
         needs (servers.md, Reads: "Creating a mapping"). The front's bucket id is its name
-        (dbrp.py); a database influxd does not have is no bucket."""
+        (dbrp.py); a database influxd does not have is no bucket. With a retention of the
+        front's own (--retention, the flavor's), each bucket has its `expire` rule as 2.x
+        reports it (retentionRules, everySeconds: workers/storage/retention.py); else none."""
         if not write_authorized(self.dialect, self.token,
                                 request.headers.get("Authorization", "")):
             return self.refuse("auth", 401, "unauthorized access", write=False)
@@ -576,7 +578,11 @@ class FrontServer:
         names = [str(row[0]) for result in shown.get("results", [])
                  for series in result.get("series") or [] for row in series.get("values") or []]
         wanted = request.query.get("name")
-        return web.json_response({"buckets": [{"id": name, "name": name, "orgID": "front"}
+        kept = self.limits.retention_ns
+        rules = {} if kept is None else {
+            "retentionRules": [{"type": "expire", "everySeconds": kept // 1_000_000_000}]}
+        return web.json_response({"buckets": [{"id": name, "name": name, "orgID": "front",
+                                               **rules}
                                               for name in names if wanted in (None, name)]})
 
     # -- ping and health --
