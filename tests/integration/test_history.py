@@ -250,6 +250,9 @@ def test_a_whole_month_is_one_file_or_its_days_while_it_is_not_published(
 
     assert monthly.returncode == 0, monthly.stdout + monthly.stderr
     assert list(loaded_lines(monthly.stdout)) == ["2024-12"]
+    days = [ln for ln in monthly.stdout.splitlines() if ln.startswith("  BTCUSDT 2024-12-")]
+    assert len(days) == 31 and all(re.search(r": \d+ trades \(ids \d+\.\.\d+\)$", ln)
+                                   for ln in days), days
     assert_exact(sim, influx_db)
     points = influx_db.query("SELECT * FROM capture_days WHERE day = '2024-12-15'")
     assert len(points) == 2  # one per load: a check never rewrites another

@@ -336,6 +336,9 @@ class Run:
                      f"{self.home / downloaded.file.symbol / 'rejected.lp'} with the reason")
             self.problems += 1
         self.progress.say(text)
+        if downloaded.file.monthly:  # one line per day, as for daily files
+            for line in day_lines(result):
+                self.progress.say(line)
 
     def _problem(self, label: str, text: str) -> None:
         self.problems += 1
@@ -376,6 +379,18 @@ def _archive_problem(exc: ArchiveError) -> str:
     if isinstance(exc, ArchiveCorrupt):
         return f"corrupt: {exc.detail}; run again later"
     return f"download failed: {exc.detail}; run again later"
+
+
+def day_lines(result: FileLoad) -> List[str]:
+    """A monthly file's days, one line each under the file's line: trades and ids per day."""
+    spans = {span.day: span for span in result.days}
+    lines = []
+    for day in result.file.days():
+        span = spans.get(day)
+        ids = f"ids {span.first_id}..{span.last_id}" if span else "no trade that day"
+        lines.append(f"  {result.file.symbol} {day.isoformat()}: {span.trades if span else 0:,} "
+                     f"trades ({ids})")
+    return lines
 
 
 def day_checks(result: FileLoad, sha256: str) -> List[str]:
