@@ -3,8 +3,9 @@
 The real tool, run as scripts/history runs it, against the simulator's archive of its own
 ledger and a real InfluxDB 1.6.7 behind the v2-write front: a load equals the ledger exactly
 (ids, strings, side, ms, µs), overlapping live capture stores nothing twice, a killed load
-resumes, days the archive does not have yet are said and loaded by a later run, a whole month
-is one file, and days older than the bucket keeps are refused up front.
+resumes, days the archive does not have yet (or whose zip fails its checksum) are said, not
+loaded, and loaded by a later run, a whole month is one file, and days older than the bucket
+keeps are refused up front.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 import signal
 import subprocess
 import threading
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -212,6 +214,40 @@ def test_unpublished_and_truncated_days_are_said_and_loaded_by_a_later_run(
 
     assert later.returncode == 0, later.stdout + later.stderr
     assert sorted(loaded_lines(later.stdout)) == ["2025-01-01", "2025-01-02"]
+    assert_exact(past, influx_db)
+
+
+def test_a_day_failing_its_checksum_is_not_loaded_at_all_and_loads_once_republished(
+        tmp_path, past, influx_front, influx_db) -> None:
+    armed = past.fault("archive_defect", symbol="BTCUSDT", date="2025-01-01",
+                       defect="stale_checksum")  # a new zip under the previous version's sum
+    day = set(range(armed["first_id"], armed["last_id"] + 1))
+    with urllib.request.urlopen(past.archive_url + "/data/spot/daily/trades/BTCUSDT/"
+                                "BTCUSDT-trades-2025-01-01.zip.CHECKSUM", timeout=10) as resp:
+        stale_sha = resp.read().decode().split()[0]
+    env = history_env(tmp_path, past, influx_front, influx_db, WRITE_BATCH_SIZE="200")
+
+    first = history(env, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
+
+    assert first.returncode == 1, first.stdout + first.stderr
+    (said,) = [ln for ln in first.stdout.splitlines() if ln.startswith("BTCUSDT 2025-01-01: ")]
+    assert re.fullmatch(r"BTCUSDT 2025-01-01: checksum mismatch: sha256 [0-9a-f]{64} is not the "
+                        rf"published {stale_sha} \(re-published meanwhile\?\); run again later",
+                        said), said
+    assert sorted(loaded_lines(first.stdout)) == ["2024-12-31", "2025-01-02"]
+    stored = stored_ids(influx_db)
+    assert len(stored) == len(set(stored)) and set(stored) == past.ledger_ids("BTCUSDT") - day
+    assert_values_exact(past, influx_db, "BTCUSDT")
+    record = json.loads((tmp_path / "data/history/BTCUSDT/loaded.json").read_text())["files"]
+    assert sorted(record) == ["2024-12-31", "2025-01-02"]
+    days = influx_db.query("SELECT * FROM capture_days")
+    assert sorted(d["day"] for d in days) == ["2024-12-31", "2025-01-02"]
+
+    past.fault("archive_defect", symbol="BTCUSDT", date="2025-01-01", defect="republish")
+    later = history(env, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
+
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert sorted(loaded_lines(later.stdout)) == ["2025-01-01"]
     assert_exact(past, influx_db)
 
 

@@ -228,6 +228,27 @@ def test_each_archive_defect_is_served_when_armed_and_counted(past: ExchangeSim)
         {label: sha for label, (_, sha) in originals.items()}
 
 
+def test_a_stale_checksum_names_the_previous_version_until_republished(past: ExchangeSim
+                                                                      ) -> None:
+    label = "2025-01-01"
+    path = file_path("BTCUSDT", label)
+    original, original_sha = download(past, label)
+
+    past.fault("archive_defect", symbol="BTCUSDT", date=label, defect="stale_checksum")
+    status, checksum = get(past, path + ".CHECKSUM")
+    stale = CHECKSUM_RE.match(checksum.decode())
+    assert status == 200 and stale and stale[1] == original_sha  # a CDN's cached sum ...
+    status, body = get(past, path)
+    assert status == 200 and hashlib.sha256(body).hexdigest() != original_sha  # ... new zip
+    assert csv_rows(body, label) == csv_rows(original, label)  # the same trades, re-published
+
+    past.fault("archive_defect", symbol="BTCUSDT", date=label, defect="republish")
+    fixed, fixed_sha = download(past, label)  # lifted: the sum names the zip served again
+    assert fixed_sha not in (original_sha, hashlib.sha256(body).hexdigest())
+    assert csv_rows(fixed, label) == csv_rows(original, label)
+    assert past.stats()["archive_defects"] == {"stale_checksum": 2, "republish": 4}
+
+
 def test_a_defect_on_a_day_without_trades_or_a_bad_request_is_refused(past: ExchangeSim
                                                                        ) -> None:
     for params in ({"date": "2025-01-20", "defect": "missing"},

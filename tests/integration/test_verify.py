@@ -3,12 +3,14 @@
 The simulator generates three past days (2024-12-31 in ms, 2025-01-01..02 in µs) and publishes
 them as Binance's archive does; the trades are stored in a real InfluxDB 1.6.7 behind the front
 as lines of the worker's renderer. A day stored exactly verifies; each archive defect is found
-and said (unpublished, truncated, missing trades, republished); trades deleted or tampered in
-the database are missing or differing, and `--repair` makes the day verify.
+and said (unpublished, truncated, missing trades, a stale checksum, republished); trades
+deleted or tampered in the database are missing or differing, and `--repair` makes the day
+verify.
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from datetime import date
@@ -155,6 +157,30 @@ def test_each_archive_defect_is_found_and_said_and_a_republished_day_verifies(
     assert status.day_lines(status.day_checks(["BTCUSDT", "ETHUSDT"])) == [
         "days: BTCUSDT verified 2024-12-31..2025-01-02",
         "days: ETHUSDT none verified in the last 7 d (scripts/verify)"]
+
+
+def test_a_day_failing_its_checksum_is_said_not_verified_and_verifies_once_republished(
+        tmp_path: Path, past: ExchangeSim, influx_front: InfluxFront, influx_db: InfluxDb
+) -> None:
+    store(past, influx_db)
+    past.fault("archive_defect", symbol="BTCUSDT", date=DAYS[1], defect="stale_checksum")
+    done = verify(tmp_path, past, influx_front, influx_db, "BTCUSDT", "--from", DAYS[0],
+                  "--to", DAYS[-1])
+    assert done.returncode == EXIT_PROBLEM, done.stdout + done.stderr
+    said = lines_of(done)
+    assert re.fullmatch(rf"BTCUSDT {DAYS[1]}: BTCUSDT-trades-{DAYS[1]}\.zip: sha256 [0-9a-f]{{64}} "
+                        r"is not the published [0-9a-f]{64} \(re-published meanwhile\?\): "
+                        r"run again later", said[DAYS[1]]), said[DAYS[1]]
+    assert " verified, " in said[DAYS[0]] and " verified, " in said[DAYS[2]], done.stdout
+    assert sorted(checks(influx_front, influx_db)) == [date(2024, 12, 31), date(2025, 1, 2)]
+    assert influx_db.query(f"SELECT * FROM capture_days WHERE day = '{DAYS[1]}'") == []
+
+    past.fault("archive_defect", symbol="BTCUSDT", date=DAYS[1], defect="republish")
+    again = verify(tmp_path, past, influx_front, influx_db, "BTCUSDT", "--from", DAYS[1])
+    assert again.returncode == EXIT_OK, again.stdout + again.stderr
+    assert " verified, 2,000 trades" in lines_of(again)[DAYS[1]], again.stdout
+    check = checks(influx_front, influx_db)[date(2025, 1, 1)]
+    assert check.verified and check.stored == check.trades == 2000
 
 
 def test_trades_missing_or_tampered_in_the_database_are_found_and_repaired(

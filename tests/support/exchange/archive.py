@@ -29,6 +29,13 @@ YYYY-MM, defect) and counted per response served under them in stats "archive_de
     missing      ids=[..] | count=1   those ids left out of the CSV (count: from mid-period)
     republish                   a new version of the file: new zip bytes and sha256, the
                                 other defects lifted (the full period again)
+    stale_checksum              the zip re-published (new bytes, as republish makes them)
+                                while its .CHECKSUM still names the previous version's
+                                sha256: a CDN's cached .CHECKSUM during a re-publication
+                                (binance.md "The public archive", known defects:
+                                "re-published files with changed checksums");
+                                lifted by republish (a newer version, its own sha256) or
+                                clear; counted as republish too (the zip is a new version)
 """
 from __future__ import annotations
 
@@ -78,7 +85,7 @@ MICRO_FROM_US = day_start_us(MICROS_FROM)  # archive times are µs from here on,
 CHUNK_TRADES = 50_000  # trades formatted and deflated per step off the event loop
 LINE_BOUND = 128  # bytes a CSV line never exceeds; past 2 GiB of them the zip needs zip64
 PUBLISHED_AFTER = timedelta(hours=4)  # zip member time: "usually uploaded in 4-6 hours"
-DEFECTS = ("unpublished", "truncated", "missing", "republish")
+DEFECTS = ("unpublished", "truncated", "missing", "republish", "stale_checksum")
 NAME_RE = re.compile(r"^(?P<base>.+)-trades-(?P<label>\d{4}-\d{2}(?:-\d{2})?)\.zip"
                      r"(?P<checksum>\.CHECKSUM)?$")
 T = TypeVar("T")
@@ -258,6 +265,8 @@ class FileDefects:
     truncated: Optional[float] = None  # fraction of the zip's bytes served
     missing: FrozenSet[int] = frozenset()
     version: int = 0
+    # stale_checksum: the version whose sha256 the .CHECKSUM still names (a CDN's cache)
+    checksum_of: Optional["FileDefects"] = None
 
     def in_force(self, now: float) -> List[str]:
         out = []
@@ -269,6 +278,8 @@ class FileDefects:
             out.append("missing")
         if self.version:
             out.append("republish")
+        if self.checksum_of is not None:
+            out.append("stale_checksum")
         return out
 
 
@@ -340,6 +351,10 @@ class Archive:
         elif defect == "missing":
             current.missing = current.missing | frozenset(self._missing_ids(ids, params))
             out["ids"] = sorted(current.missing)
+        elif defect == "stale_checksum":  # the cache keeps the first stale sum it holds
+            cached = current if current.checksum_of is None else current.checksum_of
+            self.defects[(state.name, period.label)] = FileDefects(
+                version=current.version + 1, checksum_of=cached)
         else:
             self.defects[(state.name, period.label)] = FileDefects(version=current.version + 1)
         out["version"] = self.defects[(state.name, period.label)].version
@@ -383,16 +398,25 @@ class Archive:
         ids = id_range(state.history, period)
         if ids is None:
             raise NotPublished(f"{period.zip_name}: no trades in the period")
-        full = await self._once(("full", symbol, label, ids, defects.missing, defects.version),
-                                lambda: self._build(state, period, ids, defects.missing,
-                                                    defects.version))
-        built = full
-        if defects.truncated is not None:
-            keep = defects.truncated
-            built = await self._once(("cut", full.path, keep), lambda: self._cut(full, keep))
+        built = await self._content(state, period, ids, defects)
+        if defects.checksum_of is not None:  # new bytes, the previous version's sum
+            cached = await self._content(state, period, ids, defects.checksum_of)
+            built = Built(built.path, cached.sha256)
         for name in in_force:
             self.stats.archive_defects[name] += 1
         return period, built, in_force
+
+    async def _content(self, state: "SymbolState", period: Period, ids: Tuple[int, int],
+                       defects: FileDefects) -> Built:
+        """The zip of that version of the file, holed or cut as its defects say."""
+        symbol, label = state.name, period.label
+        full = await self._once(("full", symbol, label, ids, defects.missing, defects.version),
+                                lambda: self._build(state, period, ids, defects.missing,
+                                                    defects.version))
+        if defects.truncated is None:
+            return full
+        keep = defects.truncated
+        return await self._once(("cut", full.path, keep), lambda: self._cut(full, keep))
 
     async def _once(self, key: Tuple[Any, ...], make: Callable[[], Awaitable[Built]]) -> Built:
         """Each file is built once, however many requests ask for it meanwhile."""

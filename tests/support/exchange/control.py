@@ -52,8 +52,10 @@ without it the action applies to every connection or symbol.
     archive_defect   symbol date=YYYY-MM-DD|YYYY-MM defect [options]   an archive file's
                      defect: unpublished [seconds] (404), truncated [keep=0.5] (cut zip, its
                      .CHECKSUM matching the cut), missing ids=[..] | count=1 (ids left out
-                     of the CSV), republish (new version: new sha256, defects lifted);
-                     counted in stats "archive_defects"
+                     of the CSV), republish (new version: new sha256, defects lifted),
+                     stale_checksum (zip re-published, its .CHECKSUM still the previous
+                     version's sha256; lifted by republish); counted in stats
+                     "archive_defects"
     clear            drop silences, REST faults and hangs, pending withholds, scheduled
                      closes and archive defects (files back to their first version); pings,
                      pong answers and max age back to the start values

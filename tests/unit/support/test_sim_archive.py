@@ -13,7 +13,7 @@ import zipfile
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Tuple
 
 import pytest
 
@@ -336,4 +336,38 @@ def test_an_unpublished_or_unfinished_period_raises_and_only_the_fault_is_counte
     with pytest.raises(NotPublished, match="fault"):
         asyncio.run(fetch("2025-01-02"))
     assert dict(archive.stats.archive_defects) == {"unpublished": 1}
+    archive.cleanup()
+
+
+def test_a_stale_checksum_serves_the_new_zip_under_the_previous_versions_sum() -> None:
+    archive = archive_with_days()
+
+    async def served() -> Tuple[Path, str]:
+        built = (await archive.file("BTCUSDT", "2025-01-01"))[1]
+        return built.path, built.sha256
+
+    def arm(defect: str, **options: Any) -> None:
+        archive.arm({"symbol": "BTCUSDT", "date": "2025-01-01", "defect": defect, **options})
+
+    first, first_sha = asyncio.run(served())
+    arm("missing", count=2)
+    holed, holed_sha = asyncio.run(served())
+    arm("stale_checksum")  # re-published whole; the cached .CHECKSUM is the holed file's
+    stale, stale_sha = asyncio.run(served())
+    assert stale_sha == holed_sha != sha256_file(stale)
+    assert csv_of(stale) == csv_of(first) != csv_of(holed)  # the full period, as republish
+    assert sha256_file(stale) not in (first_sha, holed_sha)  # new bytes: a new version
+    arm("stale_checksum")  # re-published again: the cache still holds the same old sum
+    again, again_sha = asyncio.run(served())
+    assert again_sha == holed_sha and sha256_file(again) != sha256_file(stale)
+    assert dict(archive.stats.archive_defects) == {"missing": 1, "republish": 2,
+                                                   "stale_checksum": 2}
+
+    arm("republish")  # lifted: the .CHECKSUM names the zip served
+    fixed, fixed_sha = asyncio.run(served())
+    assert fixed_sha == sha256_file(fixed) and csv_of(fixed) == csv_of(first)
+    assert archive.defects[("BTCUSDT", "2025-01-01")].in_force(0.0) == ["republish"]
+    arm("stale_checksum")
+    archive.clear()  # lifted too: the first version, its own sum
+    assert asyncio.run(served()) == (first, first_sha)
     archive.cleanup()
