@@ -168,8 +168,8 @@ def test_a_day_failing_its_checksum_is_said_not_verified_and_verifies_once_repub
                   "--to", DAYS[-1])
     assert done.returncode == EXIT_PROBLEM, done.stdout + done.stderr
     said = lines_of(done)
-    assert re.fullmatch(rf"BTCUSDT {DAYS[1]}: BTCUSDT-trades-{DAYS[1]}\.zip: sha256 [0-9a-f]{{64}} "
-                        r"is not the published [0-9a-f]{64} \(re-published meanwhile\?\): "
+    assert re.fullmatch(rf"BTCUSDT {DAYS[1]}: checksum mismatch: sha256 [0-9a-f]{{64}} "
+                        r"is not the published [0-9a-f]{64} \(re-published meanwhile\?\); "
                         r"run again later", said[DAYS[1]]), said[DAYS[1]]
     assert " verified, " in said[DAYS[0]] and " verified, " in said[DAYS[2]], done.stdout
     assert sorted(checks(influx_front, influx_db)) == [date(2024, 12, 31), date(2025, 1, 2)]

@@ -312,3 +312,15 @@ def read_trades(path: Path, symbol: str, name: Optional[str] = None,
             raise ArchiveCorrupt(label, str(exc), line) from exc
         except (zipfile.BadZipFile, EOFError, OSError) as exc:  # CRC, a cut deflate stream
             raise ArchiveCorrupt(label, f"unreadable after row {line - 1} ({exc})") from exc
+
+
+def archive_problem(exc: ArchiveError) -> str:
+    """What a file's ArchiveError means for a person, as scripts/history and scripts/verify
+    both say it on the file's or the day's line: every kind is "not now"."""
+    if isinstance(exc, NotPublished):
+        return "not published yet: run again later"
+    if isinstance(exc, ChecksumMismatch):
+        return f"checksum mismatch: {exc.detail}; run again later"
+    if isinstance(exc, ArchiveCorrupt):
+        return f"corrupt: {exc.detail}; run again later"
+    return f"download failed: {exc.detail}; run again later"

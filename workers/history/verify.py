@@ -38,6 +38,7 @@ from workers.exchange.archive import (
     ArchiveClient,
     ArchiveFile,
     Downloaded,
+    archive_problem,
     day_span_ms,
     read_trades,
 )
@@ -244,7 +245,7 @@ class DayVerifier:
             result.not_now, result.unpublished = "not published yet: run again later", True
             return result
         except (ChecksumMismatch, ArchiveCorrupt) as exc:  # re-published meanwhile, a bad sum
-            result.not_now = f"{exc}: run again later"
+            result.not_now = archive_problem(exc)
             return result
         try:
             diff = self.compare(downloaded)

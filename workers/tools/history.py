@@ -43,15 +43,19 @@ from workers.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_RUNTIME,
-    ArchiveCorrupt,
     ArchiveError,
-    ChecksumMismatch,
     ConfigError,
     LoadFailed,
     NotPublished,
     exit_codes_help,
 )
-from workers.exchange.archive import ArchiveClient, ArchiveFile, Downloaded, files_for
+from workers.exchange.archive import (
+    ArchiveClient,
+    ArchiveFile,
+    Downloaded,
+    archive_problem,
+    files_for,
+)
 from workers.history.load import ArchiveLoader, DaySpan, FileLoad
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.capture_days import LOADED, DayCheck, now_ns
@@ -300,7 +304,7 @@ class Run:
                     raise KeyboardInterrupt from None
                 if type(exc) is ArchiveError:  # not a defect of the file: no answer at all
                     self.unreachable += 1
-                self._problem(label, _archive_problem(exc))
+                self._problem(label, archive_problem(exc))
                 continue
             except OSError as exc:  # the temp dir: a full or read-only disk
                 self._problem(label, f"cannot save the download in {self.tmp}: {exc}; free "
@@ -371,14 +375,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _archive_problem(exc: ArchiveError) -> str:
-    if isinstance(exc, ChecksumMismatch):
-        return f"checksum mismatch: {exc.detail}; run again later"
-    if isinstance(exc, ArchiveCorrupt):
-        return f"corrupt: {exc.detail}; run again later"
-    return f"download failed: {exc.detail}; run again later"
 
 
 def day_lines(result: FileLoad) -> List[str]:

@@ -9,8 +9,14 @@ from typing import Iterator, List
 
 import pytest
 
-from workers.errors import ArchiveCorrupt
-from workers.exchange.archive import ArchiveFile, files_for, parse_checksum, read_trades
+from workers.errors import ArchiveCorrupt, ArchiveError, ChecksumMismatch, NotPublished
+from workers.exchange.archive import (
+    ArchiveFile,
+    archive_problem,
+    files_for,
+    parse_checksum,
+    read_trades,
+)
 
 MS_DAY = 1_709_510_400_000  # 2024-03-04 00:00 UTC in ms: archive times in ms
 US_DAY = 1_741_046_400_000_000  # 2025-03-04 00:00 UTC in µs: archive times in µs
@@ -160,3 +166,16 @@ def test_the_csv_is_streamed_memory_stays_bounded_whatever_the_file_size(
     assert last == count
     assert csv_bytes > 2_400_000
     assert peak < 1_000_000, f"peak {peak:,} bytes for a {csv_bytes:,}-byte CSV"
+
+
+@pytest.mark.parametrize("error, said", [
+    (NotPublished("X.zip", "not published yet (404)"), "not published yet: run again later"),
+    (ChecksumMismatch("X.zip", "sha256 a is not the published b"),
+     "checksum mismatch: sha256 a is not the published b; run again later"),
+    (ArchiveCorrupt("X.zip", "3 columns, not 7", 12),
+     "corrupt: line 12: 3 columns, not 7; run again later"),
+    (ArchiveError("X.zip", "failed 6 times (ReadTimeoutError)"),
+     "download failed: failed 6 times (ReadTimeoutError); run again later"),
+])
+def test_each_archive_error_is_said_the_same_way_by_history_and_verify(error, said) -> None:
+    assert archive_problem(error) == said
