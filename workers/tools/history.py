@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -56,54 +55,24 @@ from workers.exchange.archive import (
     archive_problem,
     files_for,
 )
+from workers.history.days import archive_span, check_symbols, parse_day, today_utc
 from workers.history.load import ArchiveLoader, DaySpan, FileLoad
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.capture_days import LOADED, DayCheck, now_ns
 from workers.storage.influx_query import InfluxQuery
 from workers.storage.retention import retention_s
 
-FIRST_DAY = date(2017, 7, 14)  # Binance's first spot trades: the archive starts there
-SYMBOL = re.compile(r"^[A-Z0-9]{2,40}$")
 PLAIN_EVERY_S = 10.0  # progress lines when stderr is not a terminal
 BAR_EVERY_S = 0.2
 
 
-def today_utc() -> date:
-    return datetime.now(timezone.utc).date()
-
-
 # -- the days asked ---------------------------------------------------------------------------
-def parse_day(text: str, option: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: not a day; write it as YYYY-MM-DD "
-                          "(2025-03-04)") from None
-
-
 def span(first_text: str, last_text: Optional[str], today: date) -> Tuple[date, date]:
-    """The days asked, refused up front (ConfigError, with the fix) when the archive cannot
-    have them: before 2017-07-14, today or in the future (a day is published after it ends)."""
+    """The days asked (--to defaults to yesterday), refused up front when the archive cannot
+    have them (history/days.py)."""
     first = parse_day(first_text, "--from")
     last = parse_day(last_text, "--to") if last_text else today - timedelta(days=1)
-    if first > last:
-        raise ConfigError(f"--from {first} is after --to {last}: swap them")
-    if first < FIRST_DAY:
-        raise ConfigError(f"--from {first}: Binance's archive starts on {FIRST_DAY}; "
-                          f"use --from {FIRST_DAY} or later")
-    if last >= today:
-        raise ConfigError(f"--to {last} is {'today' if last == today else 'in the future'} "
-                          f"(UTC {today}): a day is published after it ends, usually within "
-                          f"hours; use --to {today - timedelta(days=1)} at the latest")
-    return first, last
-
-
-def check_symbols(names: List[str]) -> List[str]:
-    symbols = [n.upper() for n in names]
-    bad = [n for n in symbols if not SYMBOL.match(n)]
-    if bad:
-        raise ConfigError(f"not a pair: {', '.join(bad)} (write it as Binance does: BTCUSDT)")
-    return list(dict.fromkeys(symbols))
+    return archive_span(first, last, today)
 
 
 def refuse_expired(settings: Settings, first: date, today: date) -> None:

@@ -14,7 +14,7 @@ import argparse
 import sys
 import tempfile
 from contextlib import ExitStack
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from pathlib import Path
 from typing import Callable, Container, Dict, List, Optional, Sequence
 
@@ -30,6 +30,13 @@ from workers.errors import (
     exit_codes_help,
 )
 from workers.exchange.archive import ArchiveClient, Downloaded, day_range
+from workers.history.days import (
+    archive_span,
+    check_symbols,
+    parse_day,
+    today_utc,
+    yesterday_utc,
+)
 from workers.history.load import ArchiveLoader
 from workers.history.verify import DayResult, DayVerifier, Repair
 from workers.settings import Settings, load_env, load_settings
@@ -39,19 +46,6 @@ from workers.symbols import load_file, this_host
 
 SAMPLE_IDS = 5  # ids named per kind in a day's line
 LONGEST_SPAN_DAYS = 366  # a longer --from..--to is a typo more often than a wish
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date: YYYY-MM-DD, e.g. "
-                                         "2025-03-04") from None
-
-
-def yesterday(now: Optional[datetime] = None) -> date:
-    """Yesterday in UTC: the last day the archive may have published."""
-    return ((now or datetime.now(timezone.utc)) - timedelta(days=1)).date()
 
 
 def ids_text(ids: Sequence[int]) -> str:
@@ -110,8 +104,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("symbols", nargs="*", metavar="SYMBOL", help="e.g. BTCUSDT")
     parser.add_argument("--all", action="store_true",
                         help="every symbol this host captures (config/symbols.yaml)")
-    parser.add_argument("--from", dest="first", type=_day, help="first UTC day, YYYY-MM-DD")
-    parser.add_argument("--to", dest="last", type=_day, help="last UTC day (default: --from)")
+    parser.add_argument("--from", dest="first", help="first UTC day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="last", help="last UTC day (default: --from)")
     parser.add_argument("--yesterday", action="store_true", help="yesterday (UTC) only")
     parser.add_argument("--repair", action="store_true",
                         help="write missing and differing trades again from the archive")
@@ -129,20 +123,19 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def chosen_days(args: argparse.Namespace) -> List[date]:
     if args.yesterday:
-        return [yesterday()]
-    last = args.last or args.first
-    if last < args.first or (last - args.first).days >= LONGEST_SPAN_DAYS:
-        raise ConfigError(f"--to {last} must be on or after --from {args.first}, and within "
-                          f"{LONGEST_SPAN_DAYS} days of it")
-    if last >= datetime.now(timezone.utc).date():
-        raise ConfigError(f"--to {last}: a UTC day is published once it is over; the last "
-                          f"one that can be verified is {yesterday()}")
-    return list(day_range(args.first, last))
+        return [yesterday_utc()]
+    first = parse_day(args.first, "--from")
+    last = parse_day(args.last, "--to") if args.last else first
+    first, last = archive_span(first, last, today_utc())
+    if (last - first).days >= LONGEST_SPAN_DAYS:
+        raise ConfigError(f"--to {last} must be within {LONGEST_SPAN_DAYS} days of --from "
+                          f"{first}")
+    return list(day_range(first, last))
 
 
 def chosen_symbols(args: argparse.Namespace, env: Dict[str, str]) -> List[str]:
     if not args.all:
-        return [s.upper() for s in args.symbols]
+        return check_symbols(args.symbols)
     workers = load_file(args.symbols_file).share(this_host(env))
     return sorted({s for w in workers for s in w.symbols})
 

@@ -12,7 +12,7 @@ from workers.errors import EXIT_PROBLEM, EXIT_RUNTIME, ArchiveError, ConfigError
 from workers.exchange.archive import ArchiveClient, ArchiveFile
 from workers.history.load import DaySpan, FileLoad
 from workers.tools import history
-from workers.tools.history import LoadedFiles, Progress, check_symbols, day_checks, span
+from workers.tools.history import LoadedFiles, Progress, day_checks, span
 
 TODAY = date(2026, 12, 3)
 
@@ -21,23 +21,9 @@ def test_to_defaults_to_yesterday() -> None:
     assert span("2025-03-01", None, TODAY) == (date(2025, 3, 1), date(2026, 12, 2))
 
 
-@pytest.mark.parametrize("first,last,said", [
-    ("2026-12-03", "2026-12-03", "is today (UTC 2026-12-03): a day is published after it ends"),
-    ("2026-12-01", "2027-01-01", "is in the future"),
-    ("2017-07-13", "2017-07-20", "archive starts on 2017-07-14; use --from 2017-07-14"),
-    ("2025-03-05", "2025-03-04", "is after --to 2025-03-04: swap them"),
-    ("2025-3-4x", "2025-03-04", "not a day; write it as YYYY-MM-DD"),
-])
-def test_days_the_archive_cannot_have_are_refused_with_the_fix(first: str, last: str,
-                                                              said: str) -> None:
-    with pytest.raises(ConfigError, match=said.replace("(", r"\(").replace(")", r"\)")):
-        span(first, last, TODAY)
-
-
-def test_pairs_are_upper_cased_once_each_and_checked() -> None:
-    assert check_symbols(["btcusdt", "ETHUSDT", "BTCUSDT"]) == ["BTCUSDT", "ETHUSDT"]
-    with pytest.raises(ConfigError, match="not a pair: BTC/USDT"):
-        check_symbols(["BTC/USDT"])
+def test_the_days_asked_are_checked_by_the_shared_rules() -> None:
+    with pytest.raises(ConfigError, match="is today"):  # history/days.py: test_days
+        span("2026-12-03", "2026-12-03", TODAY)
 
 
 def loaded(symbol: str, period: str, trades: int = 1) -> FileLoad:
