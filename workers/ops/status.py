@@ -757,10 +757,12 @@ def _cannot_tell(exc: Exception) -> Dict[str, Any]:
     return {"error": f"{type(exc).__name__}: {exc}"}  # whole: its fix is at the end
 
 
-def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
-    """The last trade stored per pair (any host), read from InfluxDB; never raises."""
+def stored(symbols: List[str], now: Optional[float] = None,
+           source: Optional[Tuple[Any, Any]] = None) -> Dict[str, Any]:
+    """The last trade stored per pair (any host), read from InfluxDB; never raises. `source`:
+    the (settings, query) of _influx_query when the caller opened it already."""
     try:
-        settings, query = _influx_query()
+        settings, query = source or _influx_query()
         if query is None:
             return {"error": NO_DATABASE}
         found = query.last_trades(symbols or None, settings.resume_lookback_h, 10.0)
@@ -773,14 +775,15 @@ def stored(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
                         for s in symbols}}
 
 
-def day_checks(symbols: List[str], now: Optional[float] = None) -> Dict[str, Any]:
+def day_checks(symbols: List[str], now: Optional[float] = None,
+               source: Optional[Tuple[Any, Any]] = None) -> Dict[str, Any]:
     """The latest verify of each day checked in the last DAY_CHECKS_D days, per pair (the
-    capture_days points scripts/verify writes); never raises."""
+    capture_days points scripts/verify writes); never raises. `source` as for stored()."""
     from workers.storage.capture_days import VERIFIED, latest_checks
 
     now_ns = int((time.time() if now is None else now) * 1e9)
     try:
-        _, query = _influx_query()
+        _, query = source or _influx_query()
         if query is None:
             return {"error": NO_DATABASE}
         found = latest_checks(query, now_ns - DAY_CHECKS_D * 86_400 * 10**9, now_ns + 1,
@@ -864,8 +867,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = collect()
     if args.stored:
         symbols = sorted({s for r in report["workers"] for s in r["symbols"]})
-        report["stored"] = stored(symbols)
-        report["days"] = day_checks(symbols)
+        try:  # one settings read and one connection for both reports
+            source: Optional[Tuple[Any, Any]] = _influx_query()
+        except Exception:  # each report says it on its line, opening by itself
+            source = None
+        try:
+            report["stored"] = stored(symbols, source=source)
+            report["days"] = day_checks(symbols, source=source)
+        finally:
+            if source is not None and source[1] is not None:
+                source[1].close()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
