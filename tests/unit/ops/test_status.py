@@ -908,3 +908,33 @@ def test_day_lines_join_verified_days_in_runs_and_name_each_day_not_verified() -
         "2025-03-04 1,234 missing, 0 extra, 0 differing; 2025-03-06 archive file unreadable",
         "days: ETHUSDT none verified in the last 7 d (scripts/verify)"]
     assert st.day_lines({"error": "SinkError: x"}) == ["days: cannot tell: SinkError: x"]
+
+
+def test_stored_opens_one_influxdb_source_for_both_reports_and_closes_it(
+        root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from workers.storage.influx_query import InfluxQuery
+
+    (root / "run" / "status" / "alts.json").write_text(json.dumps(status(pid=43)))
+    healthy = FakeRpc([info(), info("alts", pid=43), info("reconciler", pid=7)])
+    monkeypatch.setattr(st, "collect", lambda: collect(root, healthy, now=lambda: NOW))
+    for name, value in (("INFLUXDB_URL", "http://127.0.0.1:9"), ("INFLUXDB_TOKEN", "x"),
+                        ("INFLUXDB_ORG", "o"), ("INFLUXDB_BUCKET", "b")):
+        monkeypatch.setenv(name, value)
+    opened: List[InfluxQuery] = []
+    closed: List[InfluxQuery] = []
+    real_init = InfluxQuery.__init__
+
+    def init(self: InfluxQuery, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+    monkeypatch.setattr(InfluxQuery, "__init__", init)
+    monkeypatch.setattr(InfluxQuery, "close", lambda self: closed.append(self))
+    monkeypatch.setattr(InfluxQuery, "last_trades", lambda self, *a, **k: {})
+    monkeypatch.setattr(InfluxQuery, "query", lambda self, q, *a, **k: [])
+
+    st.main(["--stored"])
+
+    out = capsys.readouterr().out
+    assert "stored: BTCUSDT nothing in the last 24 h" in out, out
+    assert "days: BTCUSDT none verified in the last 7 d (scripts/verify)" in out, out
+    assert len(opened) == 1 and closed == opened
