@@ -1,4 +1,5 @@
-"""Load past days of pairs from Binance's public archive into the InfluxDB of `.env.local`.
+"""Load past days of pairs from Binance's public archive into the InfluxDB of `.env.local`
+(without INFLUXDB_URL: into line-protocol files under DATA_DIR/lp/, for scripts/load-files).
 
     scripts/history SYMBOL... --from DATE [--to DATE] [--force] [--parallel N] [--daily-only]
 
@@ -72,6 +73,8 @@ def span(first_text: str, last_text: Optional[str], today: date) -> Tuple[date, 
     have them (history/days.py)."""
     first = parse_day(first_text, "--from")
     last = parse_day(last_text, "--to") if last_text else today - timedelta(days=1)
+    if not last_text and first >= today:  # the default --to is not what the user got wrong
+        last = first
     return archive_span(first, last, today)
 
 
@@ -184,6 +187,16 @@ class Progress:
         else:
             self.out.write(f"history: {self.line()}\n")
         self.out.flush()
+
+    def done(self) -> None:
+        """The run's totals on stderr, once at the end: a periodic line may have shown only
+        the first seconds."""
+        with self.lock:
+            if self._drawn:
+                self.out.write("\r\x1b[K")
+                self._drawn = False
+            self.out.write(f"history: done: {self.line()}\n")
+            self.out.flush()
 
     def say(self, text: str) -> None:
         """One result line on stdout, with the bar cleared first."""
@@ -433,6 +446,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_RUNTIME
     finally:
         run.close()
+        run.progress.done()
     if run.unreachable:
         print(f"history: the archive at {settings.archive_url} did not answer for "
               f"{run.unreachable} file(s): check the network or BINANCE_ARCHIVE_URL, and run "

@@ -133,7 +133,7 @@ class Market:
     def get(self, name: str) -> SymbolState:
         state = self.symbols.get(check_symbol(name))
         if state is None:
-            raise ConfigError(f"unknown symbol {name!r}")
+            raise ConfigError(f"unknown symbol {name!r}: name it with --symbol {name} too")
         return state
 
     def select(self, name: Optional[str]) -> List[SymbolState]:

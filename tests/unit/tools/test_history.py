@@ -136,3 +136,18 @@ def test_a_pair_the_archive_has_no_file_of_may_be_misspelled(
     assert "BTCUSDT 2025-01-02: not published yet: run again later" in said.out + said.err
     assert "BTCUSDT: the archive has no file of the span: check the pair's name" in \
         said.out + said.err
+
+
+def test_from_today_without_to_is_refused_as_today_not_as_swapped() -> None:
+    with pytest.raises(ConfigError, match=r"--to 2026-12-03 is today"):
+        span("2026-12-03", None, TODAY)
+
+
+def test_the_run_ends_with_its_totals() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    progress.files_total, progress.files_done = 3, 3
+    progress.loaded(1_000)
+    progress.done()
+    assert out.getvalue().splitlines()[-1].startswith(
+        "history: done: 3/3 files, 0.0 MB downloaded, 1,000 trades loaded")
