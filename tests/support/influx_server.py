@@ -186,7 +186,9 @@ class InfluxServer:
             if not self.process.alive():
                 return False
             try:
-                if http_ok(f"{self.url}/ping", timeout=1.0):
+                # Our influxd's answer, not that of a server that took the port we picked.
+                answered = http_ok(f"{self.url}/ping", timeout=1.0)
+                if answered and self.process.listens_on(self.http_port):
                     return True
             except OSError:  # refused until influxd has bound the port
                 pass

@@ -59,6 +59,22 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05
         time.sleep(interval)
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on TCP `port` (any address), read from /proc/net."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; column 9 is the inode.
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when a GET of `url` answers with a 2xx status."""
     try:
@@ -99,6 +115,28 @@ class ManagedProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def listens_on(self, port: int) -> bool:
+        """Whether this very process holds the listening socket of `port`.
+
+        A readiness probe alone can be answered by another test's server that took the port
+        between `free_port()` and our child's bind; that server later stops and our test
+        meets "connection refused". Asking whose socket it is closes that race.
+        """
+        if not self.alive():
+            return False
+        wanted = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+        fd_dir = Path(f"/proc/{self.pid}/fd")
+        try:
+            for fd in fd_dir.iterdir():
+                try:
+                    if os.readlink(fd) in wanted:
+                        return True
+                except OSError:  # closed since the listing
+                    continue
+        except OSError:
+            return False
+        return False
 
     def send_signal(self, sig: int) -> None:
         if self.alive():

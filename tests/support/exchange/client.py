@@ -5,7 +5,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from tests.support.procs import (
     REPO_ROOT,
@@ -37,7 +37,17 @@ class ExchangeSim:
     @classmethod
     def start(cls, tmp_path: Path, *args: str, port: Optional[int] = None) -> "ExchangeSim":
         """Start the simulator with CLI `args` and wait until REST answers."""
-        port = free_port() if port is None else port
+        attempts = 1 if port is not None else 3  # a picked port can be taken before we bind
+        for attempt in range(attempts):
+            try:
+                return cls._start_once(tmp_path, args, free_port() if port is None else port)
+            except RuntimeError as exc:
+                if attempt + 1 == attempts or " is busy " not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start_once(cls, tmp_path: Path, args: Sequence[str], port: int) -> "ExchangeSim":
         log_path = Path(tmp_path) / f"exchange-sim-{port}.log"
         process = ManagedProcess(f"exchange-sim:{port}",
                                  python_argv(str(SCRIPT), "--port", str(port),
@@ -47,8 +57,10 @@ class ExchangeSim:
         sim = cls(process.start(), port)
         try:
             # Poll the weightless stats first, so that the start costs exactly one ping (weight
-            # 1) whatever the machine's speed: tests may assert on X-MBX-USED-WEIGHT-1M.
-            wait_until(lambda: not process.alive() or http_ok(f"{sim.rest_url}/_sim/stats"),
+            # 1) whatever the machine's speed: tests may assert on X-MBX-USED-WEIGHT-1M. The
+            # answer must come from our child: another test's server may hold a port we picked.
+            wait_until(lambda: not process.alive() or (http_ok(f"{sim.rest_url}/_sim/stats")
+                                                       and process.listens_on(port)),
                        START_TIMEOUT_S, what=f"exchange-sim on port {port}")
             if not process.alive() or not http_ok(f"{sim.rest_url}/api/v3/ping"):
                 raise RuntimeError("exchange-sim did not start")

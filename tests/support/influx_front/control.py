@@ -85,7 +85,7 @@ class InfluxFront:
             try:
                 # Not /ping: it needs a token on 3core and is absent on serverless.
                 with urllib.request.urlopen(f"{self.url}/_front/stats", timeout=1.0) as resp:
-                    if resp.status == 200:
+                    if resp.status == 200 and self.process.listens_on(self.port):
                         return True
             except OSError:  # refused until the child has bound the port
                 pass
