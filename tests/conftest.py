@@ -3,6 +3,7 @@
 - influx_server / influx_db / influx_front: Debian's InfluxDB 1.6.7 in a temp dir, a fresh
   database per test, and the v2-write front that injects faults (tests/support/influx_*.py).
 - exchange_sim: starts Binance simulators as subprocesses (tests/support/exchange/).
+- refused_url: an http:// URL on 127.0.0.1 that refuses connections (an InfluxDB that is down).
 - stop_workers (automatic): no worker process outlives its test.
 - the specs marked `slow` run first (pytest_collection_modifyitems).
 A missing InfluxDB skips locally and fails on CI (CI set in the environment).
@@ -14,6 +15,7 @@ from typing import Iterator, List
 import pytest
 
 from tests.support import workerproc
+from tests.support.procs import refusing_port
 
 pytest_plugins = (
     "tests.support.influx_fixtures",
@@ -27,6 +29,13 @@ def stop_workers() -> Iterator[None]:
     yield
     while workerproc.STARTED:
         workerproc.STARTED.pop().stop()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """http://127.0.0.1:PORT where nothing answers, and nothing can start, during the test."""
+    with refusing_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
 from tests.support.influx_server import InfluxServer
-from tests.support.procs import REPO_ROOT, free_port, plain_env
+from tests.support.procs import REPO_ROOT, plain_env
 
 TOKEN = "doctor-token-0123"
 TOKENS = {"1.8": "tester:" + TOKEN}  # 1.8 with auth on: `Token user:password`
@@ -142,8 +142,9 @@ def test_retention_shorter_than_the_look_back_is_a_warning(fronts, influx_server
     assert "fix retention: set RESUME_LOOKBACK_H=2 (or less)" in shown.stdout
 
 
-def test_nothing_answering_is_a_runtime_failure_and_no_url_a_configuration_one(tmp_path):
-    path = env_file(tmp_path, f"http://127.0.0.1:{free_port()}", TOKEN, "ticks")
+def test_nothing_answering_is_a_runtime_failure_and_no_url_a_configuration_one(tmp_path,
+                                                                                refused_url):
+    path = env_file(tmp_path, refused_url, TOKEN, "ticks")
     shown = doctor("--env-file", str(path))
     assert shown.returncode == 3, shown.stdout
     assert "reachable  FAIL   http://127.0.0.1:" in shown.stdout
@@ -156,8 +157,8 @@ def test_nothing_answering_is_a_runtime_failure_and_no_url_a_configuration_one(t
 
 
 def test_the_first_start_checks_once_and_starts_anyway_while_influxdb_is_down(
-        fronts, influx_db, tmp_path):
-    down = env_file(tmp_path, f"http://127.0.0.1:{free_port()}", TOKEN, influx_db.name)
+        fronts, influx_db, tmp_path, refused_url):
+    down = env_file(tmp_path, refused_url, TOKEN, influx_db.name)
     first = doctor("--env-file", str(down), "--first-start")
     assert first.returncode == 0, first.stdout
     assert "starting anyway" in first.stdout

@@ -20,7 +20,7 @@ from typing import Set
 import pytest
 
 from tests.support.capture import Capture, assert_values_exact, influx_env, new_worker
-from tests.support.procs import free_port, python_argv, wait_until
+from tests.support.procs import python_argv, wait_until
 from tests.support.workerproc import _SCRUB
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,12 +122,12 @@ def test_a_bad_setting_exits_2_with_one_line(tmp_path):
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "--lp-dir" in done.stderr
 
 
-def test_influxdb_down_exits_3_after_the_retry_budget(tmp_path):
+def test_influxdb_down_exits_3_after_the_retry_budget(tmp_path, refused_url):
     lp_dir = lp_file(tmp_path)
     started = time.monotonic()
 
-    done = load_files(tmp_path, "--lp-dir", str(lp_dir), INFLUXDB_URL=f"http://127.0.0.1:"
-                      f"{free_port()}", INFLUXDB_TOKEN="t", INFLUXDB_ORG="o", INFLUXDB_BUCKET="b",
+    done = load_files(tmp_path, "--lp-dir", str(lp_dir), INFLUXDB_URL=refused_url,
+                      INFLUXDB_TOKEN="t", INFLUXDB_ORG="o", INFLUXDB_BUCKET="b",
                       WRITE_RETRY_BUDGET_S="2", WRITE_RETRY_INITIAL_MS="200",
                       WRITE_RETRY_MAX_DELAY_S="1")
 

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 from tests.support.exchange.fixtures import StartSim
-from tests.support.procs import free_port, wait_until
+from tests.support.procs import wait_until
 from tests.support.workerproc import WorkerProcess
 
 ONE = "symbols: [BTCUSDT]\n"
@@ -59,12 +59,12 @@ def snapshot(*roots: Path) -> Dict[str, Tuple[bytes, int]]:
 
 
 def test_a_second_process_for_one_worker_is_refused_and_touches_nothing(
-        tmp_path: Path, exchange_sim: StartSim) -> None:
+        tmp_path: Path, exchange_sim: StartSim, refused_url: str) -> None:
     sim = exchange_sim("--symbol", "BTCUSDT:rate=100")
     # InfluxDB unreachable, a short retry budget: the batches go to the spool, and the
     # checkpoint moves over them, so all three of the worker's files exist.
     env = {"BINANCE_WS_URL": sim.ws_url, "BINANCE_REST_URL": sim.rest_url,
-           "INFLUXDB_URL": f"http://127.0.0.1:{free_port()}", "INFLUXDB_TOKEN": "t",
+           "INFLUXDB_URL": refused_url, "INFLUXDB_TOKEN": "t",
            "INFLUXDB_ORG": "o", "INFLUXDB_BUCKET": "ticks", "WRITE_RETRY_BUDGET_S": "1",
            "WRITE_RETRY_MAX_DELAY_S": "0.5", "INFLUXDB_TIMEOUT_S": "1"}
     first = WorkerProcess(tmp_path / "first", "btcusdt", ONE, env).start("--no-symbol-check")

@@ -9,8 +9,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Callable, Dict, Mapping, Optional, Sequence
+from typing import IO, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ON_CI = bool(os.environ.get("CI"))
@@ -21,6 +22,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses every connection for as long as the block runs.
+
+    Bound but never listening: Linux answers a connect with a reset, and no other test's
+    server can take the port meanwhile (a port from `free_port()` can be taken, and then
+    "InfluxDB unreachable" specs would meet a server).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 def port_busy(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,7 +6,6 @@ query and tests/unit/common/test_httputil.py the TLS trust it shares with the wr
 """
 from __future__ import annotations
 
-import socket
 from typing import Iterator, Tuple
 
 import pytest
@@ -82,12 +81,9 @@ def test_an_answer_that_is_not_json_raises_with_the_status(answers):
     assert caught.value.status == 200
 
 
-def test_an_unreachable_database_raises_without_a_status():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+def test_an_unreachable_database_raises_without_a_status(refused_url):
     with pytest.raises(SinkError, match="unreachable") as caught:
-        InfluxQuery(settings(f"http://127.0.0.1:{port}")).query("SELECT 1")
+        InfluxQuery(settings(refused_url)).query("SELECT 1")
     assert caught.value.status is None
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 
@@ -11,18 +10,12 @@ from workers.errors import EXIT_CONFIG, EXIT_RUNTIME
 from workers.tools import audit
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def influx_env(monkeypatch):
+def influx_env(monkeypatch, refused_url):
     for name in list(os.environ):
         if name.startswith(("INFLUXDB_", "BINANCE_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("INFLUXDB_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("INFLUXDB_URL", refused_url)
     for name, value in (("INFLUXDB_TOKEN", "t"), ("INFLUXDB_ORG", "o"), ("INFLUXDB_BUCKET", "b")):
         monkeypatch.setenv(name, value)
 
