@@ -75,9 +75,9 @@ from workers.ops.supervisor_render import RenderSettings, parse_rendered, read_t
 from workers.ops.supervisor_rpc import (
     RPC_ERRORS,
     connect,
-    describe,
     exit_config_error,
     log_tail,
+    unreachable,
 )
 from workers.settings import PROJECT_ROOT, WriteLimit, load_env, load_settings
 from workers.symbols import load_file, this_host
@@ -516,7 +516,7 @@ def collect(root: Path = PROJECT_ROOT, rpc: Any = None,
         rpc = rpc or connect(settings.socket_url)
         infos = rpc.supervisor.getAllProcessInfo()
     except RPC_ERRORS as exc:
-        report["supervisord"] = f"not reachable at {settings.socket_url}: {describe(exc)}"
+        report["supervisord"] = unreachable(settings.socket_url, exc)
     by_name = {i["name"]: i for i in infos or []}
     names = list(expected) + sorted(n for n in by_name if n not in expected and n != RECONCILER)
     t = now()

@@ -46,6 +46,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def unreachable(url: str, exc: BaseException) -> str:
+    """One line for "no supervisord at `url`", with what to do: a newcomer who has not started
+    the service meets this first, and a raw FileNotFoundError tells them nothing."""
+    where = url.removeprefix("unix://")
+    start = "start it with scripts/run (or scripts/run --daemon)"
+    if isinstance(exc, FileNotFoundError):
+        return f"not running: no socket at {where}; {start}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"not running: nothing answers at {where} (a stopped supervisord's socket); {start}"
+    if isinstance(exc, PermissionError):
+        return (f"not reachable: no permission to open {where}; run this as the user who "
+                f"started supervisord")
+    return f"not reachable at {url}: {describe(exc)}"
+
+
 @dataclass
 class ApplyResult:
     added: List[str] = field(default_factory=list)

@@ -12,6 +12,7 @@ import pytest
 from workers.health import as_status, read_status
 from workers.ops import status as st
 from workers.ops.status import assess, collect, table
+from workers.ops.supervisor_rpc import unreachable
 from workers.settings import WriteLimit
 
 NOW = 1_700_000_000.0
@@ -200,7 +201,24 @@ def test_no_supervisord_is_a_runtime_failure_exit_3(root: Path, monkeypatch: pyt
     monkeypatch.setattr(st, "collect", lambda: collect(root, now=lambda: NOW))
     assert st.main([]) == 3
     out = capsys.readouterr().out
-    assert "supervisord: not reachable" in out and "run/supervisor.sock" in out
+    assert "supervisord: not running: no socket at " in out and "run/supervisor.sock" in out
+    assert "start it with scripts/run" in out and "Error" not in out
+
+
+@pytest.mark.parametrize("exc, said", [
+    (FileNotFoundError(2, "No such file or directory"),
+     "not running: no socket at /srv/t/run/supervisor.sock; start it with scripts/run"),
+    (ConnectionRefusedError(111, "Connection refused"),
+     "not running: nothing answers at /srv/t/run/supervisor.sock (a stopped supervisord's "
+     "socket); start it with scripts/run"),
+    (PermissionError(13, "Permission denied"),
+     "not reachable: no permission to open /srv/t/run/supervisor.sock; run this as the user "
+     "who started supervisord"),
+    (TimeoutError("timed out"), "not reachable at unix:///srv/t/run/supervisor.sock: "
+                                "TimeoutError: timed out"),
+])
+def test_no_supervisord_is_said_with_what_to_do(exc: BaseException, said: str) -> None:
+    assert unreachable("unix:///srv/t/run/supervisor.sock", exc).startswith(said)
 
 
 def test_a_broken_symbols_file_is_a_problem_but_rows_come_from_the_include(
