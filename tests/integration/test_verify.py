@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Set
 
 import pytest
 
+from tests.integration.test_history import LATE_404
 from tests.support.capture import influx_env
 from tests.support.exchange.client import ExchangeSim
 from tests.support.exchange.fixtures import StartSim
@@ -133,7 +134,7 @@ def test_each_archive_defect_is_found_and_said_and_a_republished_day_verifies(
     said = lines_of(done)
     assert "NOT verified, 0 missing, 2 extra (ids " in said[DAYS[0]]
     assert "the archive lacks trades we stored" in said[DAYS[0]]
-    assert said[DAYS[1]].endswith(": not published yet: run again later")
+    assert re.search(f": {LATE_404}$", said[DAYS[1]]), said[DAYS[1]]
     assert "NOT verified, archive file unreadable" in said[DAYS[2]]
     assert "run again later" in said[DAYS[2]]
     stored = checks(influx_front, influx_db)

@@ -42,6 +42,7 @@ from workers.exchange.archive import (
     day_span_ms,
     read_trades,
 )
+from workers.history.days import today_utc, unpublished
 from workers.settings import InfluxSettings, Settings
 from workers.storage.capture_days import VERIFIED, DayCheck, is_verified, now_ns
 from workers.storage.influx_query import InfluxQuery, quote_ident, quote_string
@@ -242,7 +243,7 @@ class DayVerifier:
         try:
             downloaded = self.client.download(ArchiveFile(symbol, day.isoformat()), self.workdir)
         except NotPublished:
-            result.not_now, result.unpublished = "not published yet: run again later", True
+            result.not_now, result.unpublished = unpublished(day, today_utc()), True
             return result
         except (ChecksumMismatch, ArchiveCorrupt) as exc:  # re-published meanwhile, a bad sum
             result.not_now = archive_problem(exc)

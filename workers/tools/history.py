@@ -56,7 +56,13 @@ from workers.exchange.archive import (
     archive_problem,
     files_for,
 )
-from workers.history.days import archive_span, check_symbols, parse_day, today_utc
+from workers.history.days import (
+    archive_span,
+    check_symbols,
+    parse_day,
+    today_utc,
+    unpublished,
+)
 from workers.history.load import ArchiveLoader, DaySpan, FileLoad
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.capture_days import LOADED, DayCheck, now_ns
@@ -223,6 +229,7 @@ class Run:
         self.parallel = parallel
         self.progress = progress
         self.stopping = threading.Event()
+        self.today = today_utc()
         self.home = settings.data_dir / "history"
         self.home.mkdir(parents=True, exist_ok=True)
         remove_stale_downloads(self.home)
@@ -279,7 +286,7 @@ class Run:
                     self.progress.say(f"{label}: monthly file not published yet: its "
                                       f"{len(days)} daily files instead")
                     continue
-                self._problem(label, "not published yet: run again later")
+                self._problem(label, unpublished(file.first_day, self.today))
                 continue
             except ArchiveError as exc:
                 if self.stopping.is_set():

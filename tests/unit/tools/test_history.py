@@ -133,7 +133,9 @@ def test_a_pair_the_archive_has_no_file_of_may_be_misspelled(
 
     said = capsys.readouterr()
     assert code == EXIT_PROBLEM
-    assert "BTCUSDT 2025-01-02: not published yet: run again later" in said.out + said.err
+    assert "BTCUSDT 2025-01-02: not in the archive " in said.out + said.err  # long over
+    assert "most likely did not trade that day (listed later, or delisted); if it did, run " \
+        "again later" in said.out + said.err
     assert "BTCUSDT: the archive has no file of the span: check the pair's name" in \
         said.out + said.err
 
