@@ -570,7 +570,9 @@ class FrontServer:
         needs (servers.md, Reads: "Creating a mapping"). The front's bucket id is its name
         (dbrp.py); a database influxd does not have is no bucket. With a retention of the
         front's own (--retention, the flavor's), each bucket has its `expire` rule as 2.x
-        reports it (retentionRules, everySeconds: workers/storage/retention.py); else none."""
+        reports it (retentionRules, everySeconds: workers/storage/retention.py); without one,
+        an empty list, as 2.x answers for a bucket kept forever (influxdb 2.x
+        http/bucket_service.go newBucket: an `expire` rule only when the period is > 0)."""
         if not write_authorized(self.dialect, self.token,
                                 request.headers.get("Authorization", "")):
             return self.refuse("auth", 401, "unauthorized access", write=False)
@@ -579,10 +581,10 @@ class FrontServer:
                  for series in result.get("series") or [] for row in series.get("values") or []]
         wanted = request.query.get("name")
         kept = self.limits.retention_ns
-        rules = {} if kept is None else {
-            "retentionRules": [{"type": "expire", "everySeconds": kept // 1_000_000_000}]}
+        rules = [] if kept is None else [{"type": "expire",
+                                          "everySeconds": kept // 1_000_000_000}]
         return web.json_response({"buckets": [{"id": name, "name": name, "orgID": "front",
-                                               **rules}
+                                               "retentionRules": rules}
                                               for name in names if wanted in (None, name)]})
 
     # -- ping and health --
