@@ -12,19 +12,19 @@ from pathlib import Path
 from tests.support.procs import ManagedProcess, python_argv, wait_until
 
 LISTENER = """
-import socket, sys, time
-s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(30)
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(30)
 """
 
 
 def test_a_child_that_binds_the_port_is_its_listener(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    child = ManagedProcess("listener", python_argv("-c", LISTENER, str(port)),
+    child = ManagedProcess("listener", python_argv("-c", LISTENER),
                            tmp_path / "listener.log").start()
     try:
-        wait_until(lambda: child.listens_on(port), 10.0, what="the child's listening socket")
+        wait_until(lambda: child.output().strip().isdigit(), 10.0, what="the child's port")
+        port = int(child.output())
+        assert child.listens_on(port)
     finally:
         child.stop()
     assert not child.listens_on(port), "a stopped child holds nothing"
