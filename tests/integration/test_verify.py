@@ -27,6 +27,7 @@ from tests.support.influx_fixtures import InfluxDb
 from tests.support.influx_front import InfluxFront
 from tests.support.procs import python_argv
 from tests.support.workerproc import _SCRUB
+from workers.common import lock
 from workers.errors import EXIT_OK, EXIT_PROBLEM
 from workers.exchange.protocol import make_trade
 from workers.ops import status
@@ -205,3 +206,25 @@ def test_trades_missing_or_tampered_in_the_database_are_found_and_repaired(
     assert "4 trades written again from the archive, then checked" in repaired.stdout
     check = checks(influx_front, influx_db)[date(2025, 1, 1)]
     assert check.verified and check.stored == 2000
+
+
+def test_a_repair_while_a_history_load_of_the_pair_runs_is_refused_and_writes_nothing(
+        tmp_path: Path, past: ExchangeSim, influx_front: InfluxFront, influx_db: InfluxDb
+) -> None:
+    day = [t for t in ledger(past) if t["T"] >= 1_735_689_600_000_000][:2000]
+    store(past, influx_db, skip={day[0]["t"]})
+    home = tmp_path / "data" / "history" / "BTCUSDT"
+    home.mkdir(parents=True)
+    loading = lock.hold(home / "lock")  # as a running scripts/history of the pair holds it
+    try:
+        refused = verify(tmp_path, past, influx_front, influx_db, "BTCUSDT", "--from",
+                         DAYS[1], "--repair")
+    finally:
+        loading.release()
+
+    assert refused.returncode == EXIT_PROBLEM, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == (
+        f"verify: --repair: BTCUSDT: another scripts/history or verify --repair of the pair "
+        f"runs (pid {os.getpid()}): left to it; run again once it has ended")
+    assert influx_db.query(f"SELECT trade_id FROM price_ticks WHERE trade_id = "
+                           f"{day[0]['t']}") == []  # the missing trade stays missing

@@ -15,6 +15,10 @@ spooling: a file is read faster than any InfluxDB takes it, and a spool filled o
 only be written twice. A batch goes to the spool only when InfluxDB fails past the retry budget,
 and then the file stops there (`FileLoad.spooled`): the caller says InfluxDB failed.
 
+One loader per pair at a time: it holds DATA_DIR/history/<SYMBOL>/lock (common/lock.py) for
+its life, so a second scripts/history of the pair, or a verify --repair of it, is refused
+(AlreadyRunning) instead of appending to the same spool.
+
 With no INFLUXDB_URL (the no-database mode) the lines go to line-protocol files the way the
 worker's do, under DATA_DIR/lp/history-<symbol>/, which scripts/load-files loads later.
 """
@@ -28,7 +32,8 @@ from datetime import date
 from pathlib import Path
 from typing import Callable, Container, Dict, List, Optional
 
-from workers.errors import ArchiveCorrupt
+from workers.common import lock
+from workers.errors import AlreadyRunning, ArchiveCorrupt
 from workers.exchange.archive import DAY_MS, ArchiveFile, Downloaded, read_trades, utc_day
 from workers.health import Stats
 from workers.settings import Settings
@@ -97,6 +102,13 @@ class Settled:
         return True
 
 
+def busy(symbol: str, exc: AlreadyRunning) -> str:
+    """What history and verify --repair say when another loader holds the pair's lock."""
+    holder = f"pid {exc.pid}" if exc.pid else str(exc.path)
+    return (f"{symbol}: another scripts/history or verify --repair of the pair runs ({holder}): "
+            "left to it; run again once it has ended")
+
+
 def worker_name(symbol: str) -> str:
     """The loader's name in logs, its spool and its files: never a live worker's."""
     return f"history-{symbol.lower()}"
@@ -112,6 +124,8 @@ class ArchiveLoader:
         self.name = worker_name(symbol)
         self.stats = stats or Stats()
         self.stopping = stopping or threading.Event()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.held = lock.hold(self.home / "lock")  # AlreadyRunning: another loader of the pair
         influx = settings.influx
         self.renderer = LineRenderer(influx.measurement if influx else settings.measurement)
         self.batch_size = settings.write.batch_size
@@ -234,4 +248,7 @@ class ArchiveLoader:
     def close(self) -> None:
         """Stop the writer once every batch is stored, spooled or set aside: what it has not
         stored within STOP_FLUSH_S (InfluxDB failing) goes to the spool, for the next run."""
-        self.writer.stop(STOP_FLUSH_S)
+        try:
+            self.writer.stop(STOP_FLUSH_S)
+        finally:
+            self.held.release()

@@ -43,6 +43,7 @@ from workers.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_RUNTIME,
+    AlreadyRunning,
     ArchiveError,
     ConfigError,
     LoadFailed,
@@ -63,7 +64,7 @@ from workers.history.days import (
     today_utc,
     unpublished,
 )
-from workers.history.load import ArchiveLoader, DaySpan, FileLoad
+from workers.history.load import ArchiveLoader, DaySpan, FileLoad, busy
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.capture_days import LOADED, DayCheck, now_ns
 from workers.storage.influx_query import InfluxQuery
@@ -243,6 +244,19 @@ class Run:
         self.loader: Optional[ArchiveLoader] = None
 
     def symbol(self, symbol: str, first: date, last: date) -> None:
+        try:  # first: the pair's lock, before its loaded.json is read
+            self.loader = ArchiveLoader(self.settings, symbol, stopping=self.stopping)
+        except AlreadyRunning as exc:
+            self.problems += 1
+            self.progress.say(busy(symbol, exc))
+            return
+        try:
+            self._symbol(symbol, first, last)
+        finally:
+            self.loader.close()
+            self.loader = None
+
+    def _symbol(self, symbol: str, first: date, last: date) -> None:
         loaded = LoadedFiles(self.home / symbol / "loaded.json")
         asked = files_for(symbol, first, last, monthly=self.monthly)
         pending = deque(f for f in asked if self.force or not loaded.covers(f))
@@ -250,15 +264,10 @@ class Run:
             self.progress.say(f"{symbol}: {len(asked) - len(pending)} file(s) of the span "
                               "loaded before, skipped (--force loads them again)")
         self.progress.files_total += len(pending)
-        self.loader = ArchiveLoader(self.settings, symbol, stopping=self.stopping)
         self.published = 0
         unreachable_before = self.unreachable
         none_loaded_before = len(pending) == len(asked) > 0
-        try:
-            self._files(symbol, pending, loaded)
-        finally:
-            self.loader.close()
-            self.loader = None
+        self._files(symbol, pending, loaded)
         if none_loaded_before and self.published == 0 and self.unreachable == unreachable_before:
             # a misspelled pair looks exactly like days not published yet: say both
             self.progress.say(f"{symbol}: the archive has no file of the span: check the "
@@ -451,6 +460,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         run.progress.say("history: InfluxDB failed: run again once it answers (what was "
                          "loaded is recorded; the spool is sent first)")
         return EXIT_RUNTIME
+    except ConfigError as exc:  # a pair's loaded.json that cannot be read
+        print(f"history: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         run.close()
         run.progress.done()

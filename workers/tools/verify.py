@@ -23,6 +23,7 @@ from workers.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_RUNTIME,
+    AlreadyRunning,
     ArchiveError,
     ConfigError,
     LoadFailed,
@@ -37,7 +38,7 @@ from workers.history.days import (
     today_utc,
     yesterday_utc,
 )
-from workers.history.load import ArchiveLoader
+from workers.history.load import ArchiveLoader, busy
 from workers.history.verify import DayResult, DayVerifier, Repair
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.influx_query import InfluxQuery
@@ -160,8 +161,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         stack.callback(client.close)
         sink = InfluxSink(settings.influx)
         stack.callback(sink.close)
-        verifier = DayVerifier(settings, settings.influx, client, InfluxQuery(settings.influx),
-                               sink, workdir, loader_repair(settings, {}, stack))
+        query = InfluxQuery(settings.influx)
+        stack.callback(query.close)
+        verifier = DayVerifier(settings, settings.influx, client, query, sink, workdir,
+                               loader_repair(settings, {}, stack))
         try:
             for symbol in symbols:
                 for day in days:
@@ -174,6 +177,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"verify: the archive at {settings.archive_url} failed: {exc}; run it again "
                   "later", file=sys.stderr)
             return EXIT_RUNTIME
+        except AlreadyRunning as exc:  # raised by the repair's loader, within the loop
+            print(f"verify: --repair: {busy(symbol, exc)}", file=sys.stderr)
+            return EXIT_PROBLEM
     return EXIT_OK if all(r.check and r.check.verified for r in results) else EXIT_PROBLEM
 
 

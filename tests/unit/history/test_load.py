@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import List
 
+import pytest
+
+from workers.errors import AlreadyRunning
 from workers.exchange.archive import ArchiveFile, Downloaded
-from workers.history.load import ArchiveLoader, worker_name
+from workers.history.load import ArchiveLoader, busy, worker_name
 from workers.settings import Settings, WriteSettings, load_settings
 from workers.storage.lineproto import LineRenderer
 from workers.trade import Trade
@@ -134,3 +138,19 @@ def test_points_that_are_not_trades_go_the_same_way_and_count_as_no_trade(
     loader.close()
     assert stored_lines(tmp_path) == ['capture_days,symbol=BTCUSDT,check=loaded day="2025-03-04" 1']
     assert loader.stats.written == 0
+
+
+def test_one_loader_per_pair_at_a_time_the_second_is_refused_naming_the_first(
+        tmp_path: Path) -> None:
+    first = ArchiveLoader(file_settings(tmp_path), "BTCUSDT")
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            ArchiveLoader(file_settings(tmp_path), "BTCUSDT")  # would append to the same spool
+        assert refused.value.pid == os.getpid()
+        assert busy("BTCUSDT", refused.value) == (
+            f"BTCUSDT: another scripts/history or verify --repair of the pair runs (pid "
+            f"{os.getpid()}): left to it; run again once it has ended")
+        ArchiveLoader(file_settings(tmp_path), "ETHUSDT").close()  # another pair: its own lock
+    finally:
+        first.close()
+    ArchiveLoader(file_settings(tmp_path), "BTCUSDT").close()  # free again once the first closed

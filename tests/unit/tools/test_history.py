@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from workers.errors import EXIT_PROBLEM, EXIT_RUNTIME, ArchiveError, ConfigError, NotPublished
+from workers.common import lock
+from workers.errors import (
+    EXIT_CONFIG,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    ArchiveError,
+    ConfigError,
+    NotPublished,
+)
 from workers.exchange.archive import ArchiveClient, ArchiveFile
 from workers.history.load import DaySpan, FileLoad
 from workers.tools import history
@@ -138,6 +146,38 @@ def test_a_pair_the_archive_has_no_file_of_may_be_misspelled(
         "again later" in said.out + said.err
     assert "BTCUSDT: the archive has no file of the span: check the pair's name" in \
         said.out + said.err
+
+
+def test_an_unreadable_record_ends_the_run_with_one_line_and_exit_2(
+        run_offline, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = tmp_path / "data" / "history" / "BTCUSDT" / "loaded.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{not json")
+
+    code = run_offline(AssertionError("nothing is downloaded"))
+
+    said = capsys.readouterr()
+    assert code == EXIT_CONFIG
+    assert said.err.startswith(f"history: {record} is unreadable (")
+    assert "move it away to load every day again" in said.err
+    assert "Traceback" not in said.err
+
+
+def test_a_pair_another_loader_holds_is_left_to_it_and_said(
+        run_offline, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "data" / "history" / "BTCUSDT"
+    home.mkdir(parents=True)
+    other = lock.hold(home / "lock")  # as a running scripts/history of the pair holds it
+    try:
+        code = run_offline(AssertionError("nothing is downloaded"))
+    finally:
+        other.release()
+
+    said = capsys.readouterr()
+    assert code == EXIT_PROBLEM
+    assert f"BTCUSDT: another scripts/history or verify --repair of the pair runs (pid " \
+        f"{os.getpid()}): left to it; run again once it has ended" in said.out
+    assert not (home / "loaded.json").exists()
 
 
 def test_from_today_without_to_is_refused_as_today_not_as_swapped() -> None:
