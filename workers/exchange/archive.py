@@ -57,6 +57,9 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 10.0, 60.0
 ATTEMPTS, RETRY_INITIAL_S, RETRY_MAX_S = 6, 1.0, 60.0
 _CHECKSUM = re.compile(r"\s*([0-9a-fA-F]{64})\s+\*?(\S+)\s*")
 DAY_MS = 86_400_000
+# Spot days are usually out within 4-6 hours; multi-day delays happened (binance.md, "The
+# public archive"). A 404 a week after the day is more likely a day the pair did not trade.
+LATE_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -318,11 +321,16 @@ def read_trades(path: Path, symbol: str, name: Optional[str] = None,
             raise ArchiveCorrupt(label, f"unreadable after row {line - 1} ({exc})") from exc
 
 
-def archive_problem(exc: ArchiveError) -> str:
-    """What a file's ArchiveError means for a person, as scripts/history and scripts/verify
-    both say it on the file's or the day's line: every kind is "not now"."""
+def archive_problem(exc: ArchiveError, day: date, today: date) -> str:
+    """What the ArchiveError of a file starting on `day` means for a person, as scripts/history
+    and scripts/verify both say it on the file's or the day's line. Every kind is "not now",
+    but a 404 for a day long over most likely means the pair did not trade that day."""
     if isinstance(exc, NotPublished):
-        return "not published yet: run again later"
+        waited = (today - day).days - 1  # whole days since `day` ended
+        if waited < LATE_DAYS:
+            return "not published yet: run again later"
+        return (f"not in the archive {waited} days after it ended: the pair most likely did "
+                "not trade that day (listed later, or delisted); if it did, run again later")
     if isinstance(exc, ChecksumMismatch):
         return f"checksum mismatch: {exc.detail}; run again later"
     if isinstance(exc, ArchiveCorrupt):

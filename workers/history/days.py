@@ -10,9 +10,6 @@ from workers.errors import ConfigError
 
 FIRST_DAY = date(2017, 7, 14)  # Binance's first spot trades: the archive starts there
 SYMBOL = re.compile(r"^[A-Z0-9]{2,40}$")
-# Spot days are usually out within 4-6 hours; multi-day delays happened (binance.md, "The
-# public archive"). A 404 a week after the day is more likely a day the pair did not trade.
-LATE_DAYS = 7
 
 
 def today_utc() -> date:
@@ -45,17 +42,6 @@ def archive_span(first: date, last: date, today: date) -> Tuple[date, date]:
                           f"(UTC {today}): a day is published after it ends, usually within "
                           f"hours; use --to {today - timedelta(days=1)} at the latest")
     return first, last
-
-
-def unpublished(day: date, today: date) -> str:
-    """What a 404 for `day`'s file means: "not yet" for a recent day; for an older one, most
-    likely a day the pair did not trade (listed later, delisted), where running again will
-    not help."""
-    waited = (today - day).days - 1  # whole days since `day` ended
-    if waited < LATE_DAYS:
-        return "not published yet: run again later"
-    return (f"not in the archive {waited} days after it ended: the pair most likely did not "
-            "trade that day (listed later, or delisted); if it did, run again later")
 
 
 def check_symbols(names: List[str]) -> List[str]:

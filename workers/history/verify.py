@@ -42,7 +42,7 @@ from workers.exchange.archive import (
     day_span_ms,
     read_trades,
 )
-from workers.history.days import today_utc, unpublished
+from workers.history.days import today_utc
 from workers.settings import InfluxSettings, Settings
 from workers.storage.capture_days import VERIFIED, DayCheck, is_verified, now_ns
 from workers.storage.influx_query import InfluxQuery, quote_ident, quote_string
@@ -242,11 +242,9 @@ class DayVerifier:
         result = DayResult(symbol, day)
         try:
             downloaded = self.client.download(ArchiveFile(symbol, day.isoformat()), self.workdir)
-        except NotPublished:
-            result.not_now, result.unpublished = unpublished(day, today_utc()), True
-            return result
-        except (ChecksumMismatch, ArchiveCorrupt) as exc:  # re-published meanwhile, a bad sum
-            result.not_now = archive_problem(exc)
+        except (NotPublished, ChecksumMismatch, ArchiveCorrupt) as exc:  # late, re-published
+            result.not_now = archive_problem(exc, day, today_utc())
+            result.unpublished = isinstance(exc, NotPublished)
             return result
         try:
             diff = self.compare(downloaded)

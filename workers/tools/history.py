@@ -57,13 +57,7 @@ from workers.exchange.archive import (
     archive_problem,
     files_for,
 )
-from workers.history.days import (
-    archive_span,
-    check_symbols,
-    parse_day,
-    today_utc,
-    unpublished,
-)
+from workers.history.days import archive_span, check_symbols, parse_day, today_utc
 from workers.history.load import ArchiveLoader, DaySpan, FileLoad, busy
 from workers.settings import Settings, load_env, load_settings
 from workers.storage.capture_days import LOADED, DayCheck, now_ns
@@ -287,22 +281,19 @@ class Run:
             try:
                 downloaded = future.result()
                 self.published += 1
-            except NotPublished:
-                if file.monthly:
+            except ArchiveError as exc:
+                if isinstance(exc, NotPublished) and file.monthly:
                     days = [d for d in file.daily_files() if self.force or not loaded.covers(d)]
                     pending.extendleft(reversed(days))
                     self.progress.files_total += len(days) - 1
                     self.progress.say(f"{label}: monthly file not published yet: its "
                                       f"{len(days)} daily files instead")
                     continue
-                self._problem(label, unpublished(file.first_day, self.today))
-                continue
-            except ArchiveError as exc:
                 if self.stopping.is_set():
                     raise KeyboardInterrupt from None
                 if type(exc) is ArchiveError:  # not a defect of the file: no answer at all
                     self.unreachable += 1
-                self._problem(label, archive_problem(exc))
+                self._problem(label, archive_problem(exc, file.first_day, self.today))
                 continue
             except OSError as exc:  # the temp dir: a full or read-only disk
                 self._problem(label, f"cannot save the download in {self.tmp}: {exc}; free "

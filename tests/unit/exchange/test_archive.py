@@ -178,4 +178,18 @@ def test_the_csv_is_streamed_memory_stays_bounded_whatever_the_file_size(
      "download failed: failed 6 times (ReadTimeoutError); run again later"),
 ])
 def test_each_archive_error_is_said_the_same_way_by_history_and_verify(error, said) -> None:
-    assert archive_problem(error) == said
+    assert archive_problem(error, date(2026, 12, 2), today=date(2026, 12, 3)) == said
+
+
+@pytest.mark.parametrize("day, said", [
+    ("2026-12-02", "not published yet: run again later"),  # ended hours ago
+    ("2026-11-26", "not published yet: run again later"),  # 6 whole days late: it happens
+    ("2026-11-25", "not in the archive 7 days after it ended: the pair most likely did not "
+                   "trade that day (listed later, or delisted); if it did, run again later"),
+    ("2019-01-01", "not in the archive 2892 days after it ended: "),
+])
+def test_a_404_is_not_yet_for_a_recent_day_and_a_day_not_traded_for_an_old_one(
+        day: str, said: str) -> None:
+    error = NotPublished("X.zip", "not published yet (404)")
+    assert archive_problem(error, date.fromisoformat(day), today=date(2026, 12, 3)).startswith(
+        said)

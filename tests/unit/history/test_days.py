@@ -6,7 +6,7 @@ from datetime import date
 import pytest
 
 from workers.errors import ConfigError
-from workers.history.days import archive_span, check_symbols, parse_day, unpublished
+from workers.history.days import archive_span, check_symbols, parse_day
 
 TODAY = date(2026, 12, 3)
 
@@ -33,15 +33,3 @@ def test_pairs_are_upper_cased_once_each_and_checked() -> None:
     assert check_symbols(["btcusdt", "ETHUSDT", "BTCUSDT"]) == ["BTCUSDT", "ETHUSDT"]
     with pytest.raises(ConfigError, match="not a pair: BTC/USDT"):
         check_symbols(["BTC/USDT"])
-
-
-@pytest.mark.parametrize("day, said", [
-    ("2026-12-02", "not published yet: run again later"),  # ended hours ago
-    ("2026-11-26", "not published yet: run again later"),  # 6 whole days late: it happens
-    ("2026-11-25", "not in the archive 7 days after it ended: the pair most likely did not "
-                   "trade that day (listed later, or delisted); if it did, run again later"),
-    ("2019-01-01", "not in the archive 2892 days after it ended: "),
-])
-def test_a_404_is_not_yet_for_a_recent_day_and_a_day_not_traded_for_an_old_one(
-        day: str, said: str) -> None:
-    assert unpublished(date.fromisoformat(day), today=date(2026, 12, 3)).startswith(said)
