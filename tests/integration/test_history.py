@@ -150,8 +150,12 @@ def test_an_interrupted_load_resumes_and_ends_exact(tmp_path, exchange_sim, infl
     assert proc.stdout is not None
     first_line = proc.stdout.readline()  # the first file loaded whole: stop it right there
     proc.send_signal(sig)
-    said = proc.stdout.read()
-    code = proc.wait(40)
+    try:
+        said, _ = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"history still runs 40 s after signal {sig}") from None
+    code = proc.returncode
     assert LOADED.match(first_line.rstrip("\n")), first_line
     if sig == signal.SIGTERM:  # stopped cleanly: what it wrote is stored, the rest said
         assert code == 1 and said.splitlines()[-1].startswith("history: interrupted: "), said

@@ -92,11 +92,13 @@ class Settled:
             self.changed.notify_all()
         return False
 
-    def wait_for(self, count: int, writer_alive: Callable[[], bool]) -> bool:
-        """Wait until `count` batches are settled; False if the writer thread died first."""
+    def wait_for(self, count: int, writer_alive: Callable[[], bool],
+                 stopping: threading.Event) -> bool:
+        """Wait until `count` batches are settled; False if the writer thread died first, or
+        a stop was asked (the writer's close() spools what is left)."""
         with self.changed:
             while self.count < count:
-                if not writer_alive():
+                if not writer_alive() or stopping.is_set():
                     return False
                 self.changed.wait(PUT_WAIT_S)
         return True
@@ -196,8 +198,10 @@ class ArchiveLoader:
             self._submit(lines, first_ms, result)
         if progress is not None and result.trades > reported:
             progress(result.trades - reported)
-        if not self.settled.wait_for(self._seq, self.writer.thread.is_alive):
-            result.problem = result.problem or "the writer stopped unexpectedly"
+        if not self._settled():
+            result.problem = result.problem or (
+                "stopped before the end of the file" if self.stopping.is_set() else
+                "the writer stopped unexpectedly")
         result.spooled = self.stats.spooled - self._spooled_before
         result.set_aside = self.stats.rejected_trades - rejected_before
         result.written -= result.spooled + result.set_aside
@@ -243,7 +247,10 @@ class ArchiveLoader:
         self._spooled_before = self.stats.spooled
         if not self._submit(lines, 0, result, others=True):
             return False
-        return self.settled.wait_for(self._seq, self.writer.thread.is_alive)
+        return self._settled()
+
+    def _settled(self) -> bool:
+        return self.settled.wait_for(self._seq, self.writer.thread.is_alive, self.stopping)
 
     def close(self) -> None:
         """Stop the writer once every batch is stored, spooled or set aside: what it has not

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -65,6 +65,7 @@ from workers.storage.influx_query import InfluxQuery
 from workers.storage.retention import retention_s
 
 PLAIN_EVERY_S = 10.0  # progress lines when stderr is not a terminal
+STOP_POLL_S = 0.2  # how often a wait of the main thread looks at the stop request
 BAR_EVERY_S = 0.2
 
 
@@ -279,7 +280,7 @@ class Run:
             started = time.monotonic()
             label = f"{symbol} {file.period}"
             try:
-                downloaded = future.result()
+                downloaded = self._result(future)
                 self.published += 1
             except ArchiveError as exc:
                 if isinstance(exc, NotPublished) and file.monthly:
@@ -304,6 +305,14 @@ class Run:
             finally:
                 downloaded.path.unlink(missing_ok=True)
 
+    def _result(self, future: "Future[Downloaded]") -> Downloaded:
+        """The download's result, waited for in steps so that a stop is seen at once (a
+        download blocked in a read may take READ_TIMEOUT_S to notice it)."""
+        while not wait([future], timeout=STOP_POLL_S).done:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+        return future.result()
+
     def _load(self, label: str, downloaded: Downloaded, loaded: LoadedFiles,
               started: float) -> None:
         assert self.loader is not None
@@ -317,6 +326,8 @@ class Run:
             self._problem(label, f"{result.problem}; run again later")
             return
         if not self.loader.write_lines(day_checks(result, downloaded.sha256)):
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
             raise LoadFailed("the day checks could not be written")
         loaded.add(result, downloaded.sha256)
         with self.progress.lock:
@@ -418,11 +429,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals(stopping: threading.Event) -> None:
+    """Ctrl-C and SIGTERM ask the run to stop: the main thread sees `stopping` where it waits
+    (a download, the writer) and ends the run cleanly. Raising KeyboardInterrupt from the
+    handler instead can land while the main thread holds a Future's lock, and the download
+    pool's shutdown then waits on that lock forever. A second signal stops at once."""
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -438,8 +456,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"history: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _stop_on_sigterm()
     run = Run(settings, args.parallel, args.force, not args.daily_only, Progress(sys.stderr))
+    _stop_on_signals(run.stopping)
     try:
         for symbol in symbols:
             run.symbol(symbol, first, last)

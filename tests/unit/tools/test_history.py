@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -111,7 +113,7 @@ def run_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setattr(history, "_stop_on_sigterm", lambda: None)
+    monkeypatch.setattr(history, "_stop_on_signals", lambda stopping: None)
 
     def run(error: Exception) -> int:
         def fail(self: ArchiveClient, file: ArchiveFile, directory: Path,
@@ -193,3 +195,19 @@ def test_the_run_ends_with_its_totals() -> None:
     progress.done()
     assert out.getvalue().splitlines()[-1].startswith(
         "history: done: 3/3 files, 0.0 MB downloaded, 1,000 trades loaded")
+
+
+def test_a_signal_asks_the_run_to_stop_and_a_second_one_stops_at_once() -> None:
+    stopping = threading.Event()
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        history._stop_on_signals(stopping)
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler) and signal.getsignal(signal.SIGINT) is handler
+        handler(signal.SIGTERM, None)  # no exception: the main thread sees the event
+        assert stopping.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, old)
