@@ -105,8 +105,27 @@ def test_three_days_load_into_an_empty_database_exactly_as_the_ledger(
     again = history(env, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
 
     assert again.returncode == 0 and not loaded_lines(again.stdout), again.stdout
-    assert "3 file(s) of the span loaded before, skipped (--force loads them again)" in \
-        again.stdout
+    assert (f"3 file(s) of the span loaded before into InfluxDB {influx_front.url} bucket "
+            f"{influx_db.name}, skipped (--force loads them again)") in again.stdout
+
+
+def test_days_loaded_into_files_are_loaded_again_once_a_database_is_set(
+        tmp_path, past, influx_front, influx_db) -> None:
+    """A new user tries history without a database first (the README's offline block), then
+    sets INFLUXDB_*: the days that went to files are not "loaded" into the bucket."""
+    in_files = history_env(tmp_path, past, influx_front, influx_db)
+    for name in ("INFLUXDB_URL", "INFLUXDB_TOKEN", "INFLUXDB_ORG", "INFLUXDB_BUCKET"):
+        in_files.pop(name)
+    first = history(in_files, "BTCUSDT", "--from", "2024-12-31", "--to", "2025-01-02")
+    assert first.returncode == 0 and len(loaded_lines(first.stdout)) == 3, first.stdout
+    assert stored_ids(influx_db) == []
+
+    into_db = history(history_env(tmp_path, past, influx_front, influx_db), "BTCUSDT",
+                      "--from", "2024-12-31", "--to", "2025-01-02")
+
+    assert into_db.returncode == 0, into_db.stdout + into_db.stderr
+    assert sorted(loaded_lines(into_db.stdout)) == ["2024-12-31", "2025-01-01", "2025-01-02"]
+    assert_exact(past, influx_db)
 
 
 def test_a_load_overlapping_live_capture_stores_nothing_twice(
@@ -364,3 +383,42 @@ def test_a_download_is_checked_against_its_checksum_and_kept_whole_or_not_at_all
     with pytest.raises(ChecksumMismatch, match="re-published meanwhile"):
         ArchiveClient(republishing).download(day, tmp_path / "bad")
     assert list((tmp_path / "bad").iterdir()) == []  # nothing half-kept
+
+
+def test_days_of_unpublished_months_are_said_in_date_order(
+        tmp_path, exchange_sim, influx_front, influx_db) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0",
+                       "--past-days", "BTCUSDT:from=2024-11-01:to=2025-01-01:per_day=20",
+                       "--clock", "2025-02-01T00:00:05Z")
+    for month in ("2024-11", "2024-12"):
+        sim.fault("archive_defect", symbol="BTCUSDT", date=month, defect="unpublished")
+    env = history_env(tmp_path, sim, influx_front, influx_db)
+
+    run = history(env, "BTCUSDT", "--from", "2024-11-01", "--to", "2025-01-01",
+                  "--parallel", "4")  # the later files download while a month falls back
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    said = list(loaded_lines(run.stdout))
+    assert len(said) == 62 and said == sorted(said), said
+    assert_exact(sim, influx_db)
+
+
+def test_a_span_partly_loaded_before_is_not_said_to_be_a_misspelled_pair(
+        tmp_path, exchange_sim, influx_front, influx_db) -> None:
+    sim = exchange_sim("--symbol", "BTCUSDT:rate=0",
+                       "--past-days", "BTCUSDT:from=2024-12-01:to=2024-12-31:per_day=20",
+                       "--clock", "2025-02-01T00:00:05Z")
+    env = history_env(tmp_path, sim, influx_front, influx_db)
+    first = history(env, "BTCUSDT", "--from", "2024-12-01", "--to", "2024-12-03")
+    assert first.returncode == 0 and len(loaded_lines(first.stdout)) == 3, first.stdout
+    sim.fault("archive_defect", symbol="BTCUSDT", date="2024-12", defect="unpublished")
+    for day in range(4, 32):
+        sim.fault("archive_defect", symbol="BTCUSDT", date=f"2024-12-{day:02d}",
+                  defect="unpublished")
+
+    month = history(env, "BTCUSDT", "--from", "2024-12-01", "--to", "2024-12-31")
+
+    assert month.returncode == 1, month.stdout + month.stderr
+    assert "BTCUSDT 2024-12: monthly file not published yet: its 28 daily files instead" in \
+        month.stdout.splitlines()
+    assert "check the pair's name" not in month.stdout  # three of its days were found before

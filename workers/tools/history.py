@@ -109,13 +109,24 @@ class Record:
     first_id: int
     last_id: int
     loaded_at: str
+    into: str = ""  # where the trades went (destination()): a file is loaded for that one only
+
+
+def destination(settings: Settings) -> str:
+    """Where a run writes: the InfluxDB bucket, or the files of the no-database mode. A file
+    loaded into files is not loaded into InfluxDB (it waits for scripts/load-files)."""
+    if settings.influx is not None:
+        return f"InfluxDB {settings.influx.url} bucket {settings.influx.bucket}"
+    return f"files under {settings.data_dir / 'lp'}"
 
 
 class LoadedFiles:
-    """DATA_DIR/history/<SYMBOL>/loaded.json: period -> Record of each file loaded whole."""
+    """DATA_DIR/history/<SYMBOL>/loaded.json: period -> Record of each file loaded whole, and
+    where it went; only the records of `into` count as loaded."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, into: str) -> None:
         self.path = path
+        self.into = into
         self.records: Dict[str, Record] = {}
         try:
             raw = json.loads(path.read_text()).get("files", {})
@@ -127,17 +138,21 @@ class LoadedFiles:
                               "day again (loading twice stores nothing twice)") from None
 
     def covers(self, file: ArchiveFile) -> bool:
-        """Loaded whole: itself, its month, or (a month) every one of its days."""
-        if file.period in self.records:
+        """Loaded whole into `into`: itself, its month, or (a month) every one of its days."""
+        if self._here(file.period):
             return True
         if file.monthly:
-            return all(day.isoformat() in self.records for day in file.days())
-        return file.period[:7] in self.records
+            return all(self._here(day.isoformat()) for day in file.days())
+        return self._here(file.period[:7])
+
+    def _here(self, period: str) -> bool:
+        record = self.records.get(period)
+        return record is not None and record.into == self.into
 
     def add(self, load: FileLoad, sha256: str) -> None:
         self.records[load.file.period] = Record(
             sha256, load.trades, load.first_id or 0, load.last_id or 0,
-            datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            datetime.now(timezone.utc).isoformat(timespec="seconds"), self.into)
         data = {"files": {k: asdict(v) for k, v in sorted(self.records.items())}}
         write_atomic(self.path, json.dumps(data, indent=1) + "\n")
 
@@ -235,6 +250,7 @@ class Run:
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="download")
         self.problems = 0
         self.published = 0  # files of the current symbol the archive had
+        self.skipped = 0  # and files of it loaded before, not asked again
         self.unreachable = 0  # files whose download failed past its retries (the network)
         self.loader: Optional[ArchiveLoader] = None
 
@@ -252,18 +268,19 @@ class Run:
             self.loader = None
 
     def _symbol(self, symbol: str, first: date, last: date) -> None:
-        loaded = LoadedFiles(self.home / symbol / "loaded.json")
+        loaded = LoadedFiles(self.home / symbol / "loaded.json", destination(self.settings))
         asked = files_for(symbol, first, last, monthly=self.monthly)
         pending = deque(f for f in asked if self.force or not loaded.covers(f))
         if len(pending) < len(asked):
             self.progress.say(f"{symbol}: {len(asked) - len(pending)} file(s) of the span "
-                              "loaded before, skipped (--force loads them again)")
+                              f"loaded before into {loaded.into}, skipped (--force loads "
+                              "them again)")
         self.progress.files_total += len(pending)
         self.published = 0
+        self.skipped = len(asked) - len(pending)
         unreachable_before = self.unreachable
-        none_loaded_before = len(pending) == len(asked) > 0
         self._files(symbol, pending, loaded)
-        if none_loaded_before and self.published == 0 and self.unreachable == unreachable_before:
+        if self.published == self.skipped == 0 and self.unreachable == unreachable_before:
             # a misspelled pair looks exactly like days not published yet: say both
             self.progress.say(f"{symbol}: the archive has no file of the span: check the "
                               "pair's name (Binance's spelling, e.g. BTCUSDT), or run again "
@@ -271,11 +288,12 @@ class Run:
 
     def _files(self, symbol: str, pending: Deque[ArchiveFile], loaded: LoadedFiles) -> None:
         window: Deque[Tuple[ArchiveFile, "Future[Downloaded]"]] = deque()
+        running: Dict[ArchiveFile, "Future[Downloaded]"] = {}  # downloads put back in line
         while pending or window:
             while pending and len(window) < self.parallel:
                 file = pending.popleft()
-                window.append((file, self.pool.submit(self.client.download, file, self.tmp,
-                                                      self.progress.downloaded)))
+                window.append((file, running.pop(file) if file in running else self.pool.submit(
+                    self.client.download, file, self.tmp, self.progress.downloaded)))
             file, future = window.popleft()
             started = time.monotonic()
             label = f"{symbol} {file.period}"
@@ -285,7 +303,12 @@ class Run:
             except ArchiveError as exc:
                 if isinstance(exc, NotPublished) and file.monthly:
                     days = [d for d in file.daily_files() if self.force or not loaded.covers(d)]
-                    pending.extendleft(reversed(days))
+                    self.skipped += len(file.daily_files()) - len(days)
+                    # the month's days come before the later files already downloading, so
+                    # the lines stay in date order: those go back in line, still running
+                    running.update(window)
+                    pending.extendleft(reversed(days + [later for later, _ in window]))
+                    window.clear()
                     self.progress.files_total += len(days) - 1
                     self.progress.say(f"{label}: monthly file not published yet: its "
                                       f"{len(days)} daily files instead")

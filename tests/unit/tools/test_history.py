@@ -25,6 +25,7 @@ from workers.tools import history
 from workers.tools.history import LoadedFiles, Progress, day_checks, span
 
 TODAY = date(2026, 12, 3)
+INTO = "InfluxDB http://db:8086 bucket ticks"
 
 
 def test_to_defaults_to_yesterday() -> None:
@@ -41,11 +42,11 @@ def loaded(symbol: str, period: str, trades: int = 1) -> FileLoad:
 
 
 def test_a_file_is_covered_by_itself_its_month_or_all_of_its_days(tmp_path: Path) -> None:
-    record = LoadedFiles(tmp_path / "loaded.json")
+    record = LoadedFiles(tmp_path / "loaded.json", INTO)
     record.add(loaded("BTCUSDT", "2024-02"), "ab" * 32)
     for d in range(1, 31):
         record.add(loaded("BTCUSDT", f"2024-04-{d:02d}"), "cd" * 32)
-    again = LoadedFiles(tmp_path / "loaded.json")  # as the next run reads it
+    again = LoadedFiles(tmp_path / "loaded.json", INTO)  # as the next run reads it
     assert again.covers(ArchiveFile("BTCUSDT", "2024-02"))
     assert again.covers(ArchiveFile("BTCUSDT", "2024-02-29"))
     assert again.covers(ArchiveFile("BTCUSDT", "2024-04"))
@@ -54,10 +55,22 @@ def test_a_file_is_covered_by_itself_its_month_or_all_of_its_days(tmp_path: Path
     assert again.records["2024-02"].sha256 == "ab" * 32
 
 
+def test_a_file_loaded_elsewhere_is_not_loaded_here(tmp_path: Path) -> None:
+    in_files = LoadedFiles(tmp_path / "loaded.json", "files under /srv/data/lp")
+    in_files.add(loaded("BTCUSDT", "2024-02-03"), "ab" * 32)
+    assert LoadedFiles(tmp_path / "loaded.json", "files under /srv/data/lp").covers(
+        ArchiveFile("BTCUSDT", "2024-02-03"))
+    into_db = LoadedFiles(tmp_path / "loaded.json", INTO)
+    assert not into_db.covers(ArchiveFile("BTCUSDT", "2024-02-03"))
+    into_db.add(loaded("BTCUSDT", "2024-02-03"), "ab" * 32)
+    assert LoadedFiles(tmp_path / "loaded.json", INTO).covers(
+        ArchiveFile("BTCUSDT", "2024-02-03"))
+
+
 def test_an_unreadable_record_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "loaded.json").write_text("{not json")
     with pytest.raises(ConfigError, match="loaded.json is unreadable"):
-        LoadedFiles(tmp_path / "loaded.json")
+        LoadedFiles(tmp_path / "loaded.json", INTO)
 
 
 def test_one_loaded_check_per_day_a_file_covers_quiet_days_included() -> None:
