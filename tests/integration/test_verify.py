@@ -198,6 +198,7 @@ def test_trades_missing_or_tampered_in_the_database_are_found_and_repaired(
     shown = ", ".join(str(i) for i in sorted(gone))
     assert f"NOT verified, 3 missing (ids {shown}), 0 extra, 1 differing (ids {tampered})" \
         in line, line
+    assert line.endswith("; --repair writes them again from the archive"), line
 
     repaired = verify(tmp_path, past, influx_front, influx_db, "BTCUSDT", "--from", DAYS[1],
                       "--repair")

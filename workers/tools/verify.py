@@ -73,7 +73,18 @@ def day_line(result: DayResult) -> str:
         found = f"archive file unreadable ({diff.problem}): run again later; {found}"
     extra = ("; extra ids: the archive lacks trades we stored (its defect, or ours), never "
              "deleted" if check.extra else "")
-    return f"{head}NOT verified, {found}; {facts}{repaired}{extra}"
+    return f"{head}NOT verified, {found}; {facts}{repaired}{extra}{what_to_do(result)}"
+
+
+def what_to_do(result: DayResult) -> str:
+    """The fix for trades missing or differing, when this run did not repair them."""
+    check = result.check
+    if check is None or result.repaired or not (check.missing or check.differing):
+        return ""
+    if check.stored == 0:
+        return ("; nothing of this day is stored: load it with scripts/history (or "
+                "scripts/load-files, if it went to files)")
+    return "; --repair writes them again from the archive"
 
 
 def loader_repair(settings: Settings, loaders: Dict[str, ArchiveLoader],
@@ -173,9 +184,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (SinkError, LoadFailed) as exc:
             print(f"verify: InfluxDB failed: {exc}; run it again once fixed", file=sys.stderr)
             return EXIT_RUNTIME
-        except ArchiveError as exc:
-            print(f"verify: the archive at {settings.archive_url} failed: {exc}; run it again "
-                  "later", file=sys.stderr)
+        except ArchiveError as exc:  # no answer at all: the network, or the URL
+            print(f"verify: the archive at {settings.archive_url} failed: {exc}; check the "
+                  "network or BINANCE_ARCHIVE_URL, and run it again", file=sys.stderr)
             return EXIT_RUNTIME
         except AlreadyRunning as exc:  # raised by the repair's loader, within the loop
             print(f"verify: --repair: {busy(symbol, exc)}", file=sys.stderr)
