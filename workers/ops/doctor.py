@@ -423,22 +423,24 @@ def retention_check(server: Server, product: Product, lookback_h: float) -> Chec
     if product.kind == "3.x":
         return Check("retention", SKIP, "3.x does not tell it over the v1/v2 APIs "
                                         "(`influxdb3 show databases` does)")
-    if product.kind == "1.x":
-        try:
-            series = server.reader.query(f"SHOW RETENTION POLICIES ON {_ident(db)}",
-                                         PROBE_TIMEOUT_S)
-        except SinkError as exc:
-            return Check("retention", SKIP, f"cannot tell: {_one_line(exc)[:100]}")
-        return judge_retention(policy_retention_s(series, rp),
-                               f"retention policy {rp or '(default)'!r}", lookback_h)
-    answer = server.request("GET", "/api/v2/buckets", {"name": s.bucket, "org": s.org})
-    if isinstance(answer, NoAnswer):
-        return Check("retention", SKIP, f"cannot tell: {answer}")
-    if answer.status != 200:
-        return Check("retention", SKIP, f"cannot tell: /api/v2/buckets answered "
-                                        f"{answer.status} (the token may not read buckets)")
-    return judge_retention(bucket_retention_s(answer, s.bucket), f"bucket {s.bucket!r}",
-                           lookback_h)
+    if product.kind != "1.x":
+        answer = server.request("GET", "/api/v2/buckets", {"name": s.bucket, "org": s.org})
+        if isinstance(answer, NoAnswer):
+            return Check("retention", SKIP, f"cannot tell: {answer}")
+        if answer.status == 200:
+            return judge_retention(bucket_retention_s(answer, s.bucket),
+                                   f"bucket {s.bucket!r}", lookback_h)
+        if answer.status != 404:
+            return Check("retention", SKIP, f"cannot tell: /api/v2/buckets answered "
+                                            f"{answer.status} (the token may not read buckets)")
+        # 404: no buckets API on this server (a 1.x behind a 2.x write API): the 1.x way
+    try:
+        series = server.reader.query(f"SHOW RETENTION POLICIES ON {_ident(db)}",
+                                     PROBE_TIMEOUT_S)
+    except SinkError as exc:
+        return Check("retention", SKIP, f"cannot tell: {_one_line(exc)[:100]}")
+    return judge_retention(policy_retention_s(series, rp),
+                           f"retention policy {rp or '(default)'!r}", lookback_h)
 
 
 def write_limit(settings: Settings) -> Optional[Tuple[float, float]]:
