@@ -387,7 +387,7 @@ def _once(rec: Reconciler, url: str) -> int:
         include = rec.settings.include_path
         if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
             print(f"supervisord is not running (no answer at {url}): {include} is written and "
-                  f"applies when it starts (.venv/bin/supervisord -c supervisor.conf)")
+                  f"applies when it starts (scripts/run, or scripts/run --daemon)")
             return EXIT_OK
         print(f"error: supervisord refused the change: {describe(exc)}", file=sys.stderr)
         return EXIT_RUNTIME

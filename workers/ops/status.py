@@ -210,6 +210,8 @@ def not_running(f: Facts) -> List[str]:
         return [f"{state}: configuration error, not restarted: {h.config_error} (fix it, then "
                 f"scripts/supervisorctl start {f.row.worker})"]
     text = f"{state}: {f.info.get('description') or 'not running'}"
+    if state == "STOPPED":  # by hand (supervisorctl stop): it stays down until started
+        text += f"; scripts/supervisorctl start {f.row.worker} starts it again"
     if h.cause and not h.crash_loop:  # (crash_loop says it)
         text += f"; last error: {h.cause}"
     return [text]

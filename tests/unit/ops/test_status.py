@@ -50,6 +50,13 @@ def test_not_running_is_unhealthy(state: str) -> None:
     assert not row.healthy and row.problems[0].startswith(state)
 
 
+def test_a_worker_stopped_by_hand_says_how_to_start_it() -> None:
+    row = assess("solusdt", ["SOLUSDT"], info("solusdt", "STOPPED", pid=0), status(), NOW)
+    assert "; scripts/supervisorctl start solusdt starts it again" in row.problems[0]
+    crashed = assess("solusdt", ["SOLUSDT"], info("solusdt", "FATAL", pid=0), status(), NOW)
+    assert "supervisorctl start" not in crashed.problems[0]  # its cause is what to read
+
+
 def test_starting_is_healthy() -> None:
     assert assess("btcusdt", ["BTCUSDT"], info(state="STARTING", up_s=1), None, NOW).healthy
 
