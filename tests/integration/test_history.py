@@ -289,6 +289,7 @@ def test_a_misspelled_pair_is_said_to_be_perhaps_misspelled(
     assert any(re.fullmatch(f"BTCUSTD 2025-01-01: {LATE_404}", ln) for ln in lines), lines
     assert any(ln.startswith("BTCUSTD: the archive has no file of the span: check the pair's "
                              "name") for ln in lines), lines
+    assert "history: done: 2/2 files (2 not loaded), " in typo.stderr, typo.stderr
     assert stored_ids(influx_db) == []
 
 

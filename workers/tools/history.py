@@ -171,6 +171,7 @@ class Progress:
         self.trades = 0
         self.files_total = 0
         self.files_done = 0
+        self.files_failed = 0  # of the done ones, not loaded (not published, corrupt, ...)
         self._shown = 0.0
         self._drawn = False
 
@@ -186,7 +187,8 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        text = (f"{self.files_done}/{self.files_total} files, {self.bytes / 1e6:,.1f} MB "
+        failed = f" ({self.files_failed} not loaded)" if self.files_failed else ""
+        text = (f"{self.files_done}/{self.files_total} files{failed}, {self.bytes / 1e6:,.1f} MB "
                 f"downloaded, {self.trades:,} trades loaded ({self.trades / elapsed:,.0f}/s)")
         if self.files_done and self.files_total > self.files_done:
             left = elapsed / self.files_done * (self.files_total - self.files_done)
@@ -371,6 +373,7 @@ class Run:
         self.problems += 1
         with self.progress.lock:
             self.progress.files_done += 1
+            self.progress.files_failed += 1
         self.progress.say(f"{label}: {text}")
 
     def close(self) -> None:

@@ -200,6 +200,12 @@ def test_from_today_without_to_is_refused_as_today_not_as_swapped() -> None:
         span("2026-12-03", None, TODAY)
 
 
+def test_files_not_loaded_are_counted_apart_from_those_done() -> None:
+    progress = Progress(io.StringIO())
+    progress.files_total, progress.files_done, progress.files_failed = 639, 639, 636
+    assert progress.line().startswith("639/639 files (636 not loaded), 0.0 MB downloaded")
+
+
 def test_the_run_ends_with_its_totals() -> None:
     out = io.StringIO()
     progress = Progress(out)
